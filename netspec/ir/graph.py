@@ -1,0 +1,82 @@
+"""The graph IR: named nodes in topological order, each with its op, attributes, inputs and type."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator
+
+from ..ops.registry import Attrs
+from ..spec.errors import Trace
+from .types import TensorType
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str  # hierarchical: layer3.1.conv2
+    op: str  # a registered op's canonical name
+    attrs: Attrs
+    inputs: tuple[str, ...]  # names of graph inputs or earlier nodes
+    type: TensorType  # the output type
+    mode: str | None = None  # "train" or "eval" for nodes that exist in one mode only
+    trace: Trace | None = field(default=None, compare=False)  # where it was written
+
+
+@dataclass(frozen=True)
+class ScopeInfo:
+    """A named level of the hierarchy made by a block, a group or a repeat (for folding and drawing)."""
+
+    kind: str  # "block", "group" or "repeat"
+    label: str  # the block's name, or "group"
+    count: int | None = None  # iterations, for a repeat
+
+
+@dataclass
+class Graph:
+    name: str
+    inputs: dict[str, TensorType]
+    nodes: list[Node]
+    outputs: list[str]
+    scopes: dict[str, ScopeInfo] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # the spec parameters it was built with
+    variant: str | None = None
+    source: str | None = None  # the spec file
+
+    def __post_init__(self):
+        self._by_name = {n.name: n for n in self.nodes}
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def node(self, name: str) -> Node:
+        return self._by_name[name]
+
+    def type_of(self, name: str) -> TensorType:
+        return self.inputs[name] if name in self.inputs else self._by_name[name].type
+
+    def consumers(self) -> dict[str, list[str]]:
+        users: dict[str, list[str]] = {name: [] for name in list(self.inputs) + [n.name for n in self.nodes]}
+        for n in self.nodes:
+            for i in n.inputs:
+                users[i].append(n.name)
+        return users
+
+    def replace_nodes(self, nodes: list[Node], outputs: list[str] | None = None) -> "Graph":
+        return replace(self, nodes=nodes, outputs=list(self.outputs if outputs is None else outputs))
+
+    def active(self, mode: str) -> "Graph":
+        """The graph as it runs in `mode`: nodes of the other mode are bypassed (consumers take their input)."""
+        through: dict[str, str] = {}
+        nodes = []
+        for n in self.nodes:
+            inputs = tuple(through.get(i, i) for i in n.inputs)
+            if n.mode is not None and n.mode != mode:
+                through[n.name] = inputs[0]
+                continue
+            nodes.append(replace(n, inputs=inputs))
+        outputs = [o for o in self.outputs if o not in through]
+        return self.replace_nodes(nodes, outputs)
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name}: {len(self.nodes)} nodes, inputs {list(self.inputs)}, outputs {self.outputs}>"

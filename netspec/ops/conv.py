@@ -1,0 +1,143 @@
+"""Convolutions: conv2d (strided, padded, dilated, grouped, so depthwise and pointwise too) and
+conv_transpose2d."""
+from __future__ import annotations
+
+from .fields import Bool, NonNegPair, Padding, PosInt, PosPair, resolve_padding
+from .registry import Attrs, Factor, OpDef, ParamSpec, ShapeError, Window, register
+
+
+class Conv2dAttrs(Attrs):
+    out: PosInt
+    kernel: PosPair
+    stride: PosPair = (1, 1)
+    padding: Padding = (0, 0)
+    dilation: PosPair = (1, 1)
+    groups: PosInt = 1
+    bias: Bool = True
+
+    @property
+    def pads(self) -> tuple[int, int, int, int]:
+        return resolve_padding(self.padding, self.kernel, self.stride, self.dilation)
+
+
+def _need_image(op: str, x) -> None:
+    if x.rank != 4:
+        raise ShapeError(f"{op} needs an N×C×H×W input, got {x}")
+
+
+def _check_groups(in_channels: int, out_channels: int, groups: int) -> None:
+    if in_channels % groups:
+        raise ShapeError(f"input channels ({in_channels}) are not divisible by groups ({groups})", "groups")
+    if out_channels % groups:
+        raise ShapeError(f"output channels ({out_channels}) are not divisible by groups ({groups})", "groups")
+
+
+def _effective(kernel: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
+    return (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+
+
+def sliding_output(size: int, kernel_eff: int, stride: int, pad_before: int, pad_after: int,
+                   ceil_mode: bool = False) -> int:
+    """Output length of a sliding window (PyTorch's rule, including ceil mode)."""
+    padded = size + pad_before + pad_after
+    if kernel_eff > padded:
+        raise ShapeError(f"kernel (effective size {kernel_eff}) is larger than the padded input ({padded})",
+                         "kernel")
+    span = padded - kernel_eff
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad_before:
+        out -= 1  # the last window may not start in the right padding
+    return out
+
+
+def conv2d_shape(a: Conv2dAttrs, inputs):
+    (x,) = inputs
+    _need_image("conv2d", x)
+    _check_groups(x.c, a.out, a.groups)
+    t, l, b, r = a.pads
+    kh, kw = _effective(a.kernel, a.dilation)
+    h = sliding_output(x.h, kh, a.stride[0], t, b)
+    w = sliding_output(x.w, kw, a.stride[1], l, r)
+    return x.with_dims(a.out, h, w)
+
+
+def conv2d_params(a: Conv2dAttrs, inputs):
+    (x,) = inputs
+    cin = "C_in/g" if a.groups > 1 else "C_in"
+    params = {"weight": ParamSpec((a.out, x.c // a.groups) + a.kernel, ("C_out", cin, "k_h", "k_w"))}
+    if a.bias:
+        params["bias"] = ParamSpec((a.out,), ("C_out",))
+    return params
+
+
+def conv2d_macs(a: Conv2dAttrs, inputs, out):
+    (x,) = inputs
+    cin = "C_in/g" if a.groups > 1 else "C_in"
+    return [Factor("N", out.batch), Factor("C_out", out.c), Factor("H_out", out.h), Factor("W_out", out.w),
+            Factor(cin, x.c // a.groups), Factor("k_h", a.kernel[0]), Factor("k_w", a.kernel[1])]
+
+
+def conv2d_window(a: Conv2dAttrs, inputs):
+    return Window(_effective(a.kernel, a.dilation), a.stride)
+
+
+register(OpDef(
+    name="conv2d", category="convolution", attrs=Conv2dAttrs, shape=conv2d_shape, params=conv2d_params,
+    macs=conv2d_macs, window=conv2d_window,
+    doc="2-D convolution. `groups: C` with `out: C` is depthwise; `kernel: 1` is pointwise. "
+        "padding: an int, [h, w], 'same' (stride 1) or 'valid'.",
+))
+
+
+class ConvTranspose2dAttrs(Attrs):
+    out: PosInt
+    kernel: PosPair
+    stride: PosPair = (1, 1)
+    padding: NonNegPair = (0, 0)
+    output_padding: NonNegPair = (0, 0)
+    dilation: PosPair = (1, 1)
+    groups: PosInt = 1
+    bias: Bool = True
+
+
+def conv_transpose2d_shape(a: ConvTranspose2dAttrs, inputs):
+    (x,) = inputs
+    _need_image("conv_transpose2d", x)
+    _check_groups(x.c, a.out, a.groups)
+    for i in (0, 1):
+        if a.output_padding[i] >= max(a.stride[i], a.dilation[i]):
+            raise ShapeError(f"output_padding ({a.output_padding[i]}) must be smaller than the stride or the "
+                             "dilation", "output_padding")
+    kh, kw = _effective(a.kernel, a.dilation)
+    h = (x.h - 1) * a.stride[0] - 2 * a.padding[0] + kh + a.output_padding[0]
+    w = (x.w - 1) * a.stride[1] - 2 * a.padding[1] + kw + a.output_padding[1]
+    if h <= 0 or w <= 0:
+        raise ShapeError(f"padding {list(a.padding)} leaves no output ({h}×{w})", "padding")
+    return x.with_dims(a.out, h, w)
+
+
+def conv_transpose2d_params(a: ConvTranspose2dAttrs, inputs):
+    (x,) = inputs
+    cout = "C_out/g" if a.groups > 1 else "C_out"
+    params = {"weight": ParamSpec((x.c, a.out // a.groups) + a.kernel, ("C_in", cout, "k_h", "k_w"))}
+    if a.bias:
+        params["bias"] = ParamSpec((a.out,), ("C_out",))
+    return params
+
+
+def conv_transpose2d_macs(a: ConvTranspose2dAttrs, inputs, out):
+    (x,) = inputs  # every input element is scattered into C_out/g × k_h × k_w outputs
+    cout = "C_out/g" if a.groups > 1 else "C_out"
+    return [Factor("N", x.batch), Factor("C_in", x.c), Factor("H_in", x.h), Factor("W_in", x.w),
+            Factor(cout, a.out // a.groups), Factor("k_h", a.kernel[0]), Factor("k_w", a.kernel[1])]
+
+
+def conv_transpose2d_window(a: ConvTranspose2dAttrs, inputs):
+    return Window(_effective(a.kernel, a.dilation), a.stride, transposed=True)
+
+
+register(OpDef(
+    name="conv_transpose2d", category="convolution", attrs=ConvTranspose2dAttrs, shape=conv_transpose2d_shape,
+    params=conv_transpose2d_params, macs=conv_transpose2d_macs, window=conv_transpose2d_window,
+    doc="2-D transposed convolution (learned upsampling), as torch.nn.ConvTranspose2d.",
+))

@@ -1,0 +1,151 @@
+"""The op registry: every op is defined once, here or in a family module beside this one.
+
+An `OpDef` carries everything the front end needs to know about an op: its attribute model
+(pydantic; unknown attributes are refused), how many inputs it takes, its shape rule, the shapes
+of its parameters, its cost in MACs, and its sliding window (for the receptive field).
+Backends attach their kernels elsewhere, keyed by the op's name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from ..ir.types import TensorType
+
+Category = Literal["convolution", "pooling", "normalization", "activation", "dropout", "merge",
+                   "linear", "reshape"]
+
+
+class Attrs(BaseModel):
+    """Base of every op's attribute model: frozen, and unknown attributes are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoAttrs(Attrs):
+    pass
+
+
+class ShapeError(ValueError):
+    """A shape rule's complaint; `attr` names the attribute to blame, when there is one."""
+
+    def __init__(self, message: str, attr: str | None = None):
+        super().__init__(message)
+        self.attr = attr
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    shape: tuple[int, ...]
+    symbols: tuple[str, ...]  # a name per dimension, used in formulas: ("C_out", "C_in", "k_h", "k_w")
+    trainable: bool = True
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class Factor:
+    symbol: str
+    value: int
+
+
+@dataclass(frozen=True)
+class Window:
+    """A sliding window along H and W, for the receptive field: effective kernel and stride.
+
+    `transposed` windows upsample: the stride divides the jump instead of multiplying it.
+    """
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    transposed: bool = False
+
+
+GLOBAL = "global"  # the op sees its whole input (global pooling, flatten, linear)
+
+ShapeRule = Callable[[Attrs, Sequence[TensorType]], TensorType]
+ParamRule = Callable[[Attrs, Sequence[TensorType]], dict[str, ParamSpec]]
+MacRule = Callable[[Attrs, Sequence[TensorType], TensorType], list[Factor]]
+WindowRule = Callable[[Attrs, Sequence[TensorType]], "Window | str | None"]
+
+
+def _no_params(attrs, inputs):
+    return {}
+
+
+def _no_macs(attrs, inputs, output):
+    return []
+
+
+def _pointwise(attrs, inputs):
+    return None
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    category: Category
+    attrs: type[Attrs]
+    shape: ShapeRule
+    doc: str
+    min_inputs: int = 1
+    max_inputs: int | None = 1  # None: any number
+    params: ParamRule = _no_params
+    macs: MacRule = _no_macs
+    window: WindowRule = _pointwise
+    aliases: tuple[str, ...] = field(default=())
+
+
+_REGISTRY: dict[str, OpDef] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    for name in (op.name,) + op.aliases:
+        if name in _REGISTRY or name in _ALIASES:
+            raise RuntimeError(f"op '{name}' registered twice")
+    _REGISTRY[op.name] = op
+    for alias in op.aliases:
+        _ALIASES[alias] = op.name
+    return op
+
+
+def get(name: str) -> OpDef | None:
+    return _REGISTRY.get(_ALIASES.get(name, name))
+
+
+def canonical_name(name: str) -> str:
+    return _ALIASES.get(name, name)
+
+
+def all_ops() -> list[OpDef]:
+    return sorted(_REGISTRY.values(), key=lambda op: op.name)
+
+
+def all_names() -> list[str]:
+    return sorted(list(_REGISTRY) + list(_ALIASES))
+
+
+def infer_output(op: OpDef, attrs: Attrs, inputs: Sequence[TensorType]) -> TensorType:
+    """Check the input count, then apply the op's shape rule. Raises ShapeError."""
+    n = len(inputs)
+    if n < op.min_inputs or (op.max_inputs is not None and n > op.max_inputs):
+        if op.max_inputs is None:
+            want = f"at least {op.min_inputs} inputs"
+        elif op.min_inputs == op.max_inputs:
+            want = f"{op.min_inputs} input{'s' if op.min_inputs != 1 else ''}"
+        else:
+            want = f"{op.min_inputs} to {op.max_inputs} inputs"
+        raise ShapeError(f"{op.name} takes {want}, got {n}")
+    out = op.shape(attrs, inputs)
+    for d in out.dims:
+        if d <= 0:
+            raise ShapeError(f"{op.name} would produce the empty shape {out.dims_str()}")
+    return out

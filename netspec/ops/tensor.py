@@ -1,0 +1,118 @@
+"""Tensor plumbing: merges (add, mul, concat), reshapes (flatten, reshape) and center_crop."""
+from __future__ import annotations
+
+from math import prod
+
+from pydantic import field_validator
+
+from .fields import Int, PosPair
+from .registry import Attrs, NoAttrs, OpDef, ShapeError, register
+
+
+def _add_shape(a, inputs):
+    first = inputs[0]
+    for i, x in enumerate(inputs[1:], start=2):
+        if x.dims != first.dims:
+            raise ShapeError(f"add needs inputs of one shape: input 1 is {first.dims_str()}, input {i} is "
+                             f"{x.dims_str()}")
+    return first
+
+
+register(OpDef(name="add", category="merge", attrs=NoAttrs, shape=_add_shape, min_inputs=2, max_inputs=None,
+               doc="Elementwise sum of inputs of one shape (residual connections)."))
+
+
+def _mul_shape(a, inputs):
+    x, y = inputs  # y broadcasts onto x: squeeze-excitation gates N×C×H×W by N×C×1×1
+    if x.rank != y.rank or any(dy not in (dx, 1) for dx, dy in zip(x.dims, y.dims)):
+        raise ShapeError(f"mul needs the second input to match or broadcast to the first: {x.dims_str()} "
+                         f"and {y.dims_str()}")
+    return x
+
+
+register(OpDef(name="mul", category="merge", attrs=NoAttrs, shape=_mul_shape, min_inputs=2, max_inputs=2,
+               doc="Elementwise product; the second input may broadcast along size-1 dimensions "
+                   "(squeeze-excitation gating)."))
+
+
+class ConcatAttrs(Attrs):
+    axis: Int = 1
+
+
+def _concat_shape(a: ConcatAttrs, inputs):
+    first = inputs[0]
+    if not 1 <= a.axis < first.rank:
+        raise ShapeError(f"concat axis must be between 1 and {first.rank - 1} (the batch axis cannot be "
+                         f"concatenated), got {a.axis}", "axis")
+    total = 0
+    for i, x in enumerate(inputs, start=1):
+        others = [d for j, d in enumerate(x.shape) if j != a.axis]
+        if x.rank != first.rank or others != [d for j, d in enumerate(first.shape) if j != a.axis]:
+            raise ShapeError(f"concat along axis {a.axis} needs the other dimensions to agree: input 1 is "
+                             f"{first.dims_str()}, input {i} is {x.dims_str()}")
+        total += x.shape[a.axis]
+    shape = list(first.shape)
+    shape[a.axis] = total
+    return first.with_dims(*shape[1:])
+
+
+register(OpDef(name="concat", category="merge", attrs=ConcatAttrs, shape=_concat_shape, min_inputs=1,
+               max_inputs=None, doc="Concatenation along `axis` (default 1, the channels)."))
+
+
+def _flatten_shape(a, inputs):
+    (x,) = inputs
+    return x.with_dims(prod(x.dims))
+
+
+register(OpDef(name="flatten", category="reshape", attrs=NoAttrs, shape=_flatten_shape,
+               doc="N×C×H×W → N×(C·H·W)."))
+
+
+class ReshapeAttrs(Attrs):
+    shape: list[Int]  # without the batch dimension; one entry may be -1
+
+    @field_validator("shape")
+    @classmethod
+    def _valid(cls, shape: list[int]) -> list[int]:
+        if not shape:
+            raise ValueError("shape must list at least one dimension (the batch dimension is implied)")
+        if shape.count(-1) > 1 or any(d == 0 or d < -1 for d in shape):
+            raise ValueError("shape entries must be positive, with at most one -1")
+        return shape
+
+
+def _reshape_shape(a: ReshapeAttrs, inputs):
+    (x,) = inputs
+    total, known = prod(x.dims), prod(d for d in a.shape if d != -1)
+    dims = list(a.shape)
+    if -1 in dims:
+        if total % known:
+            raise ShapeError(f"cannot reshape {x.dims_str()} ({total:,} elements) to {a.shape}", "shape")
+        dims[dims.index(-1)] = total // known
+    elif known != total:
+        raise ShapeError(f"cannot reshape {x.dims_str()} ({total:,} elements) to {a.shape} ({known:,} elements)",
+                         "shape")
+    return x.with_dims(*dims)
+
+
+register(OpDef(name="reshape", category="reshape", attrs=ReshapeAttrs, shape=_reshape_shape,
+               doc="Reshape every sample to `shape` (batch dimension implied; one -1 is inferred)."))
+
+
+class CenterCropAttrs(Attrs):
+    size: PosPair
+
+
+def _center_crop_shape(a: CenterCropAttrs, inputs):
+    (x,) = inputs
+    if x.rank != 4:
+        raise ShapeError(f"center_crop needs an N×C×H×W input, got {x}")
+    if a.size[0] > x.h or a.size[1] > x.w:
+        raise ShapeError(f"crop {a.size[0]}×{a.size[1]} is larger than the input {x.h}×{x.w}", "size")
+    return x.with_dims(x.c, *a.size)
+
+
+register(OpDef(name="center_crop", category="reshape", attrs=CenterCropAttrs, shape=_center_crop_shape,
+               doc="Crop H×W to `size` around the centre (the original U-Net's skip connections); "
+                   "an odd margin leaves the extra row/column at the bottom/right."))

@@ -1,0 +1,187 @@
+"""Presenting an analysis: the summary table (optionally folded by depth), JSON, and --explain."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from .ir.types import TensorType
+from .passes.analysis import BYTES, Field, NodeStats, Summary
+
+
+@dataclass
+class Row:
+    name: str
+    op: str
+    type: TensorType
+    params: int
+    buffers: int
+    macs: int
+    field: Field
+    activation_bytes: int
+
+
+def fold(summary: Summary, depth: int | None) -> list[Row]:
+    """Rows of the table; with `depth`, nodes deeper than `depth` name levels fold into their scope."""
+    rows: list[Row] = []
+    key_of_last = None
+    for r in summary.rows:
+        parts = r.name.split(".")
+        if depth is None or len(parts) <= depth:
+            rows.append(Row(r.name, r.label, r.type, r.params, r.buffers, r.macs, r.field, r.activation_bytes))
+            key_of_last = None
+            continue
+        key = ".".join(parts[:depth])
+        if key == key_of_last:
+            last = rows[-1]
+            last.type, last.field = r.type, r.field
+            last.params += r.params
+            last.buffers += r.buffers
+            last.macs += r.macs
+            last.activation_bytes += r.activation_bytes
+        else:
+            rows.append(Row(key, _scope_label(summary, key), r.type, r.params, r.buffers, r.macs, r.field,
+                            r.activation_bytes))
+            key_of_last = key
+    return rows
+
+
+def _scope_label(summary: Summary, key: str) -> str:
+    info = summary.graph.scopes.get(key)
+    if info is None:
+        return "…"
+    if info.kind == "repeat":
+        return f"{info.label} ×{info.count}"
+    return info.label
+
+
+def _n(x: int) -> str:
+    return f"{x:,}" if x else "-"
+
+
+def mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:,.1f} MiB"
+
+
+def table(summary: Summary, depth: int | None = None) -> str:
+    g = summary.graph
+    rows = fold(summary, depth)
+    header = ("Layer", "Op", "Output shape", "Params", "MACs", "RF", "Jump")
+    body = [(r.name, r.op, str(r.type), _n(r.params), _n(r.macs), str(r.field), r.field.jump_str()) for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
+    right = {3, 4, 5, 6}
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    inputs = ", ".join(f"{name} {t}" for name, t in g.inputs.items())
+    title = f"{g.name}" + (f" (variant {g.variant})" if g.variant else "")
+    rule = "─" * len(line(header))
+    out = [f"{title}: input {inputs}, {summary.mode} mode", rule, line(header), rule]
+    out += [line(b) for b in body]
+    out += [rule] + totals(summary)
+    return "\n".join(out)
+
+
+def totals(summary: Summary) -> list[str]:
+    elements = summary.activation_bytes // BYTES
+    lines = [
+        f"Params:      {summary.params:,} trainable"
+        + (f" + {summary.buffers:,} non-trainable (running statistics)" if summary.buffers else ""),
+        f"MACs:        {summary.macs:,} multiply-accumulates at batch {summary.batch} "
+        f"(FLOPs = 2 × MACs = {summary.flops:,})",
+        f"Activations: {elements:,} elements = {mib(summary.activation_bytes)} fp32 (all outputs + input, no reuse)",
+        f"Weights:     {mib((summary.params + summary.buffers) * BYTES)} fp32",
+    ]
+    return lines
+
+
+def to_json(summary: Summary, depth: int | None = None) -> dict:
+    g = summary.graph
+    rows = fold(summary, depth)
+    return {
+        "name": g.name,
+        "variant": g.variant,
+        "spec": g.source,
+        "params_used": g.params,
+        "batch": summary.batch,
+        "mode": summary.mode,
+        "inputs": {name: list(t.shape) for name, t in g.inputs.items()},
+        "outputs": {name: list(g.type_of(name).shape) for name in g.outputs},
+        "totals": {
+            "params": summary.params,
+            "non_trainable": summary.buffers,
+            "macs": summary.macs,
+            "flops": summary.flops,
+            "activation_elements": summary.activation_bytes // BYTES,
+            "activation_bytes": summary.activation_bytes,
+        },
+        "nodes": [{
+            "name": r.name, "op": r.op, "output": list(r.type.shape), "params": r.params,
+            "non_trainable": r.buffers, "macs": r.macs, "flops": 2 * r.macs,
+            "activation_bytes": r.activation_bytes,
+            "receptive_field": _field_json(r.field),
+        } for r in rows],
+    }
+
+
+def _field_json(f: Field) -> dict:
+    def num(x: Fraction):
+        return int(x) if x.denominator == 1 else float(x)
+    return {"size": [num(v) for v in f.size], "jump": [num(v) for v in f.jump], "global": f.is_global}
+
+
+# --- --explain --------------------------------------------------------------------------------
+
+def _product(symbols: list[str], values: list[int]) -> tuple[str, str]:
+    return "·".join(symbols), "·".join(str(v) for v in values)
+
+
+def explain_node(r: NodeStats) -> list[str]:
+    lines = [f"{r.name}  ({r.label})  → {r.type}" + (f"  [{r.mode} only]" if r.mode else "")]
+    trainable = {k: p for k, p in r.param_specs.items() if p.trainable}
+    fixed = {k: p for k, p in r.param_specs.items() if not p.trainable}
+    if trainable:
+        sym = " + ".join(_product(list(p.symbols), list(p.shape))[0] for p in trainable.values())
+        num = " + ".join(_product(list(p.symbols), list(p.shape))[1] for p in trainable.values())
+        names = ", ".join(f"{k} {'×'.join(map(str, p.shape))}" for k, p in trainable.items())
+        lines.append(f"  params = {sym} = {num} = {r.params:,}   ({names})")
+    if fixed:
+        names = " + ".join(f"{k} {p.size:,}" for k, p in fixed.items())
+        lines.append(f"  non-trainable = {names} = {r.buffers:,}")
+    if r.mac_factors:
+        sym, num = _product([f.symbol for f in r.mac_factors], [f.value for f in r.mac_factors])
+        lines.append(f"  MACs   = {sym} = {num} = {r.macs:,}   (FLOPs = 2 × MACs = {2 * r.macs:,})")
+    dims = "·".join(str(d) for d in r.type.shape)
+    lines.append(f"  memory = {dims} × {BYTES} B = {r.activation_bytes:,} B")
+    lines.append("  RF     = " + _explain_field(r))
+    return lines
+
+
+def _explain_field(r: NodeStats) -> str:
+    f, fin, w = r.field, r.field_in, r.window
+    if f.is_global:
+        return "global (the node sees its whole input)"
+    if w is None or fin is None:
+        return f"{f} (unchanged), jump {f.jump_str()}"
+    parts = []
+    for i, axis in ((0, "h"), (1, "w")):
+        if w.transposed:
+            parts.append(f"{axis}: {fin.size[i]} + ({w.kernel[i]}-1)·{_frac(f.jump[i])} = {_frac(f.size[i])}, "
+                         f"jump {_frac(fin.jump[i])}/{w.stride[i]} = {_frac(f.jump[i])}")
+        else:
+            parts.append(f"{axis}: r + (k-1)·j = {_frac(fin.size[i])} + ({w.kernel[i]}-1)·{_frac(fin.jump[i])} = "
+                         f"{_frac(f.size[i])}, jump {_frac(fin.jump[i])}·{w.stride[i]} = {_frac(f.jump[i])}")
+    return parts[0][3:] if parts[0][2:] == parts[1][2:] else "; ".join(parts)
+
+
+def _frac(x: Fraction) -> str:
+    return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
+
+
+def explain(summary: Summary) -> str:
+    out = []
+    for r in summary.rows:
+        out += explain_node(r)
+    out.append("")
+    out += totals(summary)
+    return "\n".join(out)

@@ -1,0 +1,404 @@
+"""Expansion: blocks, groups, repeats, `when` and expressions resolved into a flat, typed graph.
+
+Expressions may use the shapes of earlier nodes (`${input.c * 4}`), so shapes are inferred as
+nodes are made, with the same registry rules `passes.infer` uses. The result is a Graph whose
+nodes carry hierarchical names (`layer3.1.conv2`) and the trace of where they were written.
+
+Naming: a layer's name is its `name:`, or else its position among the present entries of its
+list (like torch.nn.Sequential). A repeat adds `.0`, `.1`, ...; a block or group adds a level.
+A layer whose `when:` is false, or a repeat of 0, passes its input through, and its name refers
+to that input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+from pydantic import ValidationError
+
+from .. import ops
+from ..ir.graph import Graph, Node, ScopeInfo
+from ..ir.types import BATCH, TensorType
+from ..ops.registry import ShapeError, infer_output
+from .errors import Collector, Diagnostic, Location, SpecError, Trace, did_you_mean
+from .expr import ExprError, ShapeRef, evaluate
+from .loader import SourceFile
+from .schema import IDENT_RE, RESERVED_KEYS, BlockDef, LayerEntry, check_param_type
+from .validation import friendly_message
+
+MAX_NODES = 50_000
+MAX_REPEAT = 10_000
+MAX_BLOCK_DEPTH = 32
+FAILED = None  # what a name maps to when its node could not be made (its users stay quiet)
+
+
+@dataclass
+class BlockRef:
+    name: str
+    block: BlockDef
+    source: SourceFile
+
+
+@dataclass
+class Scope:
+    """Names visible while expanding one list of layers."""
+
+    prefix: str  # "layer1.0." for nodes made inside layer1.0
+    env: dict[str, Any]  # parameter values (and the repeat index `i`)
+    parent: "Scope | None"  # the enclosing scope for groups; None at a block's boundary
+    used_at: tuple[tuple[Location, str], ...] = ()  # where the enclosing blocks were used
+    mode: str | None = None
+    local: dict[str, str | None] = field(default_factory=dict)  # local name -> full tensor name
+
+    def lookup(self, ref: str) -> tuple[bool, str | None]:
+        scope: Scope | None = self
+        while scope is not None:
+            if ref in scope.local:
+                return True, scope.local[ref]
+            scope = scope.parent
+        return False, None
+
+    def visible(self) -> list[str]:
+        names, scope = [], self
+        while scope is not None:
+            names += list(scope.local)
+            scope = scope.parent
+        return names
+
+
+class _Env(Mapping):
+    """What an expression can see: parameters, then the shapes of earlier nodes by local name."""
+
+    def __init__(self, scope: Scope, types: dict[str, TensorType], extra: dict[str, Any]):
+        self.scope, self.types, self.extra = scope, types, extra
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.extra:
+            return self.extra[key]
+        if key in self.scope.env:
+            return self.scope.env[key]
+        found, full = self.scope.lookup(key)
+        if found and full is not None:
+            return ShapeRef(self.types[full].dims)
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+            return True
+        except KeyError:
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self.extra, *self.scope.env, *(n for n in self.scope.visible() if IDENT_RE.match(n))])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+class Expander:
+    def __init__(self, blocks: dict[str, BlockRef], errors: Collector):
+        self.blocks = blocks
+        self.errors = errors
+        self.nodes: list[Node] = []
+        self.by_name: dict[str, Node] = {}
+        self.types: dict[str, TensorType] = {}
+        self.scopes: dict[str, ScopeInfo] = {}
+        self.block_stack: list[str] = []
+
+    # --- locations -----------------------------------------------------------------------------
+    @staticmethod
+    def loc(entry: LayerEntry, *keys) -> Location:
+        if entry._source is None:
+            return Location("<unknown>", 0, 0)
+        return entry._source.loc(entry._path + keys)
+
+    def trace(self, scope: Scope, location: Location) -> Trace:
+        return Trace(location, scope.used_at)
+
+    def error(self, scope: Scope, location: Location, message: str) -> None:
+        self.errors.error(self.trace(scope, location), message)
+
+    # --- lists ---------------------------------------------------------------------------------
+    def expand_list(self, entries: list[LayerEntry], scope: Scope, first_input: str | None) -> str | None:
+        prev = first_input
+        index = 0
+        position = {e.name: i for i, e in enumerate(entries) if e.name}
+        for here, entry in enumerate(entries):
+            inputs = self.resolve_inputs(entry, scope, prev, entries, position, here)
+            if entry.when is not None:
+                cond = self.evaluate(entry.when, scope, {}, entry, ("when",))
+                if cond is not None and not isinstance(cond, bool):
+                    self.error(scope, self.loc(entry, "when"), f"`when` must be true or false, got {cond!r}")
+                    cond = None
+                if cond is False:  # absent: passes its input through
+                    through = inputs[0] if inputs else FAILED
+                    if entry.name:
+                        scope.local[entry.name] = through
+                    prev = through
+                    continue
+                if cond is None:
+                    inputs = None
+            local = entry.name or str(index)
+            index += 1
+            if local in scope.local:
+                self.error(scope, self.loc(entry, "name"), f"the name '{local}' is already used in this scope")
+            if entry.name in ("input", "i"):
+                self.error(scope, self.loc(entry, "name"), f"'{entry.name}' is reserved; choose another name")
+            out = self.repeated(entry, scope, local, inputs)
+            scope.local[local] = out
+            prev = out
+        return prev
+
+    def resolve_inputs(self, entry: LayerEntry, scope: Scope, prev: str | None, siblings: list[LayerEntry],
+                       position: dict[str, int], here: int) -> list[str] | None:
+        """Full names of the entry's inputs, or None when one is missing (already reported or reported now)."""
+        if entry.inputs is None:
+            return None if prev is None else [prev]
+        resolved: list[str] | None = []
+        for k, ref in enumerate(entry.inputs):
+            where = self.loc(entry, "in", k) if len(entry.inputs) > 1 else self.loc(entry, "in")
+            found, full = scope.lookup(ref)
+            if not found and "." in ref and scope.prefix + ref in self.types:
+                found, full = True, scope.prefix + ref
+            if not found:
+                if ref in position and position[ref] >= here:
+                    self.error(scope, where, self.forward_message(ref, siblings, position, here))
+                else:
+                    self.error(scope, where, f"no earlier node named '{ref}'{did_you_mean(ref, scope.visible())}")
+                resolved = None
+            elif full is None:
+                resolved = None  # its node failed; that error is already reported
+            elif resolved is not None:
+                resolved.append(full)
+        return resolved
+
+    @staticmethod
+    def forward_message(ref: str, siblings: list[LayerEntry], position: dict[str, int], here: int) -> str:
+        there = position[ref]
+        if there == here:
+            return f"'{ref}' takes its own output as input (a cycle)"
+        # Walk back from the later node through its inputs: reaching this node means a cycle.
+        todo, seen = [there], set()
+        while todo:
+            j = todo.pop()
+            if j in seen or j < here:
+                continue
+            seen.add(j)
+            if j == here:
+                return f"cycle: this node takes input from '{ref}', which depends on this node"
+            refs = siblings[j].inputs
+            todo += [position[r] for r in refs if r in position] if refs else [j - 1]
+        return f"'{ref}' is defined later; a node can only take input from earlier nodes"
+
+    # --- repeat, groups, blocks, ops -----------------------------------------------------------
+    def repeated(self, entry: LayerEntry, scope: Scope, local: str, inputs: list[str] | None) -> str | None:
+        full = scope.prefix + local
+        if entry.repeat is None:
+            return self.instantiate(entry, scope, full, inputs, {}, {})
+        count = self.evaluate(entry.repeat, scope, {}, entry, ("repeat",))
+        if count is None:
+            return FAILED
+        if isinstance(count, float) and count.is_integer():
+            count = int(count)
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_REPEAT:
+            self.error(scope, self.loc(entry, "repeat"),
+                       f"`repeat` must be an integer from 0 to {MAX_REPEAT:,}, got {count!r}")
+            return FAILED
+        self.scopes[full] = ScopeInfo("repeat", entry.op or "group", count)
+        if count == 0:
+            return inputs[0] if inputs else FAILED
+        current, out = inputs, FAILED
+        for i in range(count):
+            overrides: dict[str, tuple[Any, tuple]] = {}
+            for key in ("first",) * (i == 0) + ("last",) * (i == count - 1):
+                for k, v in (getattr(entry, key) or {}).items():
+                    overrides[k] = (v, (key, k))
+            out = self.instantiate(entry, scope, f"{full}.{i}", current, {"i": i}, overrides)
+            current = None if out is None else [out]
+        return out
+
+    def instantiate(self, entry: LayerEntry, scope: Scope, full: str, inputs: list[str] | None,
+                    extra: dict[str, Any], overrides: dict[str, tuple[Any, tuple]]) -> str | None:
+        args = {k: (v, (k,)) for k, v in entry.args.items()} | overrides
+        mode = entry.mode or scope.mode
+        if entry.layers is not None:
+            if inputs is not None and len(inputs) != 1:
+                self.error(scope, self.loc(entry, "in"), f"a group takes one input, got {len(inputs)}")
+                return FAILED
+            self.scopes.setdefault(full, ScopeInfo("group", "group"))
+            child = Scope(full + ".", scope.env | extra, scope, scope.used_at, mode)
+            return self.expand_list(entry.layers, child, inputs[0] if inputs else None)
+        if entry.op in self.blocks:
+            return self.instantiate_block(entry, scope, full, inputs, extra, args, mode)
+        op = ops.get(entry.op)
+        if op is None:
+            known = ops.all_names() + list(self.blocks)
+            self.error(scope, self.loc(entry, "op"), f"unknown op '{entry.op}'{did_you_mean(entry.op, known)}")
+            return FAILED
+        values, ok = self.evaluate_args(entry, scope, extra, args)
+        fields = list(op.attrs.model_fields)
+        for key in list(values):
+            if key not in fields:
+                hint = did_you_mean(key, fields + RESERVED_KEYS)
+                listing = f"; {op.name} takes {', '.join(fields)}" if fields and not hint else ""
+                self.error(scope, self.loc(entry, *args[key][1]), f"unknown attribute '{key}' for {op.name}{hint}"
+                           f"{listing if fields else f'; {op.name} takes no attributes'}")
+                values.pop(key)
+                ok = False
+        try:
+            attrs = op.attrs.model_validate(values)
+        except ValidationError as e:
+            for err in e.errors():
+                key = err["loc"][0] if err["loc"] else None
+                where = self.loc(entry, *args[key][1]) if key in args else self.loc(entry, "op")
+                message = friendly_message(err)
+                label = f"{op.name}: " if key is None else f"{op.name} {key}: "
+                if err["type"] == "missing":
+                    message, label = f"{op.name} needs `{key}`", ""
+                self.error(scope, where, label + message)
+            return FAILED
+        if not ok or inputs is None:
+            return FAILED
+        in_types = [self.types[name] for name in inputs]
+        try:
+            out_type = infer_output(op, attrs, in_types)
+        except ShapeError as e:
+            where = self.loc(entry, *args[e.attr][1]) if e.attr in args else self.loc(entry)
+            shapes = ", ".join(t.dims_str() for t in in_types)
+            self.error(scope, where, f"{op.name} '{full}' (input {shapes}): {e}")
+            return FAILED
+        self.check_mode_inputs(scope, entry, full, mode, inputs)
+        self.add(Node(full, op.name, attrs, tuple(inputs), out_type, mode, self.trace(scope, self.loc(entry))))
+        return full
+
+    def instantiate_block(self, entry, scope, full, inputs, extra, args, mode) -> str | None:
+        ref = self.blocks[entry.op]
+        block = ref.block
+        use = self.loc(entry)
+        if entry.op in self.block_stack:
+            self.error(scope, self.loc(entry, "op"), f"block '{entry.op}' uses itself (through "
+                       f"{' → '.join(self.block_stack)}); blocks cannot be recursive")
+            return FAILED
+        if len(self.block_stack) >= MAX_BLOCK_DEPTH:
+            self.error(scope, self.loc(entry, "op"), f"blocks are nested more than {MAX_BLOCK_DEPTH} deep")
+            return FAILED
+        values, ok = self.evaluate_args(entry, scope, extra, args)
+        for key in list(values):
+            if key not in block.params:
+                hint = did_you_mean(key, list(block.params) + RESERVED_KEYS)
+                takes = f"; it takes {', '.join(block.params)}" if block.params and not hint else ""
+                self.error(scope, self.loc(entry, *args[key][1]),
+                           f"block '{entry.op}' has no parameter '{key}'{hint}{takes}")
+                ok = False
+        if inputs is not None and len(inputs) != len(block.inputs):
+            self.error(scope, self.loc(entry, "in") if entry.inputs else use,
+                       f"block '{entry.op}' takes {len(block.inputs)} input(s) ({', '.join(block.inputs)}), "
+                       f"got {len(inputs)}")
+            ok = False
+        child = Scope(full + ".", {}, None, scope.used_at + ((use, entry.op),), mode)
+        if inputs is not None:
+            child.local.update(zip(block.inputs, inputs))
+        for pname, decl in block.params.items():
+            where = self.loc(entry, *args[pname][1]) if pname in args else use
+            if pname in values:
+                try:
+                    child.env[pname] = check_param_type(decl, values[pname])
+                except ValueError as e:
+                    self.error(scope, where, f"block '{entry.op}' parameter '{pname}': {e}")
+                    ok = False
+            elif pname in args:
+                ok = False  # its expression failed, already reported
+            elif decl.required:
+                self.error(scope, use, f"block '{entry.op}' needs parameter '{pname}' ({decl.type})")
+                ok = False
+            elif ok and inputs is not None:
+                try:
+                    default = evaluate(decl.default, _Env(child, self.types, {}))
+                    child.env[pname] = check_param_type(decl, default)
+                except (ExprError, ValueError) as e:
+                    self.errors.error(Trace(ref.source.loc(("blocks", entry.op, "params", pname)),
+                                            child.used_at), f"default of parameter '{pname}': {e}")
+                    ok = False
+        if not ok or inputs is None:
+            return FAILED
+        self.scopes[full] = ScopeInfo("block", entry.op)
+        self.block_stack.append(entry.op)
+        try:
+            out = self.expand_list(block.layers, child, inputs[0])
+            if block.output is not None:
+                found, out = child.lookup(block.output)
+                if not found:
+                    self.errors.error(Trace(ref.source.loc(("blocks", entry.op, "output")), child.used_at),
+                                      f"block output '{block.output}' is not a layer of the block"
+                                      f"{did_you_mean(block.output, child.local)}")
+                    out = FAILED
+        finally:
+            self.block_stack.pop()
+        return out
+
+    # --- helpers -------------------------------------------------------------------------------
+    def evaluate(self, raw: Any, scope: Scope, extra: dict[str, Any], entry: LayerEntry, path: tuple) -> Any:
+        try:
+            return evaluate(raw, _Env(scope, self.types, extra))
+        except ExprError as e:
+            self.error(scope, self.loc(entry, *path), str(e))
+            return None
+
+    def evaluate_args(self, entry, scope, extra, args) -> tuple[dict[str, Any], bool]:
+        values, ok = {}, True
+        for key, (raw, path) in args.items():
+            try:
+                values[key] = evaluate(raw, _Env(scope, self.types, extra))
+            except ExprError as e:
+                self.error(scope, self.loc(entry, *path), f"{key}: {e}")
+                ok = False
+        return values, ok
+
+    def check_mode_inputs(self, scope, entry, full, mode, inputs) -> None:
+        """A node of one mode is bypassed in the other, so a user outside it must see the same shape."""
+        for name in inputs:
+            node = self.by_name.get(name)
+            if node is None or node.mode is None or node.mode == mode:
+                continue
+            if node.type != self.type_of(node.inputs[0]):
+                self.error(scope, self.loc(entry), f"'{full}' uses '{name}', which exists only in {node.mode} "
+                           f"mode and changes the shape ({self.type_of(node.inputs[0]).dims_str()} → "
+                           f"{node.type.dims_str()}), so it cannot be bypassed in the other mode")
+
+    def type_of(self, name: str) -> TensorType:
+        return self.types[name]
+
+    def add(self, node: Node) -> None:
+        if len(self.nodes) >= MAX_NODES:
+            raise SpecError(self.errors.diagnostics + [Diagnostic(
+                node.trace.at if node.trace else Location("<unknown>", 0, 0),
+                f"the network expands to more than {MAX_NODES:,} nodes; is a repeat running away?")])
+        self.nodes.append(node)
+        self.by_name[node.name] = node
+        self.types[node.name] = node.type
+
+
+def expand(layers: list[LayerEntry], input_name: str, input_dims: tuple[int, ...], params: dict[str, Any],
+           blocks: dict[str, BlockRef], outputs: list[str] | None, outputs_loc: Location,
+           errors: Collector) -> tuple[list[Node], dict[str, TensorType], list[str], dict[str, ScopeInfo]]:
+    """Expand a network's layers; returns (nodes, graph inputs, outputs, scopes). Errors go to `errors`."""
+    expander = Expander(blocks, errors)
+    input_type = TensorType((BATCH,) + tuple(input_dims))
+    expander.types[input_name] = input_type
+    top = Scope("", dict(params), None)
+    top.local[input_name] = input_name
+    last = expander.expand_list(layers, top, input_name)
+    result: list[str] = []
+    for ref in outputs or [last]:
+        if ref is None:
+            continue
+        found, full = top.lookup(ref) if outputs else (True, ref)
+        if not found and ref in expander.types:
+            found, full = True, ref
+        if not found:
+            errors.error(outputs_loc, f"output '{ref}' is not a layer{did_you_mean(ref, top.visible())}")
+        elif full is not None:
+            result.append(full)
+    return expander.nodes, {input_name: input_type}, result, expander.scopes
+

@@ -1,0 +1,267 @@
+"""Safe expressions: `${ (nc + 5) * 3 }` and `$name` in spec values.
+
+The text is parsed with Python's `ast` module and then *interpreted* here over a small whitelist
+of node types; nothing is ever passed to `eval`. Allowed: numbers, strings, booleans, lists,
++ - * / // % **, comparisons, and/or/not, `a if cond else b`, indexing, the functions in
+FUNCTIONS, spec and block parameters, and the shapes of earlier nodes (`input.c`, `conv1.h`).
+Sizes are bounded so an expression cannot eat time or memory.
+"""
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .errors import did_you_mean
+
+MAX_EXPR_CHARS = 500
+MAX_MAGNITUDE = 10**15
+MAX_EXPONENT = 64
+
+_FULL = re.compile(r"^\$\{(.*)\}$", re.S)
+_SHORT = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+class ExprError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ShapeRef:
+    """The shape of an earlier tensor as seen by expressions: `.c`, `.h`, `.w`, `.shape` (no batch)."""
+
+    shape: tuple[int, ...]  # without the batch dimension
+
+    def attr(self, name: str) -> Any:
+        dims = {"c": 0, "h": 1, "w": 2}
+        if name == "shape":
+            return list(self.shape)
+        if name in dims:
+            if dims[name] >= len(self.shape):
+                raise ExprError(f"a tensor of shape {list(self.shape)} has no '{name}' dimension")
+            return self.shape[dims[name]]
+        raise ExprError(f"shapes have .c, .h, .w and .shape, not '.{name}'{did_you_mean(name, ['c', 'h', 'w', 'shape'])}")
+
+
+def _round(x, ndigits=None):
+    """Round half away from zero (2.5 -> 3), which is what people expect of channel counts."""
+    if ndigits is None:
+        return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
+    scale = 10 ** int(ndigits)
+    return math.floor(abs(x) * scale + 0.5) / scale * (1 if x >= 0 else -1)
+
+
+def _make_divisible(value, divisor=8, min_value=None):
+    """The channel rounding of MobileNet v2/v3 and EfficientNet (torchvision's _make_divisible)."""
+    if divisor <= 0:
+        raise ExprError("make_divisible: divisor must be positive")
+    min_value = divisor if min_value is None else min_value
+    new = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new < 0.9 * value:  # never round down by more than 10%
+        new += divisor
+    return new
+
+
+FUNCTIONS = {
+    "min": min,
+    "max": max,
+    "abs": abs,
+    "ceil": lambda x: int(math.ceil(x)),
+    "floor": lambda x: int(math.floor(x)),
+    "round": _round,
+    "int": int,
+    "float": float,
+    "sqrt": math.sqrt,
+    "make_divisible": _make_divisible,
+}
+
+_BINARY = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+}
+_COMPARE = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+    ast.Gt: operator.gt, ast.GtE: operator.ge,
+}
+
+
+def expression_text(value: Any) -> str | None:
+    """The expression inside a `${...}` or `$name` string, or None for a plain value."""
+    if not isinstance(value, str) or not value.startswith("$"):
+        return None
+    if m := _FULL.match(value):
+        return m.group(1).strip()
+    if m := _SHORT.match(value):
+        return m.group(1)
+    raise ExprError(f"'{value}' is not an expression: write ${{ ... }} around it, or $name for a parameter")
+
+
+def is_expression(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("$")
+
+
+def evaluate(value: Any, env: Mapping[str, Any]) -> Any:
+    """Evaluate expressions in a value (recursively through lists and mappings)."""
+    if isinstance(value, list):
+        return [evaluate(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: evaluate(v, env) for k, v in value.items()}
+    text = expression_text(value)
+    if text is None:
+        return value
+    return evaluate_text(text, env)
+
+
+def evaluate_text(text: str, env: Mapping[str, Any]) -> Any:
+    if len(text) > MAX_EXPR_CHARS:
+        raise ExprError(f"expression is longer than {MAX_EXPR_CHARS} characters")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as e:
+        raise ExprError(f"invalid expression '{text}': {e.msg}") from None
+    except (ValueError, RecursionError, MemoryError):
+        raise ExprError(f"invalid expression '{text}'") from None
+    try:
+        result = _Interpreter(env).visit(tree.body)
+    except RecursionError:
+        raise ExprError(f"expression '{text}' is nested too deeply") from None
+    except (TypeError, ZeroDivisionError, OverflowError, ValueError) as e:
+        if isinstance(e, ExprError):
+            raise
+        raise ExprError(f"in '{text}': {e}") from None
+    if isinstance(result, ShapeRef):
+        return list(result.shape)
+    return result
+
+
+class _Interpreter:
+    def __init__(self, env: Mapping[str, Any]):
+        self.env = env
+
+    def visit(self, node: ast.AST) -> Any:
+        method = getattr(self, "visit_" + type(node).__name__, None)
+        if method is None:
+            raise ExprError(f"'{ast.unparse(node)}' is not allowed in expressions")
+        return method(node)
+
+    def visit_Constant(self, node: ast.Constant):
+        if isinstance(node.value, (bool, int, float, str)):
+            return _bounded(node.value)
+        raise ExprError(f"constant {node.value!r} is not allowed")
+
+    def visit_Name(self, node: ast.Name):
+        if node.id in ("True", "False"):
+            return node.id == "True"
+        if node.id not in self.env:
+            known = [k for k in self.env] + list(FUNCTIONS)
+            raise ExprError(f"unknown name '{node.id}'{did_you_mean(node.id, known)}")
+        return self.env[node.id]
+
+    def visit_Attribute(self, node: ast.Attribute):
+        base = self.visit(node.value)
+        if not isinstance(base, ShapeRef):
+            raise ExprError(f"'{ast.unparse(node.value)}' has no attribute '{node.attr}'; "
+                            "only node shapes do (.c, .h, .w, .shape)")
+        return base.attr(node.attr)
+
+    def visit_List(self, node: ast.List):
+        return [self.visit(e) for e in node.elts]
+
+    visit_Tuple = visit_List
+
+    def visit_Subscript(self, node: ast.Subscript):
+        base = self.visit(node.value)
+        index = self.visit(node.slice)
+        if isinstance(base, ShapeRef):
+            base = list(base.shape)
+        if not isinstance(base, list) or not isinstance(index, int) or isinstance(index, bool):
+            raise ExprError(f"'{ast.unparse(node)}': only lists can be indexed, by an integer")
+        try:
+            return base[index]
+        except IndexError:
+            raise ExprError(f"'{ast.unparse(node)}': index {index} is out of range") from None
+
+    def visit_UnaryOp(self, node: ast.UnaryOp):
+        value = self.visit(node.operand)
+        if isinstance(node.op, ast.Not):
+            return not value
+        _need_number(value, node)
+        if isinstance(node.op, ast.USub):
+            return -value
+        if isinstance(node.op, ast.UAdd):
+            return +value
+        raise ExprError(f"operator in '{ast.unparse(node)}' is not allowed")
+
+    def visit_BinOp(self, node: ast.BinOp):
+        op = _BINARY.get(type(node.op))
+        if op is None:
+            raise ExprError(f"operator in '{ast.unparse(node)}' is not allowed")
+        left, right = self.visit(node.left), self.visit(node.right)
+        if isinstance(node.op, ast.Add) and isinstance(left, str) and isinstance(right, str):
+            if len(left) + len(right) > MAX_EXPR_CHARS:
+                raise ExprError("string too long")
+            return left + right
+        _need_number(left, node)
+        _need_number(right, node)
+        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
+            raise ExprError(f"exponent {right} is too large in '{ast.unparse(node)}'")
+        return _bounded(op(left, right))
+
+    def visit_BoolOp(self, node: ast.BoolOp):
+        if isinstance(node.op, ast.And):
+            result = True
+            for v in node.values:
+                result = self.visit(v)
+                if not result:
+                    return result
+            return result
+        result = False
+        for v in node.values:
+            result = self.visit(v)
+            if result:
+                return result
+        return result
+
+    def visit_Compare(self, node: ast.Compare):
+        left = self.visit(node.left)
+        for op_node, right_node in zip(node.ops, node.comparators):
+            op = _COMPARE.get(type(op_node))
+            if op is None:
+                raise ExprError(f"comparison in '{ast.unparse(node)}' is not allowed")
+            right = self.visit(right_node)
+            if not op(left, right):
+                return False
+            left = right
+        return True
+
+    def visit_IfExp(self, node: ast.IfExp):
+        return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
+
+    def visit_Call(self, node: ast.Call):
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+            name = ast.unparse(node.func)
+            raise ExprError(f"unknown function '{name}'{did_you_mean(name, FUNCTIONS)}; "
+                            f"available: {', '.join(sorted(FUNCTIONS))}")
+        if node.keywords:
+            raise ExprError(f"'{node.func.id}' takes positional arguments only")
+        args = [self.visit(a) for a in node.args]
+        for a in args:
+            _need_number(a, node)
+        return _bounded(FUNCTIONS[node.func.id](*args))
+
+
+def _need_number(value: Any, node: ast.AST) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ExprError(f"'{ast.unparse(node)}' needs numbers, got {type(value).__name__} {value!r}")
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ExprError("result is not a finite number")
+        if abs(value) > MAX_MAGNITUDE:
+            raise ExprError(f"value {value:.3g} is too large")
+    return value

@@ -1,0 +1,193 @@
+"""From a spec file on disk to a typed Graph: read, validate, import blocks, resolve parameters,
+expand. This is the front half of the pipeline; `netspec.load` is its public face."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..ir.graph import Graph
+from ..ir.verify import verify
+from .errors import COMMAND_LINE, Collector, Location, SpecError, did_you_mean
+from .expand import BlockRef, expand
+from .expr import ExprError, evaluate
+from .loader import SourceFile, read_source
+from .schema import IDENT_RE, SpecFile, attach_sources, check_param_type
+from .validation import validation_diagnostics
+from ..ops import registry
+from ..ops.fields import MAX_SIZE
+
+MAX_IMPORTS = 100
+
+
+def display_path(path: Path) -> str:
+    """The path as the user would type it: relative to the working directory when inside it."""
+    absolute = Path(path).resolve()
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+
+
+def parse_file(path: Path, errors: Collector) -> tuple[SpecFile | None, SourceFile | None]:
+    try:
+        source = read_source(path, display_path(path))
+    except SpecError as e:
+        errors.diagnostics += e.diagnostics
+        return None, None
+    if not isinstance(source.data, dict):
+        errors.error(source.loc(()), "a spec must be a mapping with `layers:` (or `blocks:` for a library)")
+        return None, source
+    try:
+        spec = SpecFile.model_validate(source.data)
+    except ValidationError as e:
+        errors.diagnostics += validation_diagnostics(e, source, SpecFile)
+        return None, source
+    attach_sources(spec, source)
+    return spec, source
+
+
+def collect_blocks(spec: SpecFile, source: SourceFile, path: Path, errors: Collector) -> dict[str, BlockRef]:
+    """The blocks the spec defines and imports (transitively), checked for clashes."""
+    blocks: dict[str, BlockRef] = {}
+    defined_at: dict[str, Location] = {}
+    seen: set[Path] = {path.resolve()}
+    todo = [(spec, source, path)]
+    while todo:
+        file_spec, file_source, file_path = todo.pop(0)
+        for name, block in file_spec.blocks.items():
+            where = file_source.loc(("blocks", name), key=True)
+            if registry.get(name) is not None:
+                errors.error(where, f"block '{name}' has the name of a built-in op; choose another name")
+            elif name in blocks:
+                errors.error(where, f"block '{name}' is defined twice (also at {defined_at[name]})")
+            elif not IDENT_RE.match(name):
+                errors.error(where, f"block name '{name}' must be a word (letters, digits, _)")
+            else:
+                blocks[name], defined_at[name] = BlockRef(name, block, file_source), where
+                check_block(name, block, file_source, errors)
+        for k, imported in enumerate(file_spec.imports):
+            target = (file_path.parent / imported).resolve()
+            where = file_source.loc(("imports", k))
+            if target in seen:
+                continue
+            if len(seen) >= MAX_IMPORTS:
+                errors.error(where, f"more than {MAX_IMPORTS} imported files")
+                return blocks
+            seen.add(target)
+            if not target.is_file():
+                errors.error(where, f"cannot import '{imported}': no such file (looked for {display_path(target)})")
+                continue
+            lib, lib_source = parse_file(target, errors)
+            if lib is None:
+                continue
+            if lib.layers is not None or lib.input is not None:
+                errors.error(lib_source.loc(("layers",), key=True) if lib.layers is not None else
+                             lib_source.loc(("input",), key=True),
+                             "an imported file is a block library: it defines `blocks:` only")
+            todo.append((lib, lib_source, target))
+    return blocks
+
+
+def check_block(name: str, block, source: SourceFile, errors: Collector) -> None:
+    for p in list(block.params) + block.inputs:
+        if not IDENT_RE.match(p) or p in ("i",):
+            errors.error(source.loc(("blocks", name, "params", p), key=True),
+                         f"'{p}' cannot be a parameter or input name: use a word (and not 'i')")
+    if len(set(block.inputs)) != len(block.inputs):
+        errors.error(source.loc(("blocks", name, "inputs")), "block input names must be distinct")
+    clash = set(block.params) & set(block.inputs)
+    for p in clash:
+        errors.error(source.loc(("blocks", name, "params", p), key=True), f"'{p}' is both a parameter and an input")
+
+
+def resolve_params(spec: SpecFile, source: SourceFile, variant: str | None, overrides: dict[str, Any],
+                   errors: Collector) -> dict[str, Any]:
+    """Parameter values: command-line overrides, else the variant's, else the declared defaults (in order)."""
+    chosen: dict[str, tuple[Any, Location]] = {}
+    if variant is not None:
+        if variant not in spec.variants:
+            declared = ", ".join(spec.variants) or "none"
+            errors.error(COMMAND_LINE, f"unknown variant '{variant}'{did_you_mean(variant, spec.variants)}; "
+                         f"this spec declares: {declared}")
+        else:
+            for key, value in spec.variants[variant].params.items():
+                chosen[key] = (value, source.loc(("variants", variant, "params", key)))
+    for key, value in overrides.items():
+        chosen[key] = (value, COMMAND_LINE)
+    for key, (_, where) in chosen.items():
+        if key not in spec.params:
+            declared = ", ".join(spec.params) or "none"
+            errors.error(where, f"unknown parameter '{key}'{did_you_mean(key, spec.params)}; declared: {declared}")
+    values: dict[str, Any] = {}
+    for key, decl in spec.params.items():
+        if not IDENT_RE.match(key):
+            errors.error(source.loc(("params", key), key=True), f"parameter name '{key}' must be a word")
+            continue
+        if key in chosen:
+            raw, where = chosen[key]
+        elif decl.required:
+            errors.error(source.loc(("params", key)), f"parameter '{key}' has no default; set it with --set {key}=...")
+            continue
+        else:
+            raw, where = decl.default, source.loc(("params", key))
+        try:
+            values[key] = check_param_type(decl, evaluate(raw, values))
+        except (ExprError, ValueError) as e:
+            errors.error(where, f"parameter '{key}': {e}")
+    return values
+
+
+def input_dims(spec: SpecFile, source: SourceFile, params: dict[str, Any], errors: Collector) -> tuple[int, ...] | None:
+    dims = []
+    for k, raw in enumerate(spec.input.shape):
+        where = source.loc(("input", "shape", k))
+        try:
+            value = evaluate(raw, params)
+        except ExprError as e:
+            errors.error(where, str(e))
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SIZE:
+            errors.error(where, f"input sizes must be integers from 1 to {MAX_SIZE:,}, got {value!r}")
+            return None
+        dims.append(value)
+    if not dims:
+        errors.error(source.loc(("input", "shape")), "the input shape lists no dimensions (write [C, H, W])")
+        return None
+    return tuple(dims)
+
+
+def load_graph(path: str | os.PathLike, variant: str | None = None, params: dict[str, Any] | None = None) -> Graph:
+    """Read a spec and build its typed graph; raises SpecError with every problem found."""
+    errors = Collector()
+    path = Path(path)
+    spec, source = parse_file(path, errors)
+    if spec is None:
+        errors.check()
+    blocks = collect_blocks(spec, source, path, errors)
+    if spec.layers is None or spec.input is None:
+        missing = "`layers:`" if spec.layers is None else "`input:`"
+        errors.error(source.loc(()), f"this file has no {missing}, so it defines no network"
+                     + (" (a block library is imported by specs, not loaded)" if spec.blocks else ""))
+        errors.check()
+    values = resolve_params(spec, source, variant, dict(params or {}), errors)
+    errors.check()
+    dims = input_dims(spec, source, values, errors)
+    errors.check()
+    nodes, inputs, outputs, scopes = expand(spec.layers, spec.input.name, dims, values, blocks, spec.outputs,
+                                            source.loc(("outputs",)), errors)
+    errors.check()
+    graph = Graph(spec.name or path.stem, inputs, nodes, outputs, scopes, values, variant, display_path(path))
+    verify(graph)
+    return graph
+
+
+def variants_of(path: str | os.PathLike) -> list[str]:
+    """The declared variant names of a spec (empty when it declares none or cannot be read)."""
+    errors = Collector()
+    spec, _ = parse_file(Path(path), errors)
+    return list(spec.variants) if spec is not None else []

@@ -1,0 +1,144 @@
+"""Read YAML safely into plain Python data, remembering where every value was written.
+
+Only plain YAML types are accepted (mappings, lists, strings, numbers, booleans, null): no
+object-constructing tags. Aliases are allowed but expanded under a node budget, so an alias bomb
+is refused quickly instead of eating memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Diagnostic, Location, SpecError
+
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_NODES = 200_000  # values after alias expansion
+MAX_DEPTH = 64
+
+_PLAIN_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+}
+
+Path_ = tuple  # a path into the document: ('layers', 3, 'kernel')
+
+
+@dataclass
+class SourceFile:
+    """One YAML file: its data and the location of every value (and of every mapping key)."""
+
+    name: str
+    data: Any
+    values: dict[Path_, Location] = field(default_factory=dict)
+    keys: dict[Path_, Location] = field(default_factory=dict)
+
+    def loc(self, path: Path_, key: bool = False) -> Location:
+        """Location of the value at `path` (or of its key), falling back to the nearest parent."""
+        table = self.keys if key else self.values
+        while path:
+            if path in table:
+                return table[path]
+            path = path[:-1]
+        return self.values.get((), Location(self.name, 1, 1))
+
+
+def read_source(path: str | Path, display_name: str | None = None) -> SourceFile:
+    """Read and parse a YAML file; raise SpecError with a located message on any problem."""
+    name = display_name or str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise SpecError([Diagnostic(Location(name, 1, 1), f"cannot read file: {e.strerror or e}")])
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError([Diagnostic(Location(name, 1, 1),
+                                    f"file is {len(raw):,} bytes; specs are limited to {MAX_FILE_BYTES:,}")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError([Diagnostic(Location(name, 1, 1), f"file is not UTF-8 text ({e.reason} at byte {e.start})")])
+    return parse_source(text, name)
+
+
+def parse_source(text: str, name: str) -> SourceFile:
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        loc = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name, 1, 1)
+        problem = e.problem or e.context or "invalid YAML"
+        raise SpecError([Diagnostic(loc, f"invalid YAML: {problem}")])
+    except yaml.YAMLError as e:
+        raise SpecError([Diagnostic(Location(name, 1, 1), f"invalid YAML: {e}")])
+    except RecursionError:
+        raise SpecError([Diagnostic(Location(name, 1, 1), "invalid YAML: nested too deeply")])
+    finally:
+        loader.dispose()
+    source = SourceFile(name, None)
+    if root is None:
+        source.data = {}
+        return source
+    converter = _Converter(source, yaml.SafeLoader(""))
+    source.data = converter.convert(root, (), 0)
+    if converter.errors:
+        raise SpecError(converter.errors)
+    return source
+
+
+class _Converter:
+    def __init__(self, source: SourceFile, constructor: yaml.SafeLoader):
+        self.source = source
+        self.constructor = constructor
+        self.count = 0
+        self.errors: list[Diagnostic] = []
+
+    def where(self, node) -> Location:
+        return Location(self.source.name, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def convert(self, node, path: Path_, depth: int) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise SpecError([Diagnostic(self.where(node),
+                                        f"document expands to more than {MAX_NODES:,} values "
+                                        "(too many aliases or too large); refusing to read it")])
+        if depth > MAX_DEPTH:
+            raise SpecError([Diagnostic(self.where(node), f"nested more than {MAX_DEPTH} levels deep")])
+        self.source.values[path] = self.where(node)
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node, path, depth)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
+        if node.tag not in _PLAIN_TAGS:
+            self.errors.append(Diagnostic(self.where(node), f"unsupported YAML tag '{node.tag}'; "
+                                          "only plain values (strings, numbers, booleans, lists, mappings) are allowed"))
+            return None
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as e:
+            self.errors.append(Diagnostic(self.where(node), f"invalid value: {e}"))
+            return None
+
+    def mapping(self, node, path: Path_, depth: int) -> dict:
+        try:
+            self.constructor.flatten_mapping(node)  # resolves YAML merge keys (<<)
+        except yaml.YAMLError as e:
+            self.errors.append(Diagnostic(self.where(node), f"invalid merge: {getattr(e, 'problem', e)}"))
+            return {}
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _PLAIN_TAGS:
+                self.errors.append(Diagnostic(self.where(key_node), "mapping keys must be plain words"))
+                continue
+            key = str(self.constructor.construct_object(key_node))
+            if key in result:
+                self.errors.append(Diagnostic(self.where(key_node), f"duplicate key '{key}'"))
+                continue
+            self.source.keys[path + (key,)] = self.where(key_node)
+            result[key] = self.convert(value_node, path + (key,), depth + 1)
+        return result

@@ -1,0 +1,184 @@
+"""The spec file, as pydantic models.
+
+A file is validated here for its *structure* (known top-level keys, layer entry fields, parameter
+declarations). Op attributes are validated later, during expansion, once expressions have been
+evaluated, by the op's own attribute model.
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+
+from .loader import Path_, SourceFile
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PARAM_TYPES = ("int", "float", "bool", "str", "list")
+REQUIRED = object()  # marks a parameter without a default
+
+
+def _expr_or(kind: str, *types: type):
+    def check(v: Any) -> Any:
+        if isinstance(v, str) and v.startswith("$"):
+            return v
+        if isinstance(v, types) and not (isinstance(v, bool) and bool not in types):
+            return v
+        raise ValueError(f"expected {kind} or an expression like ${{ ... }}")
+    return BeforeValidator(check)
+
+
+def _name(v: Any) -> Any:
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        raise ValueError("a name must be a word like conv1")
+    v = str(v)
+    if not NAME_RE.match(v):
+        raise ValueError(f"'{v}' is not a valid name: use letters, digits and _ (dots separate levels)")
+    return v
+
+
+def _refs(v: Any) -> Any:
+    items = v if isinstance(v, list) else [v]
+    if not items:
+        raise ValueError("'in' lists no inputs")
+    for item in items:
+        if isinstance(item, bool) or isinstance(item, (int, float)):
+            raise ValueError(f"refer to earlier nodes by name, not by index ({item}); give the node a `name:`")
+        if not isinstance(item, str) or not NAME_RE.match(item):
+            raise ValueError(f"'{item}' is not a node name")
+    return items
+
+
+Name = Annotated[str, BeforeValidator(_name)]
+Refs = Annotated[list[str], BeforeValidator(_refs)]
+IntOrExpr = Annotated[int | str, _expr_or("an integer", int)]
+BoolOrExpr = Annotated[bool | str, _expr_or("true or false", bool)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+class ParamDecl(Model):
+    """A typed parameter: `name: int` (required), `name: 64` (default, type from it), or
+    `name: {type: int, default: 64, doc: ...}`. Defaults may be expressions over earlier parameters."""
+
+    type: Literal["int", "float", "bool", "str", "list"]
+    default: Any = REQUIRED
+    doc: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str) and v in PARAM_TYPES:
+            return {"type": v}
+        if isinstance(v, str) and v.startswith("$"):
+            raise ValueError("a default given as an expression needs its type: {type: int, default: ${...}}")
+        if isinstance(v, (bool, int, float, list)) or isinstance(v, str):
+            if isinstance(v, str):
+                raise ValueError(f"'{v}' is not a type ({', '.join(PARAM_TYPES)}); for a string default "
+                                 "write {type: str, default: ...}")
+            kind = ("bool" if isinstance(v, bool) else "int" if isinstance(v, int)
+                    else "float" if isinstance(v, float) else "list")
+            return {"type": kind, "default": v}
+        return v
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+def check_param_type(decl: ParamDecl, value: Any) -> Any:
+    """The value, converted where harmless (an int where a float is declared); ValueError otherwise."""
+    kind = decl.type
+    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    ok = {"int": int, "bool": bool, "str": str, "list": list, "float": float}[kind]
+    if isinstance(value, ok) and not (kind == "int" and isinstance(value, bool)):
+        return value
+    raise ValueError(f"expected {kind}, got {type(value).__name__} {value!r}")
+
+
+class InputSpec(Model):
+    shape: list[IntOrExpr]  # without the batch dimension: [C, H, W]
+    name: Name = "input"
+
+
+class LayerEntry(BaseModel):
+    """One entry of a `layers:` list. Keys other than these are the op's attributes or block's arguments."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    op: str | None = None
+    name: Name | None = None
+    inputs: Refs | None = Field(None, alias="in")
+    repeat: IntOrExpr | None = None
+    first: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
+    when: BoolOrExpr | None = None
+    mode: Literal["train", "eval"] | None = None
+    layers: list["LayerEntry"] | None = None
+    _source: SourceFile | None = PrivateAttr(None)
+    _path: Path_ = PrivateAttr(())
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The op's attributes (or the block's arguments) as written."""
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _op_or_layers(self):
+        if self.op is None and self.layers is None:
+            raise ValueError("a layer needs `op:` (an op or block name) or `layers:` (a group)")
+        if self.op is not None and self.layers is not None:
+            raise ValueError("a layer has either `op:` or `layers:`, not both")
+        if self.layers is not None and self.model_extra:
+            raise ValueError(f"a group (`layers:`) takes no attributes, got {', '.join(self.model_extra)}")
+        if (self.first is not None or self.last is not None) and self.repeat is None:
+            raise ValueError("`first:` and `last:` override iterations of a `repeat:`; this layer has none")
+        return self
+
+
+RESERVED_KEYS = sorted(set(LayerEntry.model_fields) - {"inputs"} | {"in"})
+
+
+class BlockDef(Model):
+    """A reusable block: typed parameters, named inputs, and a body of layers."""
+
+    doc: str | None = None
+    inputs: list[Name] = ["input"]
+    params: dict[str, ParamDecl] = {}
+    layers: list[LayerEntry]
+    output: Name | None = None  # defaults to the last layer
+
+
+class Variant(Model):
+    doc: str | None = None
+    params: dict[str, Any] = {}
+
+
+class SpecFile(Model):
+    netspec: Literal[1] = 1
+    name: str | None = None
+    doc: str | None = None
+    params: dict[str, ParamDecl] = {}
+    input: InputSpec | None = None
+    imports: list[str] = []
+    blocks: dict[str, BlockDef] = {}
+    variants: dict[str, Variant] = {}
+    layers: list[LayerEntry] | None = None
+    outputs: Refs | None = None
+
+
+def attach_sources(spec: SpecFile, source: SourceFile) -> None:
+    """Let every layer entry know its file and path, for error locations."""
+    def walk(entries, path):
+        for i, entry in enumerate(entries or []):
+            entry._source, entry._path = source, path + (i,)
+            walk(entry.layers, path + (i, "layers"))
+    walk(spec.layers, ("layers",))
+    for name, block in spec.blocks.items():
+        walk(block.layers, ("blocks", name, "layers"))
