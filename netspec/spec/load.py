@@ -103,10 +103,39 @@ def check_block(name: str, block, source: SourceFile, errors: Collector) -> None
         errors.error(source.loc(("blocks", name, "params", p), key=True), f"'{p}' is both a parameter and an input")
 
 
+def follow_extends(spec: SpecFile, source: SourceFile, path: Path, errors: Collector):
+    """For a spec that `extends:` another: the base spec, plus the parameter values the extension sets.
+
+    An extension only names the base and changes parameter defaults (`params: {depth: 50}`), so a
+    family of networks stays one spec (resnet50.yaml extends resnet.yaml)."""
+    values: dict[str, tuple[Any, Location]] = {}
+    seen = {path.resolve()}
+    while spec is not None and spec.extends is not None:
+        extra = [k for k in ("layers", "input", "blocks", "imports", "variants", "outputs") if getattr(spec, k)]
+        for key in extra:
+            errors.error(source.loc((key,), key=True), f"a spec that extends another sets only name, doc and "
+                         f"params; `{key}` belongs in {spec.extends}")
+        for key, decl in spec.params.items():
+            values.setdefault(key, (decl.default, source.loc(("params", key))))
+        target = (path.parent / spec.extends).resolve()
+        where = source.loc(("extends",))
+        if target in seen:
+            errors.error(where, f"'{spec.extends}' extends itself (a cycle of extends)")
+            return None, None, path, values
+        if not target.is_file():
+            errors.error(where, f"cannot extend '{spec.extends}': no such file (looked for {display_path(target)})")
+            return None, None, path, values
+        seen.add(target)
+        path = target
+        spec, source = parse_file(target, errors)
+    return spec, source, path, values
+
+
 def resolve_params(spec: SpecFile, source: SourceFile, variant: str | None, overrides: dict[str, Any],
-                   errors: Collector) -> dict[str, Any]:
-    """Parameter values: command-line overrides, else the variant's, else the declared defaults (in order)."""
-    chosen: dict[str, tuple[Any, Location]] = {}
+                   errors: Collector, extended: dict[str, tuple[Any, Location]] | None = None) -> dict[str, Any]:
+    """Parameter values: command-line overrides, else the variant's, else an extension's, else the
+    declared defaults (evaluated in order, so defaults may use earlier parameters)."""
+    chosen: dict[str, tuple[Any, Location]] = dict(extended or {})
     if variant is not None:
         if variant not in spec.variants:
             declared = ", ".join(spec.variants) or "none"
@@ -168,20 +197,24 @@ def load_graph(path: str | os.PathLike, variant: str | None = None, params: dict
     spec, source = parse_file(path, errors)
     if spec is None:
         errors.check()
-    blocks = collect_blocks(spec, source, path, errors)
+    name = spec.name or path.stem
+    spec, source, base_path, extended = follow_extends(spec, source, path, errors)
+    if spec is None:
+        errors.check()
+    blocks = collect_blocks(spec, source, base_path, errors)
     if spec.layers is None or spec.input is None:
         missing = "`layers:`" if spec.layers is None else "`input:`"
         errors.error(source.loc(()), f"this file has no {missing}, so it defines no network"
                      + (" (a block library is imported by specs, not loaded)" if spec.blocks else ""))
         errors.check()
-    values = resolve_params(spec, source, variant, dict(params or {}), errors)
+    values = resolve_params(spec, source, variant, dict(params or {}), errors, extended)
     errors.check()
     dims = input_dims(spec, source, values, errors)
     errors.check()
     nodes, inputs, outputs, scopes = expand(spec.layers, spec.input.name, dims, values, blocks, spec.outputs,
                                             source.loc(("outputs",)), errors)
     errors.check()
-    graph = Graph(spec.name or path.stem, inputs, nodes, outputs, scopes, values, variant, display_path(path))
+    graph = Graph(name, inputs, nodes, outputs, scopes, values, variant, display_path(path))
     verify(graph)
     return graph
 
@@ -189,5 +222,7 @@ def load_graph(path: str | os.PathLike, variant: str | None = None, params: dict
 def variants_of(path: str | os.PathLike) -> list[str]:
     """The declared variant names of a spec (empty when it declares none or cannot be read)."""
     errors = Collector()
-    spec, _ = parse_file(Path(path), errors)
+    spec, source = parse_file(Path(path), errors)
+    if spec is not None:
+        spec = follow_extends(spec, source, Path(path), errors)[0]
     return list(spec.variants) if spec is not None else []

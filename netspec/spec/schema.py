@@ -164,6 +164,7 @@ class SpecFile(Model):
     netspec: Literal[1] = 1
     name: str | None = None
     doc: str | None = None
+    extends: str | None = None  # another spec file, whose parameter defaults this one changes
     params: dict[str, ParamDecl] = {}
     input: InputSpec | None = None
     imports: list[str] = []
