@@ -205,7 +205,8 @@ class Expander:
             self.error(scope, self.loc(entry, "repeat"),
                        f"`repeat` must be an integer from 0 to {MAX_REPEAT:,}, got {count!r}")
             return FAILED
-        self.scopes[full] = ScopeInfo("repeat", entry.op or "group", count)
+        label = "group" if entry.op is None else self.evaluate(entry.op, scope, {}, entry, ("op",))
+        self.scopes[full] = ScopeInfo("repeat", str(label), count)
         if count == 0:
             return inputs[0] if inputs else FAILED
         current, out = inputs, FAILED
@@ -229,12 +230,18 @@ class Expander:
             self.scopes.setdefault(full, ScopeInfo("group", "group"))
             child = Scope(full + ".", scope.env | extra, scope, scope.used_at, mode)
             return self.expand_list(entry.layers, child, inputs[0] if inputs else None)
-        if entry.op in self.blocks:
-            return self.instantiate_block(entry, scope, full, inputs, extra, args, mode)
-        op = ops.get(entry.op)
+        op_name = self.evaluate(entry.op, scope, extra, entry, ("op",))  # may be ${'basic' if ... else ...}
+        if op_name is None:
+            return FAILED
+        if not isinstance(op_name, str):
+            self.error(scope, self.loc(entry, "op"), f"`op` must name an op or block, got {op_name!r}")
+            return FAILED
+        if op_name in self.blocks:
+            return self.instantiate_block(entry, op_name, scope, full, inputs, extra, args, mode)
+        op = ops.get(op_name)
         if op is None:
             known = ops.all_names() + list(self.blocks)
-            self.error(scope, self.loc(entry, "op"), f"unknown op '{entry.op}'{did_you_mean(entry.op, known)}")
+            self.error(scope, self.loc(entry, "op"), f"unknown op '{op_name}'{did_you_mean(op_name, known)}")
             return FAILED
         values, ok = self.evaluate_args(entry, scope, extra, args)
         fields = list(op.attrs.model_fields)
@@ -272,12 +279,12 @@ class Expander:
         self.add(Node(full, op.name, attrs, tuple(inputs), out_type, mode, self.trace(scope, self.loc(entry))))
         return full
 
-    def instantiate_block(self, entry, scope, full, inputs, extra, args, mode) -> str | None:
-        ref = self.blocks[entry.op]
+    def instantiate_block(self, entry, block_name, scope, full, inputs, extra, args, mode) -> str | None:
+        ref = self.blocks[block_name]
         block = ref.block
         use = self.loc(entry)
-        if entry.op in self.block_stack:
-            self.error(scope, self.loc(entry, "op"), f"block '{entry.op}' uses itself (through "
+        if block_name in self.block_stack:
+            self.error(scope, self.loc(entry, "op"), f"block '{block_name}' uses itself (through "
                        f"{' → '.join(self.block_stack)}); blocks cannot be recursive")
             return FAILED
         if len(self.block_stack) >= MAX_BLOCK_DEPTH:
@@ -289,14 +296,14 @@ class Expander:
                 hint = did_you_mean(key, list(block.params) + RESERVED_KEYS)
                 takes = f"; it takes {', '.join(block.params)}" if block.params and not hint else ""
                 self.error(scope, self.loc(entry, *args[key][1]),
-                           f"block '{entry.op}' has no parameter '{key}'{hint}{takes}")
+                           f"block '{block_name}' has no parameter '{key}'{hint}{takes}")
                 ok = False
         if inputs is not None and len(inputs) != len(block.inputs):
             self.error(scope, self.loc(entry, "in") if entry.inputs else use,
-                       f"block '{entry.op}' takes {len(block.inputs)} input(s) ({', '.join(block.inputs)}), "
+                       f"block '{block_name}' takes {len(block.inputs)} input(s) ({', '.join(block.inputs)}), "
                        f"got {len(inputs)}")
             ok = False
-        child = Scope(full + ".", {}, None, scope.used_at + ((use, entry.op),), mode)
+        child = Scope(full + ".", {}, None, scope.used_at + ((use, block_name),), mode)
         if inputs is not None:
             child.local.update(zip(block.inputs, inputs))
         for pname, decl in block.params.items():
@@ -305,31 +312,31 @@ class Expander:
                 try:
                     child.env[pname] = check_param_type(decl, values[pname])
                 except ValueError as e:
-                    self.error(scope, where, f"block '{entry.op}' parameter '{pname}': {e}")
+                    self.error(scope, where, f"block '{block_name}' parameter '{pname}': {e}")
                     ok = False
             elif pname in args:
                 ok = False  # its expression failed, already reported
             elif decl.required:
-                self.error(scope, use, f"block '{entry.op}' needs parameter '{pname}' ({decl.type})")
+                self.error(scope, use, f"block '{block_name}' needs parameter '{pname}' ({decl.type})")
                 ok = False
             elif ok and inputs is not None:
                 try:
                     default = evaluate(decl.default, _Env(child, self.types, {}))
                     child.env[pname] = check_param_type(decl, default)
                 except (ExprError, ValueError) as e:
-                    self.errors.error(Trace(ref.source.loc(("blocks", entry.op, "params", pname)),
+                    self.errors.error(Trace(ref.source.loc(("blocks", block_name, "params", pname)),
                                             child.used_at), f"default of parameter '{pname}': {e}")
                     ok = False
         if not ok or inputs is None:
             return FAILED
-        self.scopes[full] = ScopeInfo("block", entry.op)
-        self.block_stack.append(entry.op)
+        self.scopes[full] = ScopeInfo("block", block_name)
+        self.block_stack.append(block_name)
         try:
             out = self.expand_list(block.layers, child, inputs[0])
             if block.output is not None:
                 found, out = child.lookup(block.output)
                 if not found:
-                    self.errors.error(Trace(ref.source.loc(("blocks", entry.op, "output")), child.used_at),
+                    self.errors.error(Trace(ref.source.loc(("blocks", block_name, "output")), child.used_at),
                                       f"block output '{block.output}' is not a layer of the block"
                                       f"{did_you_mean(block.output, child.local)}")
                     out = FAILED
