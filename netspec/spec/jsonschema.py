@@ -1,0 +1,113 @@
+"""JSON Schema of spec files, for editor completion and validation (`netspec schema`).
+
+Built from the same models that validate specs: the file structure from schema.py and, for each
+built-in op, its attribute model from the registry. Every value may also be an expression
+(`${...}` or `$name`), and an integer pair may be written as one integer.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import ops
+from .schema import PARAM_TYPES, RESERVED_KEYS
+
+EXPR = {"type": "string", "pattern": r"^\$", "description": "an expression: ${ ... } or $name"}
+NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"}
+REFS = {"anyOf": [NAME, {"type": "array", "items": NAME, "minItems": 1}]}
+
+
+def _loosen(schema: Any) -> Any:
+    """Accept one integer wherever a pair [h, w] is expected, as the attribute models do."""
+    if isinstance(schema, dict):
+        schema = {k: _loosen(v) for k, v in schema.items() if k != "title"}
+        if len(schema.get("prefixItems", [])) == 2:
+            return {"anyOf": [{"type": "integer"}, schema]}
+        return schema
+    if isinstance(schema, list):
+        return [_loosen(v) for v in schema]
+    return schema
+
+
+def _reserved_properties() -> dict[str, Any]:
+    return {
+        "op": {"type": "string", "description": "a built-in op (see `netspec ops`) or a block name",
+               "examples": [op.name for op in ops.all_ops()]},
+        "name": {"anyOf": [NAME, {"type": "integer"}]},
+        "in": REFS,
+        "repeat": {"anyOf": [{"type": "integer", "minimum": 0}, EXPR]},
+        "first": {"type": "object"},
+        "last": {"type": "object"},
+        "when": {"anyOf": [{"type": "boolean"}, EXPR]},
+        "mode": {"enum": ["train", "eval"]},
+        "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}},
+    }
+
+
+def _op_rule(op) -> dict[str, Any]:
+    model = op.attrs.model_json_schema()
+    props = {name: {"anyOf": [_loosen(s), EXPR], "description": s.get("title", name)}
+             for name, s in model.get("properties", {}).items()}
+    names = [op.name, *op.aliases]
+    return {
+        "if": {"properties": {"op": {"enum": names}}, "required": ["op"]},
+        "then": {
+            "description": op.doc,
+            "properties": _reserved_properties() | props,
+            "required": model.get("required", []),
+            "additionalProperties": False,
+        },
+    }
+
+
+def spec_json_schema() -> dict[str, Any]:
+    assert set(RESERVED_KEYS) == set(_reserved_properties()), "keep the schema's layer keys in step"
+    param = {
+        "anyOf": [
+            {"enum": list(PARAM_TYPES), "description": "a required parameter of this type"},
+            {"type": ["number", "boolean", "array", "string"], "description": "a default value"},
+            {"type": "object", "additionalProperties": False, "required": ["type"],
+             "properties": {"type": {"enum": list(PARAM_TYPES)}, "default": {}, "doc": {"type": "string"}}},
+        ]
+    }
+    layer = {
+        "type": "object",
+        "description": "a layer: `op:` with its attributes, or `layers:` (a group)",
+        "properties": _reserved_properties(),
+        "anyOf": [{"required": ["op"]}, {"required": ["layers"]}],
+        "allOf": [_op_rule(op) for op in ops.all_ops()],
+    }
+    block = {
+        "type": "object", "additionalProperties": False, "required": ["layers"],
+        "properties": {
+            "doc": {"type": "string"},
+            "inputs": {"type": "array", "items": NAME},
+            "params": {"type": "object", "additionalProperties": {"$ref": "#/$defs/param"}},
+            "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}},
+            "output": NAME,
+        },
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://netspec.dev/schema/netspec-1.json",
+        "title": "netspec spec file",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "netspec": {"const": 1},
+            "name": {"type": "string"},
+            "doc": {"type": "string"},
+            "extends": {"type": "string", "description": "a spec file whose parameter defaults this one changes"},
+            "params": {"type": "object", "additionalProperties": {"$ref": "#/$defs/param"}},
+            "input": {"type": "object", "additionalProperties": False, "required": ["shape"],
+                      "properties": {"shape": {"type": "array", "items": {"anyOf": [{"type": "integer"}, EXPR]}},
+                                     "name": NAME}},
+            "imports": {"type": "array", "items": {"type": "string"}},
+            "blocks": {"type": "object", "additionalProperties": {"$ref": "#/$defs/block"}},
+            "variants": {"type": "object", "additionalProperties": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"doc": {"type": "string"}, "params": {"type": "object"}}}},
+            "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}},
+            "outputs": REFS,
+        },
+        "$defs": {"param": param, "layer": layer, "block": block},
+    }
