@@ -93,6 +93,21 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from . import load, summary
+    from .report import compare
+    if len(args.specs) < 2:
+        raise UsageError("compare needs at least two specs")
+    summaries, labels = [], []
+    for item in args.specs:
+        spec, _, variant = item.partition(":")
+        graph = load(spec, variant=variant or None, params=parse_sets(args.set))
+        summaries.append(summary(graph, batch=args.batch))
+        labels.append(Path(spec).stem + (f":{variant}" if variant else ""))
+    print(compare(summaries, labels))
+    return 0
+
+
 def cmd_expand(args) -> int:
     from .spec.flat import to_flat_yaml
     text = to_flat_yaml(_load(args))
@@ -159,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--json", action="store_true", help="machine-readable output")
     group.add_argument("--explain", action="store_true", help="show each node's formulas with their numbers")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("compare", help="params, MACs and more of several specs side by side")
+    p.add_argument("specs", nargs="+", metavar="SPEC[:VARIANT]", help="two or more specs (optionally spec:variant)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a parameter of every spec")
+    p.add_argument("--batch", type=_positive, default=1, help="batch size (default 1)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("expand", help="print the flat form (no blocks, repeats or expressions)")
     spec_options(p)

@@ -185,3 +185,34 @@ def explain(summary: Summary) -> str:
     out.append("")
     out += totals(summary)
     return "\n".join(out)
+
+
+# --- compare ----------------------------------------------------------------------------------
+
+def compare(summaries: list[Summary], labels: list[str]) -> str:
+    """Side by side: params, MACs, activations, output shape and receptive field of several networks."""
+    def out_field(s: Summary) -> str:
+        last = s.rows[-1] if s.rows else None
+        return f"{last.field} / {last.field.jump_str()}" if last else "-"
+
+    metrics = [
+        ("params", lambda s: f"{s.params:,}", lambda s: s.params),
+        ("MACs", lambda s: f"{s.macs:,}", lambda s: s.macs),
+        ("activations (elements)", lambda s: f"{s.activation_bytes // BYTES:,}", lambda s: s.activation_bytes),
+        ("layers", lambda s: f"{len(s.rows)}", lambda s: len(s.rows)),
+        ("output", lambda s: ", ".join(str(s.graph.type_of(o)) for o in s.graph.outputs), None),
+        ("receptive field / jump", out_field, None),
+    ]
+    header = ["", *labels] + (["ratio"] if len(summaries) == 2 else [])
+    rows = []
+    for name, text, value in metrics:
+        row = [name] + [text(s) for s in summaries]
+        if len(summaries) == 2:
+            a, b = (value(s) for s in summaries) if value else (None, None)
+            row.append(f"{b / a:.3f}×" if value and a else "")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    note = [f"(ratio = {labels[1]} / {labels[0]}; MACs at batch {summaries[0].batch}, {summaries[0].mode} mode)"] \
+        if len(summaries) == 2 else []
+    return "\n".join([fmt(header), *(fmt(r) for r in rows), *note])
