@@ -34,7 +34,7 @@ class DropoutAttrs(Attrs):
     @classmethod
     def _probability(cls, p: float) -> float:
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"p must be in [0, 1), got {p}")
+            raise ValueError(f"must be in [0, 1), got {p}")
         return p
 
 

@@ -110,6 +110,13 @@ class Summary:
     def row(self, name: str) -> NodeStats:
         return next(r for r in self.rows if r.name == name)
 
+    def __str__(self) -> str:
+        from ..report import table  # presentation lives in report.py
+        return table(self)
+
+    def __repr__(self) -> str:
+        return f"<Summary {self.graph.name}: {self.params:,} params, {self.macs:,} MACs at batch {self.batch}>"
+
 
 def analyze(graph: Graph, batch: int = 1, mode: str = "eval") -> Summary:
     """Analyse the graph as it runs in `mode` with a concrete batch size."""

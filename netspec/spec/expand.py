@@ -30,6 +30,7 @@ MAX_NODES = 50_000
 MAX_REPEAT = 10_000
 MAX_BLOCK_DEPTH = 32
 FAILED = None  # what a name maps to when its node could not be made (its users stay quiet)
+INVALID_OP = "<invalid>"  # stands in for a layer entry whose structure was already reported as wrong
 
 
 @dataclass
@@ -230,6 +231,8 @@ class Expander:
             self.scopes.setdefault(full, ScopeInfo("group", "group"))
             child = Scope(full + ".", scope.env | extra, scope, scope.used_at, mode)
             return self.expand_list(entry.layers, child, inputs[0] if inputs else None)
+        if entry.op == INVALID_OP:
+            return FAILED
         op_name = self.evaluate(entry.op, scope, extra, entry, ("op",))  # may be ${'basic' if ... else ...}
         if op_name is None:
             return FAILED
@@ -245,9 +248,11 @@ class Expander:
             return FAILED
         values, ok = self.evaluate_args(entry, scope, extra, args)
         fields = list(op.attrs.model_fields)
+        misspelt = set()  # attributes a typo was probably meant for: no "missing" error for them
         for key in list(values):
             if key not in fields:
                 hint = did_you_mean(key, fields + RESERVED_KEYS)
+                misspelt.add(hint.split("'")[1] if hint else None)
                 listing = f"; {op.name} takes {', '.join(fields)}" if fields and not hint else ""
                 self.error(scope, self.loc(entry, *args[key][1]), f"unknown attribute '{key}' for {op.name}{hint}"
                            f"{listing if fields else f'; {op.name} takes no attributes'}")
@@ -258,6 +263,8 @@ class Expander:
         except ValidationError as e:
             for err in e.errors():
                 key = err["loc"][0] if err["loc"] else None
+                if err["type"] == "missing" and key in misspelt:
+                    continue
                 where = self.loc(entry, *args[key][1]) if key in args else self.loc(entry, "op")
                 message = friendly_message(err)
                 label = f"{op.name}: " if key is None else f"{op.name} {key}: "

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from ..ir.graph import Graph
 from ..ir.verify import verify
 from .errors import COMMAND_LINE, Collector, Location, SpecError, did_you_mean
-from .expand import BlockRef, expand
+from .expand import INVALID_OP, BlockRef, expand
 from .expr import ExprError, evaluate
 from .loader import SourceFile, read_source
 from .schema import IDENT_RE, SpecFile, attach_sources, check_param_type
@@ -40,13 +40,56 @@ def parse_file(path: Path, errors: Collector) -> tuple[SpecFile | None, SourceFi
     if not isinstance(source.data, dict):
         errors.error(source.loc(()), "a spec must be a mapping with `layers:` (or `blocks:` for a library)")
         return None, source
+    data = source.data
     try:
-        spec = SpecFile.model_validate(source.data)
+        spec = SpecFile.model_validate(data)
     except ValidationError as e:
         errors.diagnostics += validation_diagnostics(e, source, SpecFile)
-        return None, source
+        data = _recover(data, [tuple(err["loc"]) for err in e.errors()],
+                        [err["type"] for err in e.errors()])
+        if data is None:
+            return None, source
+        try:
+            spec = SpecFile.model_validate(data)
+        except ValidationError:
+            return None, source
     attach_sources(spec, source)
     return spec, source
+
+
+def _recover(data: Any, locs: list[tuple], kinds: list[str]) -> Any:
+    """The document with its reported structural mistakes taken out, so that expansion can still find
+    the mistakes further on: unknown fields are dropped, and a broken layer entry becomes a placeholder
+    whose users stay quiet. None when a mistake is elsewhere (then there is nothing sound to expand)."""
+    import copy
+    data = copy.deepcopy(data)
+    for loc, kind in zip(locs, kinds):
+        if kind == "extra_forbidden":
+            parent = _at(data, loc[:-1])
+            if isinstance(parent, dict):
+                parent.pop(loc[-1], None)
+            continue
+        entry = _entry_path(loc)
+        if entry is None:
+            return None
+        parent, original = _at(data, entry[:-1]), _at(data, entry)
+        name = original.get("name") if isinstance(original, dict) else None
+        parent[entry[-1]] = {"op": INVALID_OP} | ({"name": name} if isinstance(name, str) else {})
+    return data
+
+
+def _at(data: Any, path: tuple) -> Any:
+    for key in path:
+        data = data[key]
+    return data
+
+
+def _entry_path(loc: tuple) -> tuple | None:
+    """The path of the innermost layer entry containing `loc` (…, 'layers', i), if any."""
+    for k in range(len(loc) - 2, -1, -1):
+        if loc[k] == "layers" and isinstance(loc[k + 1], int):
+            return loc[:k + 2]
+    return None
 
 
 def collect_blocks(spec: SpecFile, source: SourceFile, path: Path, errors: Collector) -> dict[str, BlockRef]:
@@ -207,10 +250,11 @@ def load_graph(path: str | os.PathLike, variant: str | None = None, params: dict
         errors.error(source.loc(()), f"this file has no {missing}, so it defines no network"
                      + (" (a block library is imported by specs, not loaded)" if spec.blocks else ""))
         errors.check()
+    before = len(errors.diagnostics)
     values = resolve_params(spec, source, variant, dict(params or {}), errors, extended)
-    errors.check()
-    dims = input_dims(spec, source, values, errors)
-    errors.check()
+    dims = input_dims(spec, source, values, errors) if len(errors.diagnostics) == before else None
+    if dims is None:  # without parameters or an input shape, expanding would only echo these errors
+        errors.check()
     nodes, inputs, outputs, scopes = expand(spec.layers, spec.input.name, dims, values, blocks, spec.outputs,
                                             source.loc(("outputs",)), errors)
     errors.check()

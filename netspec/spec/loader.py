@@ -15,9 +15,10 @@ import yaml
 from .errors import Diagnostic, Location, SpecError
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
-MAX_NODES = 200_000  # values after alias expansion
+MAX_NODES = 100_000  # values after alias expansion
 MAX_DEPTH = 64
 
+_COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 _PLAIN_TAGS = {
     "tag:yaml.org,2002:str",
     "tag:yaml.org,2002:int",
@@ -110,6 +111,10 @@ class _Converter:
         if depth > MAX_DEPTH:
             raise SpecError([Diagnostic(self.where(node), f"nested more than {MAX_DEPTH} levels deep")])
         self.source.values[path] = self.where(node)
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _COLLECTION_TAGS:
+            self.errors.append(Diagnostic(self.where(node), f"unsupported YAML tag '{node.tag}'; only plain "
+                                          "values (strings, numbers, booleans, lists, mappings) are allowed"))
+            return None
         if isinstance(node, yaml.MappingNode):
             return self.mapping(node, path, depth)
         if isinstance(node, yaml.SequenceNode):
