@@ -68,14 +68,20 @@ class Graph:
     def active(self, mode: str) -> "Graph":
         """The graph as it runs in `mode`: nodes of the other mode are bypassed (consumers take their input)."""
         through: dict[str, str] = {}
+        dropped: set[str] = set()  # bypassed nodes that change the shape (an auxiliary head)
         nodes = []
         for n in self.nodes:
             inputs = tuple(through.get(i, i) for i in n.inputs)
             if n.mode is not None and n.mode != mode:
                 through[n.name] = inputs[0]
+                if n.type != self.type_of(n.inputs[0]):
+                    dropped.add(n.name)
                 continue
             nodes.append(replace(n, inputs=inputs))
-        outputs = [o for o in self.outputs if o not in through]
+        outputs = []
+        for o in self.outputs:  # an output bypassed here is its input, unless it was a different tensor
+            if o not in dropped and through.get(o, o) not in outputs:
+                outputs.append(through.get(o, o))
         return self.replace_nodes(nodes, outputs)
 
     def __repr__(self) -> str:

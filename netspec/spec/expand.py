@@ -109,10 +109,11 @@ class Expander:
 
     # --- locations -----------------------------------------------------------------------------
     @staticmethod
-    def loc(entry: LayerEntry, *keys) -> Location:
+    def loc(entry: LayerEntry, *keys, key: bool = False) -> Location:
+        """Where the value at `keys` inside the entry was written (or its key, with key=True)."""
         if entry._source is None:
             return Location("<unknown>", 0, 0)
-        return entry._source.loc(entry._path + keys)
+        return entry._source.loc(entry._path + keys, key=key)
 
     def trace(self, scope: Scope, location: Location) -> Trace:
         return Trace(location, scope.used_at)
@@ -254,7 +255,8 @@ class Expander:
                 hint = did_you_mean(key, fields + RESERVED_KEYS)
                 misspelt.add(hint.split("'")[1] if hint else None)
                 listing = f"; {op.name} takes {', '.join(fields)}" if fields and not hint else ""
-                self.error(scope, self.loc(entry, *args[key][1]), f"unknown attribute '{key}' for {op.name}{hint}"
+                self.error(scope, self.loc(entry, *args[key][1], key=True),
+                           f"unknown attribute '{key}' for {op.name}{hint}"
                            f"{listing if fields else f'; {op.name} takes no attributes'}")
                 values.pop(key)
                 ok = False
@@ -302,7 +304,7 @@ class Expander:
             if key not in block.params:
                 hint = did_you_mean(key, list(block.params) + RESERVED_KEYS)
                 takes = f"; it takes {', '.join(block.params)}" if block.params and not hint else ""
-                self.error(scope, self.loc(entry, *args[key][1]),
+                self.error(scope, self.loc(entry, *args[key][1], key=True),
                            f"block '{block_name}' has no parameter '{key}'{hint}{takes}")
                 ok = False
         if inputs is not None and len(inputs) != len(block.inputs):
