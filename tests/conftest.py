@@ -97,3 +97,15 @@ def cli(workdir):
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
         return CliResult(code, out.getvalue(), err.getvalue())
     return run
+
+
+def locate(text: str, needle: str, occurrence: int = 1) -> tuple[int, int]:
+    """(line, col), both 1-based, of the `occurrence`-th appearance of `needle` in the dedented text:
+    where a diagnostic about that piece of YAML must point."""
+    text = dedent(text)
+    start = -1
+    for _ in range(occurrence):
+        start = text.index(needle, start + 1)
+    line = text.count("\n", 0, start) + 1
+    col = start - (text.rfind("\n", 0, start) + 1) + 1
+    return line, col

@@ -1,5 +1,7 @@
 """The op registry and its families; importing this package registers every op."""
 from . import activation, conv, linear, norm, pool, tensor  # noqa: F401  (registration side effects)
-from .registry import GLOBAL, Attrs, Factor, OpDef, ParamSpec, ShapeError, Window, all_names, all_ops, get
+from .registry import (GLOBAL, Attrs, Factor, OpDef, ParamSpec, RunContext, ShapeError, Window, all_names, all_ops,
+                       get)
 
-__all__ = ["GLOBAL", "Attrs", "Factor", "OpDef", "ParamSpec", "ShapeError", "Window", "all_names", "all_ops", "get"]
+__all__ = ["GLOBAL", "Attrs", "Factor", "OpDef", "ParamSpec", "RunContext", "ShapeError", "Window", "all_names",
+           "all_ops", "get"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ..ir.types import TensorType
@@ -70,7 +71,22 @@ class Window:
 
 GLOBAL = "global"  # the op sees its whole input (global pooling, flatten, linear)
 
+@dataclass
+class RunContext:
+    """What a running op may need besides its inputs and parameters.
+
+    In training, dropout draws its mask as `ctx.rng.random(x.shape, dtype=np.float32) >= p` (kernels
+    draw it the same way, so every backend drops the same elements), and batch normalization
+    replaces `params["running_mean"]` and `params["running_var"]` with the updated statistics.
+    """
+
+    mode: str = "eval"  # "eval" or "train"
+    rng: np.random.Generator | None = None
+
+
 ShapeRule = Callable[[Attrs, Sequence[TensorType]], TensorType]
+# reference(attrs, inputs, params, ctx) -> output: plain numpy, NCHW float32, written for clarity
+Reference = Callable[[Attrs, list[np.ndarray], dict[str, np.ndarray], RunContext], np.ndarray]
 ParamRule = Callable[[Attrs, Sequence[TensorType]], dict[str, ParamSpec]]
 MacRule = Callable[[Attrs, Sequence[TensorType], TensorType], list[Factor]]
 WindowRule = Callable[[Attrs, Sequence[TensorType]], "Window | str | None"]
@@ -100,6 +116,7 @@ class OpDef:
     params: ParamRule = _no_params
     macs: MacRule = _no_macs
     window: WindowRule = _pointwise
+    reference: Reference | None = None
     aliases: tuple[str, ...] = field(default=())
 
 
