@@ -15,10 +15,35 @@ def load(path, variant: str | None = None, params: dict | None = None) -> Graph:
     return load_graph(path, variant, params)
 
 
+def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None, seed: int = 0):
+    """Bind a graph to weights and a backend's kernels; returns an Executable with `run(inputs)`.
+
+    weights: None (deterministic initialization from `seed`), a dict {"node.param": array}, or the
+    path of a .safetensors file. backend: "cpu" (Numba kernels) or "reference" (plain numpy).
+    """
+    from .backends.executor import Executable, reference_kernels
+    from .weights import check_weights, init_weights, load_weights
+
+    if weights is None:
+        weights = init_weights(graph, seed)
+    elif isinstance(weights, dict):
+        weights = check_weights(graph, weights)
+    else:
+        weights = load_weights(weights, graph)
+    if backend == "cpu":
+        from .backends.cpu import KERNELS
+        kernels = KERNELS
+    elif backend == "reference":
+        kernels = reference_kernels()
+    else:
+        raise ValueError(f"unknown backend '{backend}'; available: cpu, reference")
+    return Executable(graph, weights, kernels, mode=mode, seed=seed, backend=backend)
+
+
 def summary(graph: Graph, batch: int = 1, mode: str = "eval"):
     """Per-node and total analysis (params, MACs, FLOPs, memory, receptive field)."""
     from .passes.analysis import analyze
     return analyze(graph, batch=batch, mode=mode)
 
 
-__all__ = ["Graph", "Node", "SpecError", "TensorType", "load", "summary"]
+__all__ = ["Graph", "Node", "SpecError", "TensorType", "compile", "load", "summary"]

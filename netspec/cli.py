@@ -35,15 +35,28 @@ def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
     return values
 
 
-def write_output(path: str, text: str) -> None:
-    """Write atomically, so a failure never leaves a half-written or emptied file behind."""
+def check_writable(path: str, force: bool) -> Path:
+    """Refuse, before any work is done, to write where it would fail or replace the user's file."""
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"cannot write '{path}': it is a directory")
+    if target.exists() and not force:
+        raise UsageError(f"'{path}' already exists; pass --force to replace it")
+    parent = target.parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write '{path}': no directory '{parent}'")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot write '{path}': directory '{parent}' is not writable")
+    return target
+
+
+def write_output(path: str, data: str | bytes, force: bool = False) -> None:
+    """Write atomically, so a failure never leaves a half-written or emptied file behind."""
+    target = check_writable(path, force)
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, target)
     except OSError as e:
         raise UsageError(f"cannot write '{path}': {e.strerror or e}") from None
@@ -93,6 +106,72 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    import time
+
+    import numpy as np
+
+    from . import compile
+    from .inputs import load_input
+
+    if args.output:
+        check_writable(args.output, args.force)
+        if len(_load(args).outputs) > 1 and not args.output.endswith(".npz"):
+            raise UsageError("this network has several outputs: write them to a .npz file")
+    graph = _load(args)
+    x = load_input(args.input, graph, args.batch, args.seed)
+    started = time.perf_counter()
+    exe = compile(graph, backend=args.backend, mode=args.mode, weights=args.weights, seed=args.seed)
+    outputs = exe.run(x)  # the first run compiles kernels that are not cached yet
+    first = time.perf_counter() - started
+    times = []
+    while len(times) < args.repeat and (sum(times) < 2.0 or len(times) < 1):
+        t0 = time.perf_counter()
+        exe.run(x)
+        times.append(time.perf_counter() - t0)
+    source = args.input or f"random, seed {args.seed}"
+    print(f"{graph.name}: input {'×'.join(map(str, x.shape))} ({source}), {args.backend} backend, {args.mode} mode")
+    for name, y in outputs.items():
+        print(f"output {name}: {'×'.join(map(str, y.shape))}")
+        print(_describe_output(y))
+    median = float(np.median(times)) if times else first
+    runs = f"median of {len(times)} run{'s' if len(times) != 1 else ''} after a warm-up run" if times else "one run"
+    print(f"time per batch: {median * 1e3:,.1f} ms ({runs}, batch {x.shape[0]}); "
+          f"first run incl. setup {first:,.2f} s")
+    if args.output:
+        import io
+        buffer = io.BytesIO()
+        if args.output.endswith(".npz"):
+            np.savez(buffer, **outputs)
+        else:
+            np.save(buffer, next(iter(outputs.values())))
+        write_output(args.output, buffer.getvalue(), args.force)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _describe_output(y) -> str:
+    import numpy as np
+    if y.ndim == 2 and y.shape[1] > 1:  # a classifier: the top classes of the first sample
+        k = min(5, y.shape[1])
+        top = np.argsort(-y[0], kind="stable")[:k]
+        scores = "  ".join(f"{int(c)} ({y[0, c]:.4g})" for c in top)
+        more = f" (first of {y.shape[0]} samples)" if y.shape[0] > 1 else ""
+        return f"  top-{k} classes{more}: {scores}"
+    return f"  min {y.min():.4g}  mean {y.mean():.4g}  max {y.max():.4g}"
+
+
+def cmd_weights_init(args) -> int:
+    from .weights import init_weights, save_weights
+    check_writable(args.output, args.force)
+    graph = _load(args)
+    weights = init_weights(graph, args.seed)
+    save_weights(weights, args.output, {"spec": str(graph.source), "seed": str(args.seed)})
+    total = sum(w.size for w in weights.values())
+    print(f"wrote {args.output}: {len(weights)} tensors, {total:,} values (seed {args.seed})")
+    return 0
+
+
 def cmd_compare(args) -> int:
     from . import load, summary
     from .report import compare
@@ -112,7 +191,7 @@ def cmd_expand(args) -> int:
     from .spec.flat import to_flat_yaml
     text = to_flat_yaml(_load(args))
     if args.output:
-        write_output(args.output, text)
+        write_output(args.output, text, args.force)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -123,7 +202,7 @@ def cmd_schema(args) -> int:
     from .spec.jsonschema import spec_json_schema
     text = json.dumps(spec_json_schema(), indent=2) + "\n"
     if args.output:
-        write_output(args.output, text)
+        write_output(args.output, text, args.force)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -175,6 +254,29 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--explain", action="store_true", help="show each node's formulas with their numbers")
     p.set_defaults(func=cmd_summary)
 
+    p = sub.add_parser("run", help="run a spec on the CPU: output shape, top classes, time per batch")
+    spec_options(p)
+    p.add_argument("--weights", metavar="FILE.safetensors", help="weights (default: initialized from --seed)")
+    p.add_argument("--input", metavar="FILE", help="a .npy batch (N×C×H×W or C×H×W) or an image (png, jpg, ...)")
+    p.add_argument("--batch", type=_positive, default=1, help="batch size for random or image input (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights, random input and dropout (default 0)")
+    p.add_argument("--mode", choices=["eval", "train"], default="eval", help="eval (default) or train")
+    p.add_argument("--backend", choices=["cpu", "reference"], default="cpu",
+                   help="cpu: Numba kernels (default); reference: plain numpy")
+    p.add_argument("--repeat", type=_positive, default=5, help="timed runs after the warm-up (default 5)")
+    p.add_argument("--output", "-o", metavar="FILE.npy", help="save the output (.npz for several outputs)")
+    p.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("weights", help="weights files: `weights init SPEC -o FILE.safetensors`")
+    wsub = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    w = wsub.add_parser("init", help="write deterministically initialized weights for a spec")
+    spec_options(w)
+    w.add_argument("-o", "--output", required=True, metavar="FILE.safetensors")
+    w.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    w.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    w.set_defaults(func=cmd_weights_init)
+
     p = sub.add_parser("compare", help="params, MACs and more of several specs side by side")
     p.add_argument("specs", nargs="+", metavar="SPEC[:VARIANT]", help="two or more specs (optionally spec:variant)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a parameter of every spec")
@@ -184,15 +286,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("expand", help="print the flat form (no blocks, repeats or expressions)")
     spec_options(p)
     p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.add_argument("--force", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=cmd_expand)
 
     p = sub.add_parser("schema", help="write the JSON Schema of spec files (for editor completion)")
     p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.add_argument("--force", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("ops", help="list the built-in ops and their attributes")
     p.set_defaults(func=cmd_ops)
     return parser
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    from .backends.executor import InputError
+    from .weights import WeightsError
+    return (InputError, WeightsError, NotImplementedError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,6 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"netspec: error: {e}", file=sys.stderr)
         return 2
+    except user_errors() as e:  # bad tensors, weights files, or a backend that lacks an op
+        print(f"netspec: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -17,6 +17,7 @@ class Node:
     inputs: tuple[str, ...]  # names of graph inputs or earlier nodes
     type: TensorType  # the output type
     mode: str | None = None  # "train" or "eval" for nodes that exist in one mode only
+    init: tuple[tuple[str, tuple[str, float | None]], ...] = ()  # (param, (initializer, value)) from the spec
     trace: Trace | None = field(default=None, compare=False)  # where it was written
 
 
@@ -39,6 +40,7 @@ class Graph:
     params: dict[str, Any] = field(default_factory=dict)  # the spec parameters it was built with
     variant: str | None = None
     source: str | None = None  # the spec file
+    preprocess: dict[str, Any] = field(default_factory=dict)  # image → input: {"mean": [...], "std": [...]}
 
     def __post_init__(self):
         self._by_name = {n.name: n for n in self.nodes}

@@ -241,6 +241,9 @@ class Expander:
             self.error(scope, self.loc(entry, "op"), f"`op` must name an op or block, got {op_name!r}")
             return FAILED
         if op_name in self.blocks:
+            if entry.init:
+                self.error(scope, self.loc(entry, "init", key=True), "`init` sets an op's parameters; inside a "
+                           "block, put it on the block's layers")
             return self.instantiate_block(entry, op_name, scope, full, inputs, extra, args, mode)
         op = ops.get(op_name)
         if op is None:
@@ -285,7 +288,8 @@ class Expander:
             self.error(scope, where, f"{op.name} '{full}' (input {shapes}): {e}")
             return FAILED
         self.check_mode_inputs(scope, entry, full, mode, inputs)
-        self.add(Node(full, op.name, attrs, tuple(inputs), out_type, mode, self.trace(scope, self.loc(entry))))
+        init = self.check_init(scope, entry, op, attrs, in_types)
+        self.add(Node(full, op.name, attrs, tuple(inputs), out_type, mode, init, self.trace(scope, self.loc(entry))))
         return full
 
     def instantiate_block(self, entry, block_name, scope, full, inputs, extra, args, mode) -> str | None:
@@ -370,6 +374,17 @@ class Expander:
                 self.error(scope, self.loc(entry, *path), f"{key}: {e}")
                 ok = False
         return values, ok
+
+    def check_init(self, scope, entry, op, attrs, in_types) -> tuple:
+        if not entry.init:
+            return ()
+        params = op.params(attrs, in_types)
+        for key in entry.init:
+            if key not in params:
+                have = ", ".join(params) or "no parameters"
+                self.error(scope, self.loc(entry, "init", key, key=True),
+                           f"{op.name} has no parameter '{key}' to initialize{did_you_mean(key, params)}; it has {have}")
+        return tuple((k, v) for k, v in entry.init.items() if k in params)
 
     def check_mode_inputs(self, scope, entry, full, mode, inputs) -> None:
         """A node of one mode is bypassed in the other, so a user outside it must see the same shape."""

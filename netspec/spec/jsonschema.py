@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import ops
-from .schema import PARAM_TYPES, RESERVED_KEYS
+from .schema import INITIALIZERS, PARAM_TYPES, RESERVED_KEYS
 
 EXPR = {"type": "string", "pattern": r"^\$", "description": "an expression: ${ ... } or $name"}
 NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"}
@@ -39,6 +39,11 @@ def _reserved_properties() -> dict[str, Any]:
         "last": {"type": "object"},
         "when": {"anyOf": [{"type": "boolean"}, EXPR]},
         "mode": {"enum": ["train", "eval"]},
+        "init": {"type": "object", "description": "per-parameter initializers", "additionalProperties": {
+            "anyOf": [{"type": "number"}, {"enum": list(INITIALIZERS)},
+                      {"type": "object", "minProperties": 1, "maxProperties": 1,
+                       "properties": {k: {"type": "number"} for k in ("normal", "uniform", "constant")},
+                       "additionalProperties": False}]}},
         "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}},
     }
 
@@ -100,7 +105,9 @@ def spec_json_schema() -> dict[str, Any]:
             "params": {"type": "object", "additionalProperties": {"$ref": "#/$defs/param"}},
             "input": {"type": "object", "additionalProperties": False, "required": ["shape"],
                       "properties": {"shape": {"type": "array", "items": {"anyOf": [{"type": "integer"}, EXPR]}},
-                                     "name": NAME}},
+                                     "name": NAME,
+                                     "mean": {"type": "array", "items": {"type": "number"}},
+                                     "std": {"type": "array", "items": {"type": "number"}}}},
             "imports": {"type": "array", "items": {"type": "string"}},
             "blocks": {"type": "object", "additionalProperties": {"$ref": "#/$defs/block"}},
             "variants": {"type": "object", "additionalProperties": {

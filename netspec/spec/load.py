@@ -258,7 +258,15 @@ def load_graph(path: str | os.PathLike, variant: str | None = None, params: dict
     nodes, inputs, outputs, scopes = expand(spec.layers, spec.input.name, dims, values, blocks, spec.outputs,
                                             source.loc(("outputs",)), errors)
     errors.check()
-    graph = Graph(name, inputs, nodes, outputs, scopes, values, variant, display_path(path))
+    preprocess = {k: v for k, v in (("mean", spec.input.mean), ("std", spec.input.std)) if v is not None}
+    for key, value in preprocess.items():
+        if len(value) != dims[0]:
+            errors.error(source.loc(("input", key)), f"input {key} needs one value per channel ({dims[0]}), "
+                         f"got {len(value)}")
+    if any(v == 0 for v in preprocess.get("std", [])):
+        errors.error(source.loc(("input", "std")), "input std values must not be 0")
+    errors.check()
+    graph = Graph(name, inputs, nodes, outputs, scopes, values, variant, display_path(path), preprocess)
     verify(graph)
     return graph
 

@@ -105,6 +105,30 @@ def check_param_type(decl: ParamDecl, value: Any) -> Any:
 class InputSpec(Model):
     shape: list[IntOrExpr]  # without the batch dimension: [C, H, W]
     name: Name = "input"
+    # How `netspec run` turns an image into this input: pixels scaled to [0, 1], then (x - mean) / std.
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+INITIALIZERS = ("zeros", "ones", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform")
+
+
+def _init_rule(v: Any) -> Any:
+    """`0.5` (a constant), a name (kaiming_normal, ...), or {normal: std} / {uniform: bound} / {constant: v}."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return ("constant", float(v))
+    if isinstance(v, str) and v in INITIALIZERS:
+        return (v, None)
+    if isinstance(v, dict) and len(v) == 1:
+        (kind, value), = v.items()
+        if kind in ("normal", "uniform", "constant") and isinstance(value, (int, float)) \
+                and not isinstance(value, bool) and (kind == "constant" or value > 0):
+            return (kind, float(value))
+    raise ValueError("an initializer is a number, one of " + ", ".join(INITIALIZERS)
+                     + ", or {normal: std}, {uniform: bound}, {constant: value}")
+
+
+InitRule = Annotated[tuple[str, float | None], BeforeValidator(_init_rule)]
 
 
 class LayerEntry(BaseModel):
@@ -120,6 +144,7 @@ class LayerEntry(BaseModel):
     last: dict[str, Any] | None = None
     when: BoolOrExpr | None = None
     mode: Literal["train", "eval"] | None = None
+    init: dict[str, InitRule] | None = None  # per-parameter initializers: {weight: {normal: 0.01}, bias: 0}
     layers: list["LayerEntry"] | None = None
     _source: SourceFile | None = PrivateAttr(None)
     _path: Path_ = PrivateAttr(())

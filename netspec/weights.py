@@ -1,0 +1,160 @@
+"""Weights: deterministic initialization, and safetensors files checked key by key.
+
+Keys are the node's full name plus the parameter name (`layer1.0.conv1.weight`), so specs that
+mirror a torchvision model use torchvision's names. A file is checked completely before anything
+is used: every missing, unexpected or mismatched key is named, and a bad file never half-loads.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from math import prod, sqrt
+from pathlib import Path
+
+import numpy as np
+
+from . import ops
+from .ir.graph import Graph
+from .ops.registry import ParamSpec
+
+
+class WeightsError(ValueError):
+    """A weights file or dict that does not fit the graph; the message lists every problem."""
+
+
+def param_specs(graph: Graph) -> dict[str, ParamSpec]:
+    """Every parameter of the graph (all modes), keyed `node.param`."""
+    specs: dict[str, ParamSpec] = {}
+    for node in graph.nodes:
+        op = ops.get(node.op)
+        for pname, spec in op.params(node.attrs, [graph.type_of(i) for i in node.inputs]).items():
+            specs[f"{node.name}.{pname}"] = spec
+    return specs
+
+
+def _default_rule(op_name: str, pname: str) -> tuple[str, float | None]:
+    if pname == "weight" and op_name in ("conv2d", "conv_transpose2d", "linear"):
+        return ("kaiming_normal", None)  # He et al.: std = sqrt(2 / fan_in), suits ReLU networks
+    if pname in ("weight", "running_var"):
+        return ("ones", None)  # batch norm scale and variance
+    return ("zeros", None)  # biases, batch norm shift and mean
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    receptive = prod(shape[2:]) if len(shape) > 2 else 1
+    fan_in = shape[1] * receptive if len(shape) > 1 else shape[0]
+    return fan_in, shape[0] * receptive
+
+
+def initialize(rule: tuple[str, float | None], shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    kind, value = rule
+    fan_in, fan_out = _fans(shape)
+    if kind == "zeros":
+        return np.zeros(shape, np.float32)
+    if kind == "ones":
+        return np.ones(shape, np.float32)
+    if kind == "constant":
+        return np.full(shape, value, np.float32)
+    if kind == "normal":
+        return rng.normal(0.0, value, shape).astype(np.float32)
+    if kind == "uniform":
+        return rng.uniform(-value, value, shape).astype(np.float32)
+    if kind == "kaiming_normal":
+        return rng.normal(0.0, sqrt(2.0 / fan_in), shape).astype(np.float32)
+    if kind == "kaiming_uniform":
+        bound = sqrt(6.0 / fan_in)
+        return rng.uniform(-bound, bound, shape).astype(np.float32)
+    if kind == "xavier_normal":
+        return rng.normal(0.0, sqrt(2.0 / (fan_in + fan_out)), shape).astype(np.float32)
+    if kind == "xavier_uniform":
+        bound = sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-bound, bound, shape).astype(np.float32)
+    raise ValueError(f"unknown initializer '{kind}'")
+
+
+def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic weights: each parameter draws from its own stream (seed, name), so adding a
+    layer does not change the others; rules come from the spec's `init:` or the op's defaults."""
+    weights = {}
+    for node in graph.nodes:
+        op = ops.get(node.op)
+        overrides = dict(node.init)
+        for pname, spec in op.params(node.attrs, [graph.type_of(i) for i in node.inputs]).items():
+            key = f"{node.name}.{pname}"
+            rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+            weights[key] = initialize(overrides.get(pname, _default_rule(node.op, pname)), spec.shape, rng)
+    return weights
+
+
+def check_weights(graph: Graph, weights: dict[str, np.ndarray], origin: str = "weights") -> dict[str, np.ndarray]:
+    """The weights as C-contiguous float32 arrays, after checking every key, shape and dtype."""
+    expected = param_specs(graph)
+    problems = []
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing:
+        problems.append(f"missing {len(missing)} key(s): {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} key(s): {_listing(unexpected)}")
+    checked = {}
+    for key, spec in expected.items():
+        if key not in weights:
+            continue
+        value = weights[key]
+        if not isinstance(value, np.ndarray):
+            problems.append(f"{key}: not an array ({type(value).__name__})")
+            continue
+        if tuple(value.shape) != spec.shape:
+            problems.append(f"{key}: shape {list(value.shape)}, the spec needs {list(spec.shape)}")
+            continue
+        if value.dtype not in (np.float32, np.float16, np.float64):
+            problems.append(f"{key}: dtype {value.dtype}, expected a floating-point type (float32)")
+            continue
+        array = np.ascontiguousarray(value, dtype=np.float32)
+        if not np.isfinite(array).all():
+            problems.append(f"{key}: contains NaN or Inf")
+            continue
+        checked[key] = array
+    if problems:
+        raise WeightsError(f"{origin} do not fit {graph.name}:\n  " + "\n  ".join(problems))
+    return checked
+
+
+def _listing(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def save_weights(weights: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict[str, str] | None = None):
+    """Write a safetensors file atomically (a failure leaves any existing file untouched)."""
+    from safetensors.numpy import save
+
+    target = Path(path)
+    data = save({k: np.ascontiguousarray(v) for k, v in weights.items()}, metadata=metadata)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except OSError as e:
+        raise WeightsError(f"cannot write '{path}': {e.strerror or e}") from None
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a safetensors file into numpy arrays; a clear WeightsError for anything unreadable."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise WeightsError(f"cannot read weights '{path}': {e.strerror or e}") from None
+    try:
+        return load(data)
+    except (SafetensorError, ValueError, TypeError, OSError) as e:
+        raise WeightsError(f"'{path}' is not a valid safetensors file ({e})") from None
+
+
+def load_weights(path: str | os.PathLike, graph: Graph) -> dict[str, np.ndarray]:
+    return check_weights(graph, read_weights(path), origin=f"weights in '{path}'")
