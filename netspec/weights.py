@@ -50,26 +50,14 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
 def initialize(rule: tuple[str, float | None], shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     kind, value = rule
     fan_in, fan_out = _fans(shape)
-    if kind == "zeros":
-        return np.zeros(shape, np.float32)
-    if kind == "ones":
-        return np.ones(shape, np.float32)
-    if kind == "constant":
-        return np.full(shape, value, np.float32)
-    if kind == "normal":
-        return rng.normal(0.0, value, shape).astype(np.float32)
-    if kind == "uniform":
-        return rng.uniform(-value, value, shape).astype(np.float32)
-    if kind == "kaiming_normal":
-        return rng.normal(0.0, sqrt(2.0 / fan_in), shape).astype(np.float32)
-    if kind == "kaiming_uniform":
-        bound = sqrt(6.0 / fan_in)
-        return rng.uniform(-bound, bound, shape).astype(np.float32)
-    if kind == "xavier_normal":
-        return rng.normal(0.0, sqrt(2.0 / (fan_in + fan_out)), shape).astype(np.float32)
-    if kind == "xavier_uniform":
-        bound = sqrt(6.0 / (fan_in + fan_out))
-        return rng.uniform(-bound, bound, shape).astype(np.float32)
+    if kind in ("zeros", "ones", "constant"):
+        return np.full(shape, {"zeros": 0.0, "ones": 1.0}.get(kind, value), np.float32)
+    std = {"normal": value, "kaiming_normal": sqrt(2.0 / fan_in), "xavier_normal": sqrt(2.0 / (fan_in + fan_out))}
+    if kind in std:
+        return rng.standard_normal(shape, dtype=np.float32) * np.float32(std[kind])
+    bound = {"uniform": value, "kaiming_uniform": sqrt(6.0 / fan_in), "xavier_uniform": sqrt(6.0 / (fan_in + fan_out))}
+    if kind in bound:
+        return (rng.random(shape, dtype=np.float32) * 2 - 1) * np.float32(bound[kind])
     raise ValueError(f"unknown initializer '{kind}'")
 
 

@@ -1,0 +1,121 @@
+"""Running networks: every zoo spec end to end in the Numba kernels and in the pure-reference
+executor, with the same weights and input (outputs agree to rtol = atol = 1e-3 end to end), plus
+the executor's behaviour in train and eval mode."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import netspec
+from netspec.backends.executor import InputError
+from netspec.weights import init_weights
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+# (spec, variant, params): full size for LeNet-5, ResNet-18 and MobileNet v1; reduced input sizes or
+# widths elsewhere to keep CI fast (the shapes and ops exercised are the same).
+ZOO = [
+    ("lenet5", None, {}),
+    ("resnet18", None, {}),
+    ("mobilenet_v1", None, {}),
+    ("alexnet", None, {"resolution": 64}),
+    ("alexnet", "original", {"resolution": 67}),
+    ("vgg16", None, {"resolution": 32}),
+    ("googlenet", None, {"resolution": 64}),
+    ("googlenet", "paper", {"resolution": 64}),
+    ("inception_v2", None, {}),
+    ("resnet50", None, {"resolution": 64}),
+    ("efficientnet", None, {"resolution": 64}),
+    ("yolov1", None, {"resolution": 64, "grid": 1}),
+    ("unet", None, {"resolution": 64, "base": 8}),
+    ("unet", "original", {"resolution": 188, "base": 8}),
+]
+
+
+def _random_weights(graph, seed=0):
+    """Initialized weights with random biases and batch-norm statistics, so every term is exercised."""
+    rng = np.random.default_rng(seed)
+    weights = init_weights(graph, seed)
+    for key, value in weights.items():
+        if key.endswith((".bias", ".running_mean")):
+            weights[key] = rng.normal(0, 0.1, value.shape).astype(np.float32)
+        elif key.endswith((".running_var", "bn.weight")) or (key.endswith(".weight") and value.ndim == 1):
+            weights[key] = rng.uniform(0.5, 1.5, value.shape).astype(np.float32)
+    return weights
+
+
+@pytest.mark.parametrize("name,variant,params", ZOO, ids=[f"{s}{'-' + v if v else ''}" for s, v, _ in ZOO])
+def test_zoo_spec_runs_and_kernels_agree_with_reference(name, variant, params):
+    graph = netspec.load(SPECS / f"{name}.yaml", variant=variant, params=params)
+    weights = _random_weights(graph)
+    x = np.random.default_rng(1).standard_normal((2,) + graph.inputs[next(iter(graph.inputs))].dims,
+                                                 dtype=np.float32)
+    fast = netspec.compile(graph, backend="cpu", weights=weights).run(x)
+    slow = netspec.compile(graph, backend="reference", weights=weights).run(x)
+    assert fast.keys() == slow.keys() == set(graph.outputs)
+    for key in fast:
+        expected_shape = (2,) + graph.type_of(key).dims
+        assert fast[key].shape == slow[key].shape == expected_shape
+        assert np.isfinite(fast[key]).all()
+        # end to end through up to ~150 layers: 1e-3 relative to the output's scale (DESIGN.md)
+        scale = max(1.0, float(np.abs(slow[key]).max()))
+        np.testing.assert_allclose(fast[key], slow[key], rtol=1e-3, atol=1e-3 * scale)
+
+
+TRAIN_SPEC = """
+input: {shape: [3, 8, 8]}
+layers:
+  - {op: conv2d, name: conv, out: 4, kernel: 3, padding: 1}
+  - {op: batchnorm2d, name: bn, momentum: 0.5}
+  - {op: dropout, name: drop, p: 0.5}
+  - {op: identity, name: noise, mode: train}
+"""
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_train_mode_updates_running_stats_and_drops(load_spec, backend):
+    graph = load_spec(TRAIN_SPEC)
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8), dtype=np.float32)
+    train = netspec.compile(graph, backend=backend, mode="train", seed=7)
+    first = train.run(x)["noise"]
+    assert not np.allclose(train.weights["bn.running_mean"], 0)  # updated from the batch
+    assert 0.3 < (first == 0).mean() < 0.7  # dropout p = 0.5
+    second = train.run(x)["noise"]
+    assert not np.array_equal(first == 0, second == 0)  # a fresh mask every run
+    again = netspec.compile(graph, backend=backend, mode="train", seed=7).run(x)["noise"]
+    np.testing.assert_array_equal(first, again)  # seeded
+    evaluation = netspec.compile(graph, backend=backend, mode="eval", seed=7)
+    assert evaluation.graph.outputs == ["drop"]  # the train-only node is bypassed
+    out = evaluation.run(x)["drop"]
+    assert (out != 0).mean() > 0.95  # no dropout in eval
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_train_mode_agrees_between_backends(load_spec, backend):
+    graph = load_spec(TRAIN_SPEC)
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8), dtype=np.float32)
+    a = netspec.compile(graph, backend=backend, mode="train", seed=3)
+    b = netspec.compile(graph, backend="reference", mode="train", seed=3)
+    np.testing.assert_allclose(a.run(x)["noise"], b.run(x)["noise"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a.weights["bn.running_var"], b.weights["bn.running_var"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (np.zeros((2, 3, 9, 8), np.float32), "shape 2×3×9×8; expected N×3×8×8"),
+    (np.zeros((3, 8, 8), np.float32), "rank 3"),
+    (np.zeros((1, 3, 8, 8), np.int64), "dtype int64"),
+    (np.full((1, 3, 8, 8), np.nan, np.float32), "NaN or Inf"),
+    ([[1.0]], "numpy array"),
+])
+def test_bad_inputs_are_refused_clearly(load_spec, bad, message):
+    exe = netspec.compile(load_spec(TRAIN_SPEC), backend="reference")
+    with pytest.raises(InputError, match=message.replace("×", "×")):
+        exe.run(bad)
+
+
+def test_float64_input_is_accepted(load_spec):
+    exe = netspec.compile(load_spec(TRAIN_SPEC), backend="reference")
+    out = exe.run(np.ones((1, 3, 8, 8)))["drop"]
+    assert out.dtype == np.float32 and out.shape == (1, 4, 8, 8)
