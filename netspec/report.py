@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from .ir.types import TensorType
-from .passes.analysis import BYTES, Field, NodeStats, Summary
+from .passes.analysis import BYTES, Field, NodeStats, Summary, taps
 
 
 @dataclass
@@ -165,12 +165,13 @@ def _explain_field(r: NodeStats) -> str:
         return f"{f} (unchanged), jump {f.jump_str()}"
     parts = []
     for i, axis in ((0, "h"), (1, "w")):
+        k, s = w.kernel[i], w.stride[i]
         if w.transposed:
-            parts.append(f"{axis}: {fin.size[i]} + ({w.kernel[i]}-1)·{_frac(f.jump[i])} = {_frac(f.size[i])}, "
-                         f"jump {_frac(fin.jump[i])}/{w.stride[i]} = {_frac(f.jump[i])}")
+            parts.append(f"{axis}: r + (ceil(k/s)-1)·j = {_frac(fin.size[i])} + ({taps(w, i)}-1)·{_frac(fin.jump[i])}"
+                         f" = {_frac(f.size[i])}, jump {_frac(fin.jump[i])}/{s} = {_frac(f.jump[i])}")
         else:
-            parts.append(f"{axis}: r + (k-1)·j = {_frac(fin.size[i])} + ({w.kernel[i]}-1)·{_frac(fin.jump[i])} = "
-                         f"{_frac(f.size[i])}, jump {_frac(fin.jump[i])}·{w.stride[i]} = {_frac(f.jump[i])}")
+            parts.append(f"{axis}: r + (k-1)·j = {_frac(fin.size[i])} + ({k}-1)·{_frac(fin.jump[i])} = "
+                         f"{_frac(f.size[i])}, jump {_frac(fin.jump[i])}·{s} = {_frac(f.jump[i])}")
     return parts[0][3:] if parts[0][2:] == parts[1][2:] else "; ".join(parts)
 
 

@@ -108,7 +108,10 @@ class Summary:
         return self.input_bytes + sum(r.activation_bytes for r in self.rows)
 
     def row(self, name: str) -> NodeStats:
-        return next(r for r in self.rows if r.name == name)
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(f"no node named '{name}' (block names fold several nodes: see report.fold)")
 
     def __str__(self) -> str:
         from ..report import table  # presentation lives in report.py
@@ -157,11 +160,13 @@ def _propagate(f: Field, window: Window | str | None, whole: tuple[Fraction, Fra
         return Field(whole, f.jump, is_global=True)
     size, jump = [], []
     for i in (0, 1):
-        if window.transposed:  # upsampling: outputs are closer together than inputs
-            j = f.jump[i] / window.stride[i]
-        else:
-            j = f.jump[i] * window.stride[i]
-        step = j if window.transposed else f.jump[i]
-        size.append(f.size[i] + (window.kernel[i] - 1) * step)
-        jump.append(j)
+        size.append(f.size[i] + (taps(window, i) - 1) * f.jump[i])
+        jump.append(f.jump[i] / window.stride[i] if window.transposed else f.jump[i] * window.stride[i])
     return Field(tuple(size), tuple(jump))  # type: ignore[arg-type]
+
+
+def taps(window: Window, axis: int) -> int:
+    """How many neighbouring inputs one output reads along an axis. A transposed convolution with
+    stride s reaches only ceil(k/s) of them (k=2, s=2 reads exactly one)."""
+    k, s = window.kernel[axis], window.stride[axis]
+    return -(-k // s) if window.transposed else k

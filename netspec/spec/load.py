@@ -244,6 +244,10 @@ def load_graph(path: str | os.PathLike, variant: str | None = None, params: dict
     spec, source, base_path, extended = follow_extends(spec, source, path, errors)
     if spec is None:
         errors.check()
+    if base_path is not path and variant is not None:  # the extension pins parameters a variant could undo
+        errors.error(COMMAND_LINE, f"{display_path(path)} extends {display_path(base_path)} and has no variants of "
+                     f"its own; use --variant with {display_path(base_path)}")
+        errors.check()
     blocks = collect_blocks(spec, source, base_path, errors)
     if spec.layers is None or spec.input is None:
         missing = "`layers:`" if spec.layers is None else "`input:`"
@@ -275,6 +279,4 @@ def variants_of(path: str | os.PathLike) -> list[str]:
     """The declared variant names of a spec (empty when it declares none or cannot be read)."""
     errors = Collector()
     spec, source = parse_file(Path(path), errors)
-    if spec is not None:
-        spec = follow_extends(spec, source, Path(path), errors)[0]
-    return list(spec.variants) if spec is not None else []
+    return list(spec.variants) if spec is not None and spec.extends is None else []
