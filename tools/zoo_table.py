@@ -11,6 +11,7 @@ from pathlib import Path
 import netspec
 from netspec.spec.load import parse_file
 from netspec.spec.errors import Collector
+from netspec.spec.expr import is_expression
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -25,17 +26,22 @@ def spec_rows(path: Path) -> list[str]:
         variants = [None]
     else:
         variants = [None] + list(spec.variants)
+    # the parameters a user sets; derived ones (defaults computed from others) are left out
     declared = "" if spec.extends else ", ".join(
-        f"{k}={d.default}" if not d.required else k for k, d in spec.params.items())
+        f"{k}={_text(d.default)}" for k, d in spec.params.items() if not is_expression(d.default))
     for variant in variants:
         graph = netspec.load(path, variant=variant)
         s = netspec.summary(graph)
         (name, t), = graph.inputs.items()
         label = f"`{rel}`" + (f" `--variant {variant}`" if variant else "")
         params_col = declared if variant is None else ", ".join(
-            f"{k}={v}" for k, v in spec.variants[variant].params.items())
+            f"{k}={_text(v)}" for k, v in spec.variants[variant].params.items())
         rows.append(f"| {label} | {t.dims_str()} | {params_col} | {s.params:,} | {s.macs:,} |")
     return rows
+
+
+def _text(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def table() -> str:
