@@ -2,6 +2,9 @@
 conv_transpose2d."""
 from __future__ import annotations
 
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
 from .fields import Bool, NonNegPair, Padding, PosInt, PosPair, resolve_padding
 from .registry import Attrs, Factor, OpDef, ParamSpec, ShapeError, Window, register
 
@@ -50,6 +53,25 @@ def sliding_output(size: int, kernel_eff: int, stride: int, pad_before: int, pad
     return out
 
 
+def windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+            pads: tuple[int, int, int, int], out_hw: tuple[int, int], fill: float = 0.0) -> np.ndarray:
+    """The sliding windows of an N×C×H×W array as a read-only view N×C×H_out×W_out×k_h×k_w.
+
+    `x` is padded with `fill` by `pads` (top, left, bottom, right), and further at the bottom/right where
+    the last of `out_hw` windows reaches past that (ceil mode); window (i, j) starts at row i·stride and
+    takes every dilation-th element.
+    """
+    t, l, b, r = pads
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    keh, kew = _effective(kernel, dilation)
+    h, w = x.shape[2], x.shape[3]
+    b = max(b, (oh - 1) * sh + keh - h - t)
+    r = max(r, (ow - 1) * sw + kew - w - l)
+    xp = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=fill)
+    view = sliding_window_view(xp, (keh, kew), axis=(2, 3))  # N×C×(every start)×(every start)×keh×kew
+    return view[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :oh, :ow]
+
+
 def conv2d_shape(a: Conv2dAttrs, inputs):
     (x,) = inputs
     _need_image("conv2d", x)
@@ -81,9 +103,31 @@ def conv2d_window(a: Conv2dAttrs, inputs):
     return Window(_effective(a.kernel, a.dilation), a.stride)
 
 
+def conv2d_reference(a: Conv2dAttrs, inputs, params, ctx):
+    """Cross-correlation as in torch.nn.functional.conv2d: each group's windows times its filters."""
+    (x,) = inputs
+    n, c, h, w = x.shape
+    t, l, b, r = a.pads
+    keh, kew = _effective(a.kernel, a.dilation)
+    oh = (h + t + b - keh) // a.stride[0] + 1
+    ow = (w + l + r - kew) // a.stride[1] + 1
+    g, kh, kw = a.groups, a.kernel[0], a.kernel[1]
+    cg, og = c // g, a.out // g
+    win = windows(x.astype(np.float64), a.kernel, a.stride, a.dilation, a.pads, (oh, ow))
+    # N×C×oh×ow×kh×kw → N×g×(oh·ow)×(C/g·kh·kw), one patch per row
+    patches = win.reshape(n, g, cg, oh, ow, kh, kw).transpose(0, 1, 3, 4, 2, 5, 6).reshape(n, g, oh * ow, -1)
+    # C_out×C/g×kh×kw → g×(C/g·kh·kw)×C_out/g
+    weight = params["weight"].astype(np.float64).reshape(g, og, cg * kh * kw).transpose(0, 2, 1)
+    y = patches @ weight  # N×g×(oh·ow)×C_out/g
+    y = y.transpose(0, 1, 3, 2).reshape(n, a.out, oh, ow)
+    if a.bias:
+        y = y + params["bias"].astype(np.float64).reshape(1, -1, 1, 1)
+    return y.astype(np.float32)
+
+
 register(OpDef(
     name="conv2d", category="convolution", attrs=Conv2dAttrs, shape=conv2d_shape, params=conv2d_params,
-    macs=conv2d_macs, window=conv2d_window,
+    macs=conv2d_macs, window=conv2d_window, reference=conv2d_reference,
     doc="2-D convolution. `groups: C` with `out: C` is depthwise; `kernel: 1` is pointwise. "
         "padding: an int, [h, w], 'same' (stride 1) or 'valid'.",
 ))
@@ -136,8 +180,38 @@ def conv_transpose2d_window(a: ConvTranspose2dAttrs, inputs):
     return Window(_effective(a.kernel, a.dilation), a.stride, transposed=True)
 
 
+def conv_transpose2d_reference(a: ConvTranspose2dAttrs, inputs, params, ctx):
+    """torch.nn.functional.conv_transpose2d in scatter form: input pixel (h, w) times kernel tap (i, j)
+    lands on output pixel (h·stride + i·dilation - padding, ...); output_padding adds rows/columns at the
+    bottom/right that only the bias reaches."""
+    (x,) = inputs
+    n, c, h, w = x.shape
+    g, (kh, kw), (sh, sw), (dh, dw) = a.groups, a.kernel, a.stride, a.dilation
+    cg, og = c // g, a.out // g
+    keh, kew = _effective(a.kernel, a.dilation)
+    # the full (uncropped) output, tall enough for every tap and the output padding
+    full_h = (h - 1) * sh + keh + a.output_padding[0]
+    full_w = (w - 1) * sw + kew + a.output_padding[1]
+    full = np.zeros((n, g, og, full_h, full_w))
+    xg = x.astype(np.float64).reshape(n, g, cg, h, w)
+    wg = params["weight"].astype(np.float64).reshape(g, cg, og, kh, kw)
+    for i in range(kh):
+        for j in range(kw):
+            tap = np.einsum("ngchw,gco->ngohw", xg, wg[:, :, :, i, j])  # every input pixel through tap (i, j)
+            top, left = i * dh, j * dw
+            full[:, :, :, top:top + (h - 1) * sh + 1:sh, left:left + (w - 1) * sw + 1:sw] += tap
+    ph, pw = a.padding
+    out_h = full_h - 2 * ph
+    out_w = full_w - 2 * pw
+    y = full.reshape(n, a.out, full_h, full_w)[:, :, ph:ph + out_h, pw:pw + out_w]
+    if a.bias:
+        y = y + params["bias"].astype(np.float64).reshape(1, -1, 1, 1)
+    return y.astype(np.float32)
+
+
 register(OpDef(
     name="conv_transpose2d", category="convolution", attrs=ConvTranspose2dAttrs, shape=conv_transpose2d_shape,
     params=conv_transpose2d_params, macs=conv_transpose2d_macs, window=conv_transpose2d_window,
+    reference=conv_transpose2d_reference,
     doc="2-D transposed convolution (learned upsampling), as torch.nn.ConvTranspose2d.",
 ))

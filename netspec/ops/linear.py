@@ -1,6 +1,8 @@
 """Fully connected layers."""
 from __future__ import annotations
 
+import numpy as np
+
 from .fields import Bool, PosInt
 from .registry import GLOBAL, Attrs, Factor, OpDef, ParamSpec, ShapeError, register
 
@@ -28,8 +30,17 @@ def _linear_macs(a: LinearAttrs, inputs, out):
     return [Factor("N", out.batch), Factor("out", a.out), Factor("in", inputs[0].c)]
 
 
+def _linear_reference(a: LinearAttrs, inputs, params, ctx):
+    """y = x Wᵀ + b, as torch.nn.functional.linear."""
+    (x,) = inputs
+    y = x.astype(np.float64) @ params["weight"].astype(np.float64).T
+    if a.bias:
+        y = y + params["bias"].astype(np.float64)
+    return y.astype(np.float32)
+
+
 register(OpDef(
     name="linear", category="linear", attrs=LinearAttrs, shape=_linear_shape, params=_linear_params,
-    macs=_linear_macs, window=lambda a, ins: GLOBAL,
+    macs=_linear_macs, window=lambda a, ins: GLOBAL, reference=_linear_reference,
     doc="Fully connected layer: y = x Wᵀ + b on an N×features input.",
 ))

@@ -1,11 +1,12 @@
 """Pooling: max and average pooling (ceil mode, count_include_pad), global and adaptive average."""
 from __future__ import annotations
 
-from math import ceil
+from math import ceil, floor
 
+import numpy as np
 from pydantic import model_validator
 
-from .conv import _effective, _need_image, sliding_output
+from .conv import _effective, _need_image, sliding_output, windows
 from .fields import Bool, NonNegPair, PosPair
 from .registry import GLOBAL, Attrs, NoAttrs, OpDef, ShapeError, Window, register
 
@@ -42,17 +43,52 @@ def _pool_shape(name: str, a, x, dilation=(1, 1)):
     return x.with_dims(x.c, h, w)
 
 
+def _pool_out(a, x: np.ndarray, dilation=(1, 1)) -> tuple[int, int]:
+    kh, kw = _effective(a.kernel, dilation)
+    (ph, pw), (sh, sw) = a.padding, a.stride
+    return (sliding_output(x.shape[2], kh, sh, ph, ph, a.ceil_mode),
+            sliding_output(x.shape[3], kw, sw, pw, pw, a.ceil_mode))
+
+
+def _maxpool_reference(a: MaxPool2dAttrs, inputs, params, ctx):
+    """Maximum over each window; padding (and the ceil-mode overhang) is -inf, so it never wins."""
+    (x,) = inputs
+    (ph, pw), out_hw = a.padding, _pool_out(a, x, a.dilation)
+    win = windows(x, a.kernel, a.stride, a.dilation, (ph, pw, ph, pw), out_hw, fill=-np.inf)
+    return win.max(axis=(4, 5)).astype(np.float32)
+
+
+def _avgpool_reference(a: AvgPool2dAttrs, inputs, params, ctx):
+    """Window sums over PyTorch's divisor. With count_include_pad the divisor counts the padded positions a
+    window covers but not those past the padded border (the ceil-mode overhang); without it, only the input
+    positions it covers."""
+    (x,) = inputs
+    n, c, h, w = x.shape
+    (ph, pw), out_hw = a.padding, _pool_out(a, x)
+    pads = (ph, pw, ph, pw)
+    sums = windows(x.astype(np.float64), a.kernel, a.stride, (1, 1), pads, out_hw).sum(axis=(4, 5))
+    # count what each window covers by pooling a mask: 1 where a position counts, 0 elsewhere
+    if a.count_include_pad:
+        counted = np.pad(np.ones((1, 1, h, w)), ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=1.0)
+        counted_pads = (0, 0, 0, 0)  # the padding is already in the mask; only the overhang adds zeros
+    else:
+        counted = np.ones((1, 1, h, w))
+        counted_pads = pads
+    divisor = windows(counted, a.kernel, a.stride, (1, 1), counted_pads, out_hw).sum(axis=(4, 5))
+    return (sums / divisor).astype(np.float32)
+
+
 register(OpDef(
     name="maxpool2d", category="pooling", attrs=MaxPool2dAttrs,
     shape=lambda a, ins: _pool_shape("maxpool2d", a, ins[0], a.dilation),
-    window=lambda a, ins: Window(_effective(a.kernel, a.dilation), a.stride),
+    window=lambda a, ins: Window(_effective(a.kernel, a.dilation), a.stride), reference=_maxpool_reference,
     doc="Max pooling; stride defaults to the kernel; ceil_mode as in PyTorch.",
 ))
 
 register(OpDef(
     name="avgpool2d", category="pooling", attrs=AvgPool2dAttrs,
     shape=lambda a, ins: _pool_shape("avgpool2d", a, ins[0]),
-    window=lambda a, ins: Window(a.kernel, a.stride),
+    window=lambda a, ins: Window(a.kernel, a.stride), reference=_avgpool_reference,
     doc="Average pooling; count_include_pad (default true) counts padding in the divisor, as in PyTorch.",
 ))
 
@@ -63,9 +99,15 @@ def _global_shape(a, inputs):
     return x.with_dims(x.c, 1, 1)
 
 
+def _global_reference(a, inputs, params, ctx):
+    (x,) = inputs
+    return x.astype(np.float64).mean(axis=(2, 3), keepdims=True).astype(np.float32)
+
+
 register(OpDef(
     name="global_avgpool", category="pooling", attrs=NoAttrs, shape=_global_shape,
     window=lambda a, ins: GLOBAL,
+    reference=_global_reference,
     doc="Average over H and W: N×C×H×W → N×C×1×1.",
 ))
 
@@ -87,8 +129,23 @@ def _adaptive_window(a: AdaptiveAvgPool2dAttrs, inputs):
     return Window(kernel, stride)
 
 
+def _adaptive_reference(a: AdaptiveAvgPool2dAttrs, inputs, params, ctx):
+    """Bin (i, j) averages rows floor(i·H/out) to ceil((i+1)·H/out) - 1, likewise columns (PyTorch's bins,
+    which may overlap)."""
+    (x,) = inputs
+    n, c, h, w = x.shape
+    oh, ow = a.size
+    y = np.empty((n, c, oh, ow))
+    for i in range(oh):
+        top, bottom = floor(i * h / oh), ceil((i + 1) * h / oh)
+        for j in range(ow):
+            left, right = floor(j * w / ow), ceil((j + 1) * w / ow)
+            y[:, :, i, j] = x[:, :, top:bottom, left:right].astype(np.float64).mean(axis=(2, 3))
+    return y.astype(np.float32)
+
+
 register(OpDef(
     name="adaptive_avgpool2d", category="pooling", attrs=AdaptiveAvgPool2dAttrs, shape=_adaptive_shape,
-    window=_adaptive_window,
+    window=_adaptive_window, reference=_adaptive_reference,
     doc="Average pooling into a fixed output size (PyTorch's AdaptiveAvgPool2d bins).",
 ))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from math import prod
 
+import numpy as np
 from pydantic import field_validator
 
 from .fields import Int, PosPair
@@ -18,7 +19,12 @@ def _add_shape(a, inputs):
     return first
 
 
+def _add_reference(a, inputs, params, ctx):
+    return sum(x.astype(np.float64) for x in inputs).astype(np.float32)
+
+
 register(OpDef(name="add", category="merge", attrs=NoAttrs, shape=_add_shape, min_inputs=2, max_inputs=None,
+               reference=_add_reference,
                doc="Elementwise sum of inputs of one shape (residual connections)."))
 
 
@@ -30,7 +36,13 @@ def _mul_shape(a, inputs):
     return x
 
 
+def _mul_reference(a, inputs, params, ctx):
+    x, y = inputs  # numpy broadcasting does exactly what the shape rule allows
+    return (x.astype(np.float64) * y.astype(np.float64)).astype(np.float32)
+
+
 register(OpDef(name="mul", category="merge", attrs=NoAttrs, shape=_mul_shape, min_inputs=2, max_inputs=2,
+               reference=_mul_reference,
                doc="Elementwise product; the second input may broadcast along size-1 dimensions "
                    "(squeeze-excitation gating)."))
 
@@ -56,7 +68,12 @@ def _concat_shape(a: ConcatAttrs, inputs):
     return first.with_dims(*shape[1:])
 
 
+def _concat_reference(a: ConcatAttrs, inputs, params, ctx):
+    return np.concatenate(inputs, axis=a.axis).astype(np.float32)
+
+
 register(OpDef(name="concat", category="merge", attrs=ConcatAttrs, shape=_concat_shape, min_inputs=1,
+               reference=_concat_reference,
                max_inputs=None, doc="Concatenation along `axis` (default 1, the channels)."))
 
 
@@ -65,7 +82,13 @@ def _flatten_shape(a, inputs):
     return x.with_dims(prod(x.dims))
 
 
+def _flatten_reference(a, inputs, params, ctx):
+    (x,) = inputs  # C-order: channel-major, as torch.flatten(x, 1)
+    return x.reshape(x.shape[0], -1).astype(np.float32)
+
+
 register(OpDef(name="flatten", category="reshape", attrs=NoAttrs, shape=_flatten_shape,
+               reference=_flatten_reference,
                doc="N×C×H×W → N×(C·H·W)."))
 
 
@@ -96,7 +119,13 @@ def _reshape_shape(a: ReshapeAttrs, inputs):
     return x.with_dims(*dims)
 
 
+def _reshape_reference(a: ReshapeAttrs, inputs, params, ctx):
+    (x,) = inputs  # C-order, each sample on its own (the batch dimension is kept)
+    return x.reshape([x.shape[0]] + list(a.shape)).astype(np.float32)
+
+
 register(OpDef(name="reshape", category="reshape", attrs=ReshapeAttrs, shape=_reshape_shape,
+               reference=_reshape_reference,
                doc="Reshape every sample to `shape` (batch dimension implied; one -1 is inferred)."))
 
 
@@ -113,6 +142,14 @@ def _center_crop_shape(a: CenterCropAttrs, inputs):
     return x.with_dims(x.c, *a.size)
 
 
+def _center_crop_reference(a: CenterCropAttrs, inputs, params, ctx):
+    (x,) = inputs
+    (h, w), (H, W) = a.size, x.shape[2:]
+    top, left = (H - h) // 2, (W - w) // 2  # an odd margin leaves the extra row/column at the bottom/right
+    return x[:, :, top:top + h, left:left + w].astype(np.float32)
+
+
 register(OpDef(name="center_crop", category="reshape", attrs=CenterCropAttrs, shape=_center_crop_shape,
+               reference=_center_crop_reference,
                doc="Crop H×W to `size` around the centre (the original U-Net's skip connections); "
                    "an odd margin leaves the extra row/column at the bottom/right."))
