@@ -554,8 +554,10 @@ def test_extends_changes_parameter_defaults(write_spec, load_spec):
     assert g.name == "deeper"
     assert [n.name for n in g] == ["c.0", "c.1"]
     assert dims(g, "c.1")[0] == 8
-    g2 = netspec.load("ext.yaml", variant="wide")
-    assert dims(g2, "c.0")[0] == 32 and len(g2) == 2
+    assert g.params["depth"] == 2 and g.params["width"] == 8
+    # the base is unchanged, and the extension's parameters can still be overridden
+    assert len(netspec.load("base.yaml")) == 1
+    assert len(netspec.load("ext.yaml", params={"depth": 4})) == 4
 
 
 def test_extends_refuses_layers(write_spec, spec_error):

@@ -86,6 +86,8 @@ def _softmax_shape(a: SoftmaxAttrs, inputs):
     (x,) = inputs
     if not -x.rank <= a.axis < x.rank:
         raise ShapeError(f"axis {a.axis} is out of range for a rank-{x.rank} input", "axis")
+    if a.axis % x.rank == 0:
+        raise ShapeError("softmax over the batch axis would make samples depend on each other", "axis")
     return x
 
 

@@ -1,7 +1,7 @@
 """Pooling: max and average pooling (ceil mode, count_include_pad), global and adaptive average."""
 from __future__ import annotations
 
-from math import ceil, floor
+
 
 import numpy as np
 from pydantic import model_validator
@@ -122,9 +122,14 @@ def _adaptive_shape(a: AdaptiveAvgPool2dAttrs, inputs):
     return x.with_dims(x.c, *a.size)
 
 
+def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's bins: [floor(i·size/out), ceil((i+1)·size/out)) for each output i."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
 def _adaptive_window(a: AdaptiveAvgPool2dAttrs, inputs):
-    (x,) = inputs  # bins are at most ceil(H/out) wide and start floor(H/out) apart
-    kernel = (ceil(x.h / a.size[0]), ceil(x.w / a.size[1]))
+    (x,) = inputs  # the widest bin, and bins start about size/out apart
+    kernel = tuple(max(end - start for start, end in adaptive_bins(n, out)) for n, out in zip((x.h, x.w), a.size))
     stride = (max(1, x.h // a.size[0]), max(1, x.w // a.size[1]))
     return Window(kernel, stride)
 
@@ -136,10 +141,8 @@ def _adaptive_reference(a: AdaptiveAvgPool2dAttrs, inputs, params, ctx):
     n, c, h, w = x.shape
     oh, ow = a.size
     y = np.empty((n, c, oh, ow))
-    for i in range(oh):
-        top, bottom = floor(i * h / oh), ceil((i + 1) * h / oh)
-        for j in range(ow):
-            left, right = floor(j * w / ow), ceil((j + 1) * w / ow)
+    for i, (top, bottom) in enumerate(adaptive_bins(h, oh)):
+        for j, (left, right) in enumerate(adaptive_bins(w, ow)):
             y[:, :, i, j] = x[:, :, top:bottom, left:right].astype(np.float64).mean(axis=(2, 3))
     return y.astype(np.float32)
 
