@@ -301,8 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def user_errors() -> tuple[type[Exception], ...]:
     from .backends.executor import InputError
+    from .ops.registry import RunError
     from .weights import WeightsError
-    return (InputError, WeightsError, NotImplementedError)
+    return (InputError, RunError, WeightsError, NotImplementedError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

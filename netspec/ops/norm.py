@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .fields import Bool, Float, PosInt
-from .registry import Attrs, OpDef, ParamSpec, ShapeError, register
+from .registry import Attrs, OpDef, ParamSpec, RunError, ShapeError, register
 
 
 class BatchNorm2dAttrs(Attrs):
@@ -42,7 +42,7 @@ def _batchnorm_reference(a: BatchNorm2dAttrs, inputs, params, ctx):
     if ctx.mode == "train":
         count = x.size // x.shape[1]
         if count < 2:
-            raise ValueError(f"batch normalization in training needs more than one value per channel, got input "
+            raise RunError(f"batch normalization in training needs more than one value per channel, got input "
                              f"shape {list(x.shape)}")
         mean = xd.mean(axis=axes)
         var = xd.var(axis=axes)  # biased: divides by count

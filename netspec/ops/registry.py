@@ -37,6 +37,10 @@ class ShapeError(ValueError):
         self.attr = attr
 
 
+class RunError(ValueError):
+    """A problem with the data met while running (not a bug): e.g. batch statistics of one value."""
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     shape: tuple[int, ...]
