@@ -15,11 +15,13 @@ def load(path, variant: str | None = None, params: dict | None = None) -> Graph:
     return load_graph(path, variant, params)
 
 
-def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None, seed: int = 0):
+def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None, seed: int = 0,
+            progress: bool = True):
     """Bind a graph to weights and a backend's kernels; returns an Executable with `run(inputs)`.
 
     weights: None (deterministic initialization from `seed`), a dict {"node.param": array}, or the
     path of a .safetensors file. backend: "cpu" (Numba kernels) or "reference" (plain numpy).
+    progress: report on stderr when compiling kernels takes more than a moment (first run only).
     """
     from .backends.executor import Executable, reference_kernels
     from .weights import check_weights, init_weights, load_weights
@@ -31,8 +33,11 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
     else:
         weights = load_weights(weights, graph)
     if backend == "cpu":
-        from .backends.cpu import KERNELS
+        from .backends.cpu import KERNELS, warm_up
+        from .progress import StderrProgress
         kernels = KERNELS
+        # Compile (or load from the cache) every kernel the graph needs now, not in the middle of a run.
+        warm_up({node.op for node in graph.nodes}, progress=StderrProgress("preparing CPU kernels (compiled once, then cached)") if progress else None)
     elif backend == "reference":
         kernels = reference_kernels()
     else:

@@ -1,0 +1,1 @@
+"""Backends: the executor and the per-target kernels (`cpu`: Numba)."""

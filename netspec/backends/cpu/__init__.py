@@ -1,0 +1,41 @@
+"""The CPU backend: Numba kernels for every op, with the `Reference` signature
+(attrs, inputs, params, ctx) -> output, NCHW float32 in and out.
+
+`KERNELS` maps each op's canonical name to its kernel; `warm_up(op_names)` compiles what those
+ops need ahead of a run. Every jitted function is compiled with `cache=True`; the cache lives in a
+per-user directory ($NUMBA_CACHE_DIR, else $XDG_CACHE_HOME/netspec/numba or ~/.cache/netspec/numba,
+else a private temporary directory), because site-packages may be read-only.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+
+def _cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    candidates = [os.path.join(base, "netspec", "numba")]
+    uid = os.getuid() if hasattr(os, "getuid") else os.getpid()
+    candidates.append(os.path.join(tempfile.gettempdir(), f"netspec-numba-{uid}"))
+    for path in candidates:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK | os.X_OK):
+            return path
+    return tempfile.mkdtemp(prefix="netspec-numba-")
+
+
+# Before numba is imported: numba reads NUMBA_CACHE_DIR when it is first imported.
+if not os.environ.get("NUMBA_CACHE_DIR"):
+    os.environ["NUMBA_CACHE_DIR"] = _cache_dir()
+    if "numba" in sys.modules:  # imported earlier by someone else: tell its config directly
+        import numba.core.config as _numba_config
+        if not _numba_config.CACHE_DIR:
+            _numba_config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+
+from .kernels import KERNELS, Kernel, kernel_for, warm_up  # noqa: E402
+
+__all__ = ["KERNELS", "Kernel", "kernel_for", "warm_up"]

@@ -1,0 +1,35 @@
+"""Small helpers shared by the CPU kernels (plain Python, no Numba)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def f32(a) -> np.ndarray:
+    """`a` as a writeable, C-contiguous float32 array, so every jitted function sees one signature.
+
+    Read-only arrays (memory-mapped weights, broadcast views) are copied: Numba types them
+    differently and would compile a second specialisation.
+    """
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not a.flags.writeable:
+        a = a.copy()
+    return a
+
+
+def bias_or_zeros(params: dict, n: int, enabled: bool = True) -> tuple[np.ndarray, bool]:
+    """The bias vector (float32, contiguous) and whether there is one; zeros stand in when absent."""
+    b = params.get("bias") if enabled else None
+    if b is None:
+        return np.zeros(n, np.float32), False
+    return f32(b).reshape(n), True
+
+
+def window_out(size: int, kernel_eff: int, stride: int, pad_before: int, pad_after: int,
+               ceil_mode: bool = False) -> int:
+    """Output length of a sliding window, PyTorch's rule (ceil mode: the last window must start
+    inside the input or the left padding)."""
+    span = size + pad_before + pad_after - kernel_eff
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad_before:
+        out -= 1
+    return out

@@ -1,0 +1,380 @@
+"""The Numba CPU kernels (netspec.backends.cpu) against the ops' numpy references.
+
+Every registered op must have a CPU kernel, and every kernel must agree with its op's reference
+(`netspec.ops.get(name).reference`) on hypothesis-generated shapes and attributes, in both modes.
+Tolerance: fp32 kernels agree with the (float64-internal) numpy references to rtol = atol = 1e-4,
+as DESIGN.md asks of every kernel.
+
+Shapes are kept tiny and example counts modest: after Numba's first compilation (cached on disk),
+the whole file runs in seconds.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from netspec import ops
+from netspec.backends.cpu import KERNELS, kernel_for, warm_up
+from netspec.ir.types import TensorType
+from netspec.ops.registry import RunContext, ShapeError, infer_output
+
+RTOL = ATOL = 1e-4  # fp32 kernel vs numpy reference, as DESIGN.md requires
+
+OP_NAMES = [op.name for op in ops.all_ops()]
+
+# --- shape and attribute strategies, one per op -----------------------------------------------
+
+batch = st.integers(1, 3)
+small = st.integers(1, 4)
+
+
+def pair(lo: int, hi: int):
+    """An [h, w] attribute (a list, as YAML gives it)."""
+    return st.lists(st.integers(lo, hi), min_size=2, max_size=2)
+
+
+@st.composite
+def image(draw, c=None, hw=(1, 7)):
+    channels = c if c is not None else draw(small)
+    return (draw(batch), channels, draw(st.integers(*hw)), draw(st.integers(*hw)))
+
+
+@st.composite
+def any_shape(draw, min_rank=2, max_rank=4):
+    rank = draw(st.integers(min_rank, max_rank))
+    return (draw(batch),) + tuple(draw(st.integers(1, 5)) for _ in range(rank - 1))
+
+
+@st.composite
+def conv2d_case(draw):
+    kind = draw(st.sampled_from(["general", "general", "depthwise", "pointwise"]))
+    if kind == "depthwise":  # groups == C_in == out: the direct kernel
+        c = draw(st.integers(2, 5))
+        g, out = c, c
+    else:
+        g = draw(st.integers(1, 3))
+        c, out = g * draw(st.integers(1, 3)), g * draw(st.integers(1, 3))
+    attrs = {"out": out, "groups": g, "bias": draw(st.booleans())}
+    if kind == "pointwise":  # 1×1, stride 1, unpadded: straight to GEMM
+        attrs.update(kernel=1, padding=draw(st.sampled_from([0, "valid", "same"])))
+    else:
+        attrs.update(kernel=draw(pair(1, 3)), stride=draw(pair(1, 3)), dilation=draw(pair(1, 2)),
+                     padding=draw(st.one_of(st.sampled_from(["same", "valid"]), pair(0, 2))))
+        if attrs["padding"] == "same":
+            attrs["stride"] = 1  # 'same' needs stride 1, as in PyTorch
+    return attrs, [draw(image(c=c, hw=(1, 8)))]
+
+
+@st.composite
+def conv_transpose2d_case(draw):
+    g = draw(st.integers(1, 3))
+    c, out = g * draw(st.integers(1, 3)), g * draw(st.integers(1, 3))
+    stride, dilation = draw(pair(1, 3)), draw(pair(1, 2))
+    output_padding = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+    attrs = {"out": out, "groups": g, "kernel": draw(pair(1, 3)), "stride": list(stride),
+             "dilation": list(dilation), "padding": draw(pair(0, 2)), "output_padding": list(output_padding),
+             "bias": draw(st.booleans())}
+    return attrs, [draw(image(c=c, hw=(1, 5)))]
+
+
+@st.composite
+def pool_case(draw, kind):
+    kernel = draw(pair(1, 3))
+    attrs = {"kernel": list(kernel), "padding": [draw(st.integers(0, k // 2)) for k in kernel],
+             "ceil_mode": draw(st.booleans())}
+    if draw(st.booleans()):
+        attrs["stride"] = draw(pair(1, 3))
+    if kind == "max":
+        attrs["dilation"] = draw(pair(1, 2))
+    else:
+        attrs["count_include_pad"] = draw(st.booleans())
+    return attrs, [draw(image(hw=(1, 8)))]
+
+
+@st.composite
+def batchnorm_case(draw):
+    shape = draw(st.one_of(image(hw=(1, 4)), st.tuples(st.integers(1, 4), small)))
+    attrs = {"eps": draw(st.sampled_from([1e-5, 1e-3, 0.1])), "momentum": draw(st.sampled_from([0.1, 0.01, 0.5, 1.0])),
+             "affine": draw(st.booleans())}
+    return attrs, [shape]
+
+
+@st.composite
+def lrn_case(draw):
+    attrs = {"size": draw(st.integers(1, 5)), "alpha": draw(st.sampled_from([1e-4, 0.01, 0.5])),
+             "beta": draw(st.sampled_from([0.75, 0.5, 1.0])), "k": draw(st.sampled_from([1.0, 2.0]))}
+    return attrs, [draw(image(c=draw(st.integers(1, 6)), hw=(1, 4)))]
+
+
+def unary(attrs=st.just({})):
+    return st.tuples(attrs, any_shape().map(lambda s: [s]))
+
+
+@st.composite
+def softmax_case(draw):
+    shape = draw(any_shape())
+    return {"axis": draw(st.integers(-len(shape), len(shape) - 1))}, [shape]
+
+
+@st.composite
+def maxout_case(draw):
+    pieces = draw(st.integers(1, 3))
+    shape = draw(any_shape())
+    return {"pieces": pieces}, [(shape[0], shape[1] * pieces) + shape[2:]]
+
+
+@st.composite
+def add_case(draw):
+    shape = draw(any_shape())
+    return {}, [shape] * draw(st.integers(2, 4))
+
+
+@st.composite
+def mul_case(draw):
+    shape = draw(any_shape())  # the second input broadcasts along any of its size-1 dimensions
+    other = tuple(d if draw(st.booleans()) else 1 for d in shape)
+    return {}, [shape, (shape[0],) + other[1:] if draw(st.booleans()) else other]
+
+
+@st.composite
+def concat_case(draw):
+    shape = draw(any_shape())
+    axis = draw(st.integers(1, len(shape) - 1))
+    shapes = [shape[:axis] + (draw(st.integers(1, 4)),) + shape[axis + 1:] for _ in range(draw(st.integers(1, 3)))]
+    return {"axis": axis}, shapes
+
+
+@st.composite
+def reshape_case(draw):
+    shape = draw(image(hw=(1, 4)))
+    dims = list(draw(st.permutations(shape[1:])))
+    if len(dims) > 1 and draw(st.booleans()):
+        i = draw(st.integers(0, len(dims) - 2))
+        dims[i:i + 2] = [dims[i] * dims[i + 1]]
+    if draw(st.booleans()):
+        dims[draw(st.integers(0, len(dims) - 1))] = -1
+    return {"shape": dims}, [shape]
+
+
+@st.composite
+def center_crop_case(draw):
+    shape = draw(image())
+    return {"size": [draw(st.integers(1, shape[2])), draw(st.integers(1, shape[3]))]}, [shape]
+
+
+@st.composite
+def linear_case(draw):
+    return {"out": draw(st.integers(1, 6)), "bias": draw(st.booleans())}, [(draw(batch), draw(st.integers(1, 8)))]
+
+
+CASES = {
+    "conv2d": conv2d_case(),
+    "conv_transpose2d": conv_transpose2d_case(),
+    "maxpool2d": pool_case("max"),
+    "avgpool2d": pool_case("avg"),
+    "global_avgpool": st.tuples(st.just({}), image().map(lambda s: [s])),
+    "adaptive_avgpool2d": st.tuples(st.fixed_dictionaries({"size": pair(1, 4)}), image(hw=(1, 9)).map(lambda s: [s])),
+    "batchnorm2d": batchnorm_case(),
+    "lrn": lrn_case(),
+    "identity": unary(),
+    "relu": unary(),
+    "relu6": unary(),
+    "sigmoid": unary(),
+    "tanh": unary(),
+    "leaky_relu": unary(st.fixed_dictionaries({"slope": st.floats(0.0, 1.0)})),
+    "elu": unary(st.fixed_dictionaries({"alpha": st.floats(0.1, 2.0)})),
+    "silu": unary(),
+    "hardswish": unary(),
+    "dropout": unary(st.fixed_dictionaries({"p": st.sampled_from([0.0, 0.1, 0.5, 0.9])})),
+    "softmax": softmax_case(),
+    "maxout": maxout_case(),
+    "add": add_case(),
+    "mul": mul_case(),
+    "concat": concat_case(),
+    "flatten": unary(),
+    "reshape": reshape_case(),
+    "center_crop": center_crop_case(),
+    "linear": linear_case(),
+}
+EXAMPLES = {"conv2d": 80, "conv_transpose2d": 60, "maxpool2d": 60, "avgpool2d": 60}
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def make_params(op, attrs, types, rng) -> dict[str, np.ndarray]:
+    params = {}
+    for name, spec in op.params(attrs, types).items():
+        if name == "running_var":
+            params[name] = rng.uniform(0.5, 2.0, spec.shape).astype(np.float32)
+        else:
+            params[name] = rng.standard_normal(spec.shape).astype(np.float32)
+    return params
+
+
+def check_against_reference(name: str, attrs_dict: dict, shapes: list[tuple[int, ...]], seed: int, scale: float):
+    op = ops.get(name)
+    if op.reference is None:
+        pytest.skip(f"op '{name}' has no numpy reference yet")
+    attrs = op.attrs.model_validate(attrs_dict)  # the strategies only generate valid attributes
+    types = [TensorType(s) for s in shapes]
+    try:
+        expected_type = infer_output(op, attrs, types)
+    except ShapeError:
+        assume(False)
+    rng = np.random.default_rng(seed)
+    inputs = [(scale * rng.standard_normal(s)).astype(np.float32) for s in shapes]
+    params = make_params(op, attrs, types, rng)
+    kernel = KERNELS[name]
+    for mode in ("eval", "train"):
+        ref_params, cpu_params = dict(params), dict(params)
+        originals = [x.copy() for x in inputs] + [p.copy() for p in params.values()]
+        try:  # identically seeded generators: dropout draws the same mask in both
+            want = op.reference(attrs, [x.copy() for x in inputs], ref_params, RunContext(mode, np.random.default_rng(seed)))
+        except ValueError:  # e.g. batch norm training on one value per channel: the kernel must refuse too
+            with pytest.raises(ValueError):
+                kernel(attrs, inputs, cpu_params, RunContext(mode, np.random.default_rng(seed)))
+            continue
+        got = kernel(attrs, inputs, cpu_params, RunContext(mode, np.random.default_rng(seed)))
+        assert isinstance(got, np.ndarray) and got.dtype == np.float32, (mode, type(got), getattr(got, "dtype", None))
+        assert got.flags.c_contiguous
+        assert got.shape == want.shape == tuple(expected_type.shape), (mode, got.shape, want.shape, expected_type)
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=f"{name} {mode} {attrs!r} {shapes}")
+        # parameters: batch norm training replaces the running statistics, exactly as the reference
+        assert ref_params.keys() == cpu_params.keys()
+        for key in ref_params:
+            np.testing.assert_allclose(cpu_params[key], ref_params[key], rtol=RTOL, atol=ATOL,
+                                       err_msg=f"{name} {mode} parameter {key}")
+            assert cpu_params[key].dtype == np.float32
+        # the kernel never writes into its inputs or into the parameter arrays it was given
+        for before, after in zip(originals, inputs + list(params.values())):
+            np.testing.assert_array_equal(before, after)
+
+
+# --- the tests ----------------------------------------------------------------------------------
+
+
+def test_every_op_has_a_cpu_kernel():
+    missing = sorted(set(OP_NAMES) - set(KERNELS))
+    assert not missing, f"ops without a CPU kernel (add one in netspec/backends/cpu): {missing}"
+    assert set(KERNELS) <= set(OP_NAMES), f"kernels for unknown ops: {sorted(set(KERNELS) - set(OP_NAMES))}"
+
+
+def test_every_op_has_a_test_case():
+    missing = sorted(set(OP_NAMES) - set(CASES))
+    assert not missing, f"add a hypothesis strategy to CASES in this file for: {missing}"
+
+
+@pytest.mark.parametrize("name", OP_NAMES)
+def test_kernel_matches_reference(name):
+    if name not in CASES:
+        pytest.skip("no strategy (see test_every_op_has_a_test_case)")
+
+    @settings(max_examples=EXAMPLES.get(name, 40), deadline=None, derandomize=False,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @given(case=CASES[name], seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([1.0, 4.0]))
+    def run(case, seed, scale):
+        attrs, shapes = case
+        check_against_reference(name, attrs, shapes, seed, scale)
+
+    run()
+
+
+def test_batchnorm_train_updates_running_statistics_like_pytorch():
+    op = ops.get("batchnorm2d")
+    attrs = op.attrs.model_validate({"momentum": 0.25})
+    x = np.random.default_rng(1).standard_normal((3, 2, 4, 5)).astype(np.float32)
+    params = {"weight": np.ones(2, np.float32), "bias": np.zeros(2, np.float32),
+              "running_mean": np.full(2, 0.5, np.float32), "running_var": np.full(2, 2.0, np.float32)}
+    given_mean, given_var = params["running_mean"], params["running_var"]
+    y = KERNELS["batchnorm2d"](attrs, [x], params, RunContext("train"))
+    mean = x.astype(np.float64).mean(axis=(0, 2, 3))
+    unbiased = x.astype(np.float64).var(axis=(0, 2, 3), ddof=1)
+    np.testing.assert_allclose(params["running_mean"], 0.75 * 0.5 + 0.25 * mean, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(params["running_var"], 0.75 * 2.0 + 0.25 * unbiased, rtol=RTOL, atol=ATOL)
+    assert params["running_mean"] is not given_mean and params["running_var"] is not given_var  # replaced
+    np.testing.assert_array_equal(given_mean, 0.5)  # not mutated
+    # the output is normalized with the batch statistics (biased variance)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0.0, atol=ATOL)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1.0, rtol=1e-3)
+
+
+def test_dropout_train_uses_the_context_rng_and_eval_is_identity():
+    attrs = ops.get("dropout").attrs.model_validate({"p": 0.5})
+    x = np.ones((2, 3, 4, 4), np.float32)
+    y = KERNELS["dropout"](attrs, [x], {}, RunContext("train", np.random.default_rng(7)))
+    keep = np.random.default_rng(7).random(x.shape, dtype=np.float32) >= 0.5
+    np.testing.assert_array_equal(y, np.where(keep, 2.0, 0.0))
+    np.testing.assert_array_equal(KERNELS["dropout"](attrs, [x], {}, RunContext("eval")), x)
+
+
+def test_kernels_accept_non_contiguous_read_only_and_float64_inputs():
+    op = ops.get("conv2d")
+    attrs = op.attrs.model_validate({"out": 3, "kernel": 3, "padding": 1})
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 5, 6, 2)).transpose(0, 3, 1, 2)  # float64, not contiguous: 1×2×5×6
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    w.flags.writeable = False
+    params = {"weight": w, "bias": np.zeros(3, np.float32)}
+    got = KERNELS["conv2d"](attrs, [x], params, RunContext())
+    want = op.reference(attrs, [x.astype(np.float32)], params, RunContext())
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def test_warm_up_reports_progress_and_resolves_aliases():
+    calls = []
+    warm_up(["relu", "swish", "silu", "conv2d"], progress=lambda done, total, name: calls.append((done, total, name)))
+    assert calls == [(0, 3, "relu"), (1, 3, "silu"), (2, 3, "conv2d"), (3, 3, "")]
+    assert kernel_for("swish") is KERNELS["silu"]
+    with pytest.raises(KeyError):
+        warm_up(["no_such_op"])
+
+
+def test_numba_cache_directory_is_set_and_writable():
+    path = os.environ.get("NUMBA_CACHE_DIR")
+    assert path and os.path.isdir(path) and os.access(path, os.W_OK)
+
+
+@pytest.mark.parametrize("name, attrs", [("maxpool2d", {"kernel": 2}), ("maxpool2d", {"kernel": 3, "stride": 1, "padding": 1}),
+                                         ("maxout", {"pieces": 2}), ("relu", {}), ("relu6", {})])
+def test_nan_propagates_like_the_reference(name, attrs):
+    op = ops.get(name)
+    a = op.attrs.model_validate(attrs)
+    x = np.random.default_rng(3).standard_normal((1, 4, 4, 4)).astype(np.float32)
+    x[0, 1, 2, 1] = np.nan
+    x[0, 3, 0, 0] = np.nan
+    got = KERNELS[name](a, [x], {}, RunContext())
+    want = op.reference(a, [x], {}, RunContext())
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)  # NaNs compare equal here
+
+
+def test_numba_cache_directory_follows_xdg_cache_home(tmp_path):
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", "import os, netspec.backends.cpu, numba.core.config as c; "
+                          "print(os.environ['NUMBA_CACHE_DIR']); print(c.CACHE_DIR)"],
+                         env=env, capture_output=True, text=True, check=True).stdout.split("\n")
+    expected = str(tmp_path / "netspec" / "numba")
+    assert out[:2] == [expected, expected]
+    assert os.path.isdir(expected)
+
+
+@pytest.mark.parametrize("name, attrs", [
+    ("conv2d", {"out": 4, "kernel": 3, "padding": 1, "stride": 2, "groups": 2}),
+    ("conv_transpose2d", {"out": 4, "kernel": 3, "stride": 2, "padding": 1, "output_padding": 1, "groups": 2})])
+def test_large_batches_are_processed_in_chunks(name, attrs, monkeypatch):
+    from netspec.backends.cpu import conv
+    monkeypatch.setattr(conv, "_CHUNK_BYTES", 6000)  # 1–2 images per patch matrix, a partial last chunk
+    op = ops.get(name)
+    a = op.attrs.model_validate(attrs)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 4, 7, 7)).astype(np.float32)
+    params = make_params(op, a, [TensorType(x.shape)], rng)
+    np.testing.assert_allclose(KERNELS[name](a, [x], params, RunContext()), op.reference(a, [x], params, RunContext()),
+                               rtol=RTOL, atol=ATOL)
