@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, PlainValidator, WithJsonSchema
 
 from .registry import ShapeError
 
 MAX_SIZE = 1 << 24  # no single channel count, feature count or spatial size beyond this
+MAX_ELEMENTS = 1 << 34  # nor a tensor of more elements per sample (64 GiB of float32)
 
 
 def _int_like(v: Any) -> Any:
@@ -81,7 +82,20 @@ Bool = Annotated[bool, BeforeValidator(_bool_only)]
 PosPair = Annotated[tuple[PosInt, PosInt], BeforeValidator(_pair)]
 NonNegPair = Annotated[tuple[NonNegInt, NonNegInt], BeforeValidator(_pair)]
 PaddingMode = Literal["same", "valid"]
-Padding = PaddingMode | NonNegPair
+
+
+def _padding(v: Any) -> Any:
+    """'same', 'valid', an integer or [h, w]: one clear message whichever way it is wrong."""
+    if isinstance(v, str):
+        if v in ("same", "valid"):
+            return v
+        raise ValueError(f"padding is an integer, [h, w], 'same' or 'valid', got the string '{v}'")
+    return tuple(_non_negative(_int_like(x)) for x in _pair(v))
+
+
+Padding = Annotated[PaddingMode | tuple[int, int], PlainValidator(_padding), WithJsonSchema(
+    {"anyOf": [{"enum": ["same", "valid"]}, {"type": "integer", "minimum": 0},
+               {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2}]})]
 
 
 def resolve_padding(padding: PaddingMode | tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],

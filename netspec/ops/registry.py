@@ -165,8 +165,12 @@ def infer_output(op: OpDef, attrs: Attrs, inputs: Sequence[TensorType]) -> Tenso
         else:
             want = f"{op.min_inputs} to {op.max_inputs} inputs"
         raise ShapeError(f"{op.name} takes {want}, got {n}")
+    from .fields import MAX_ELEMENTS, MAX_SIZE
+
     out = op.shape(attrs, inputs)
-    for d in out.dims:
-        if d <= 0:
-            raise ShapeError(f"{op.name} would produce the empty shape {out.dims_str()}")
+    if any(d <= 0 for d in out.dims):
+        raise ShapeError(f"{op.name} would produce the empty shape {out.dims_str()}")
+    if any(d > MAX_SIZE for d in out.dims) or out.numel() > MAX_ELEMENTS:
+        raise ShapeError(f"{op.name} would produce the absurd shape {out.dims_str()} (limits: {MAX_SIZE:,} per "
+                         f"dimension, {MAX_ELEMENTS:,} elements per sample)")
     return out

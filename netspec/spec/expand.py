@@ -20,7 +20,7 @@ from .. import ops
 from ..ir.graph import Graph, Node, ScopeInfo
 from ..ir.types import BATCH, TensorType
 from ..ops.registry import ShapeError, infer_output
-from .errors import Collector, Diagnostic, Location, SpecError, Trace, did_you_mean
+from .errors import Collector, Diagnostic, Location, SpecError, Trace, diagnostic_at, did_you_mean
 from .expr import ExprError, ShapeRef, evaluate
 from .loader import SourceFile
 from .schema import IDENT_RE, RESERVED_KEYS, BlockDef, LayerEntry, check_param_type
@@ -212,7 +212,10 @@ class Expander:
         if count == 0:
             return inputs[0] if inputs else FAILED
         current, out = inputs, FAILED
+        before = len(self.nodes)
         for i in range(count):
+            if i == 1:  # refuse a runaway repeat from the size of its first iteration, before building it
+                self.check_budget(entry, scope, (len(self.nodes) - before) * (count - 1))
             overrides: dict[str, tuple[Any, tuple]] = {}
             for key in ("first",) * (i == 0) + ("last",) * (i == count - 1):
                 for k, v in (getattr(entry, key) or {}).items():
@@ -252,11 +255,12 @@ class Expander:
             return FAILED
         values, ok = self.evaluate_args(entry, scope, extra, args)
         fields = list(op.attrs.model_fields)
-        misspelt = set()  # attributes a typo was probably meant for: no "missing" error for them
+        # already reported: attributes whose expression failed, and those a typo was probably meant for
+        quiet = set(args) - set(values)
         for key in list(values):
             if key not in fields:
                 hint = did_you_mean(key, fields + RESERVED_KEYS)
-                misspelt.add(hint.split("'")[1] if hint else None)
+                quiet.add(hint.split("'")[1] if hint else None)
                 listing = f"; {op.name} takes {', '.join(fields)}" if fields and not hint else ""
                 self.error(scope, self.loc(entry, *args[key][1], key=True),
                            f"unknown attribute '{key}' for {op.name}{hint}"
@@ -268,7 +272,7 @@ class Expander:
         except ValidationError as e:
             for err in e.errors():
                 key = err["loc"][0] if err["loc"] else None
-                if err["type"] == "missing" and key in misspelt:
+                if err["type"] == "missing" and key in quiet:
                     continue
                 where = self.loc(entry, *args[key][1]) if key in args else self.loc(entry, "op")
                 message = friendly_message(err)
@@ -316,7 +320,7 @@ class Expander:
                        f"block '{block_name}' takes {len(block.inputs)} input(s) ({', '.join(block.inputs)}), "
                        f"got {len(inputs)}")
             ok = False
-        child = Scope(full + ".", {}, None, scope.used_at + ((use, block_name),), mode)
+        child = Scope(full + ".", {}, None, ((use, block_name),) + scope.used_at, mode)  # innermost use first
         if inputs is not None:
             child.local.update(zip(block.inputs, inputs))
         for pname, decl in block.params.items():
@@ -399,6 +403,11 @@ class Expander:
 
     def type_of(self, name: str) -> TensorType:
         return self.types[name]
+
+    def check_budget(self, entry: LayerEntry, scope: Scope, more: int) -> None:
+        if len(self.nodes) + more > MAX_NODES:
+            raise SpecError(self.errors.diagnostics + [diagnostic_at(self.trace(scope, self.loc(entry, "repeat")),
+                f"the network would expand to more than {MAX_NODES:,} nodes; is a repeat running away?")])
 
     def add(self, node: Node) -> None:
         if len(self.nodes) >= MAX_NODES:

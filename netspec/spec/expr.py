@@ -119,7 +119,7 @@ def evaluate_text(text: str, env: Mapping[str, Any]) -> Any:
     if len(text) > MAX_EXPR_CHARS:
         raise ExprError(f"expression is longer than {MAX_EXPR_CHARS} characters")
     try:
-        tree = ast.parse(f"(\n{text}\n)", mode="eval")  # parenthesized: line breaks inside ${...} are fine
+        tree = ast.parse(" ".join(text.splitlines()), mode="eval")  # line breaks inside ${...} are fine
     except SyntaxError as e:
         raise ExprError(f"invalid expression '{text}': {e.msg}") from None
     except (ValueError, RecursionError, MemoryError):

@@ -63,7 +63,10 @@ def _recover(data: Any, locs: list[tuple], kinds: list[str]) -> Any:
     whose users stay quiet. None when a mistake is elsewhere (then there is nothing sound to expand)."""
     import copy
     data = copy.deepcopy(data)
-    for loc, kind in zip(locs, kinds):
+    replaced: list[tuple] = []
+    for loc, kind in sorted(zip(locs, kinds), key=lambda pair: len(pair[0])):
+        if any(loc[:len(r)] == r for r in replaced):
+            continue  # inside an entry already replaced
         if kind == "extra_forbidden":
             parent = _at(data, loc[:-1])
             if isinstance(parent, dict):
@@ -75,6 +78,7 @@ def _recover(data: Any, locs: list[tuple], kinds: list[str]) -> Any:
         parent, original = _at(data, entry[:-1]), _at(data, entry)
         name = original.get("name") if isinstance(original, dict) else None
         parent[entry[-1]] = {"op": INVALID_OP} | ({"name": name} if isinstance(name, str) else {})
+        replaced.append(entry)
     return data
 
 

@@ -130,8 +130,15 @@ class _Converter:
             return None
 
     def mapping(self, node, path: Path_, depth: int) -> dict:
+        own: set[str] = set()  # keys written in this mapping; merged-in keys (<<) may be overridden
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag in _PLAIN_TAGS:
+                key = str(self.constructor.construct_object(key_node))
+                if key in own:
+                    self.errors.append(Diagnostic(self.where(key_node), f"duplicate key '{key}'"))
+                own.add(key)
         try:
-            self.constructor.flatten_mapping(node)  # resolves YAML merge keys (<<)
+            self.constructor.flatten_mapping(node)  # resolves YAML merge keys (<<): merged first, own keys last
         except yaml.YAMLError as e:
             self.errors.append(Diagnostic(self.where(node), f"invalid merge: {getattr(e, 'problem', e)}"))
             return {}
@@ -141,9 +148,6 @@ class _Converter:
                 self.errors.append(Diagnostic(self.where(key_node), "mapping keys must be plain words"))
                 continue
             key = str(self.constructor.construct_object(key_node))
-            if key in result:
-                self.errors.append(Diagnostic(self.where(key_node), f"duplicate key '{key}'"))
-                continue
             self.source.keys[path + (key,)] = self.where(key_node)
             result[key] = self.convert(value_node, path + (key,), depth + 1)
         return result
