@@ -187,26 +187,24 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_expand(args) -> int:
-    from .spec.flat import to_flat_yaml
-    text = to_flat_yaml(_load(args))
+def emit(text: str, args) -> int:
+    """Print `text`, or write it to -o FILE."""
     if args.output:
         write_output(args.output, text, args.force)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def cmd_expand(args) -> int:
+    from .spec.flat import to_flat_yaml
+    return emit(to_flat_yaml(_load(args)), args)
 
 
 def cmd_schema(args) -> int:
     from .spec.jsonschema import spec_json_schema
-    text = json.dumps(spec_json_schema(), indent=2) + "\n"
-    if args.output:
-        write_output(args.output, text, args.force)
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return emit(json.dumps(spec_json_schema(), indent=2) + "\n", args)
 
 
 def cmd_ops(args) -> int:

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 import netspec
+from conftest import BASIC_BLOCK
 
 SPEC = """
     name: net
@@ -20,24 +21,7 @@ SPEC = """
     variants:
       wide: {params: {width: 2.0}}
       tiny: {params: {depth: 1, num_classes: 2}}
-    blocks:
-      basic:
-        params: {c: int, stride: 1}
-        layers:
-          - {op: conv2d, name: conv1, out: $c, kernel: 3, stride: $stride, padding: 1, bias: false}
-          - {op: batchnorm2d, name: bn1}
-          - {op: relu, name: relu}
-          - {op: conv2d, name: conv2, out: $c, kernel: 3, padding: 1, bias: false}
-          - {op: batchnorm2d, name: bn2}
-          - name: downsample
-            in: input
-            when: ${stride != 1 or input.c != c}
-            layers:
-              - {op: conv2d, out: $c, kernel: 1, stride: $stride, bias: false}
-              - {op: batchnorm2d}
-          - {op: add, name: add, in: [bn2, downsample]}
-          - {op: relu, name: relu2}
-    layers:
+""" + BASIC_BLOCK + """    layers:
       - {op: conv2d, name: stem, out: "${int(8 * width)}", kernel: 3, padding: 1, bias: $use_bias}
       - {op: basic, name: layer1, repeat: $depth, c: "${int(8 * width)}"}
       - {op: basic, name: layer2, repeat: $depth, c: "${int(16 * width)}", first: {stride: 2}}

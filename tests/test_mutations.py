@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import netspec
 from netspec.spec.errors import SpecError
 
-from conftest import dedent
+from conftest import BASIC_BLOCK, dedent
 
 LENET = dedent("""
     netspec: 1
@@ -38,24 +38,7 @@ RESNET = dedent("""
     input: {shape: [3, 32, 32]}
     variants:
       deep: {params: {depth: 3}}
-    blocks:
-      basic:
-        params: {c: int, stride: 1}
-        layers:
-          - {op: conv2d, name: conv1, out: $c, kernel: 3, stride: $stride, padding: 1, bias: false}
-          - {op: batchnorm2d, name: bn1}
-          - {op: relu, name: relu}
-          - {op: conv2d, name: conv2, out: $c, kernel: 3, padding: 1, bias: false}
-          - {op: batchnorm2d, name: bn2}
-          - name: downsample
-            in: input
-            when: ${stride != 1 or input.c != c}
-            layers:
-              - {op: conv2d, out: $c, kernel: 1, stride: $stride, bias: false}
-              - {op: batchnorm2d}
-          - {op: add, name: add, in: [bn2, downsample]}
-          - {op: relu, name: relu2}
-    layers:
+""" + BASIC_BLOCK + """    layers:
       - {op: conv2d, name: stem, out: 16, kernel: 3, padding: 1}
       - {op: basic, name: layer1, repeat: $depth, c: 16}
       - {op: basic, name: layer2, repeat: $depth, c: 32, first: {stride: 2}}
