@@ -275,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--force", action="store_true", help="replace the output file if it exists")
     w.set_defaults(func=cmd_weights_init)
 
+    from .interop.command import add_commands as add_interop_commands
+    from .render.command import add_commands as add_render_commands
+    add_render_commands(sub, spec_options)
+    add_interop_commands(sub, spec_options, wsub)
+
     p = sub.add_parser("compare", help="params, MACs and more of several specs side by side")
     p.add_argument("specs", nargs="+", metavar="SPEC[:VARIANT]", help="two or more specs (optionally spec:variant)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a parameter of every spec")

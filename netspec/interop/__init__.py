@@ -1,0 +1,1 @@
+"""Interop with the rest of the ecosystem: ONNX export and import, PyTorch checkpoints."""

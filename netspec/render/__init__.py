@@ -1,0 +1,1 @@
+"""Architecture diagrams with graphviz."""
