@@ -114,11 +114,11 @@ def cmd_run(args) -> int:
     from . import compile
     from .inputs import load_input
 
+    graph = _load(args)
     if args.output:
         check_writable(args.output, args.force)
-        if len(_load(args).outputs) > 1 and not args.output.endswith(".npz"):
+        if len(graph.outputs) > 1 and not args.output.endswith(".npz"):
             raise UsageError("this network has several outputs: write them to a .npz file")
-    graph = _load(args)
     x = load_input(args.input, graph, args.batch, args.seed)
     started = time.perf_counter()
     exe = compile(graph, backend=args.backend, mode=args.mode, weights=args.weights, seed=args.seed)
