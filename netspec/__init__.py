@@ -16,12 +16,14 @@ def load(path, variant: str | None = None, params: dict | None = None) -> Graph:
 
 
 def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None, seed: int = 0,
-            progress: bool = True):
+            progress: bool = True, optimize: bool = True):
     """Bind a graph to weights and a backend's kernels; returns an Executable with `run(inputs)`.
 
     weights: None (deterministic initialization from `seed`), a dict {"node.param": array}, or the
-    path of a .safetensors file. backend: "cpu" (Numba kernels) or "reference" (plain numpy).
+    path of a .safetensors file. backend: "cpu" (Numba kernels), "cuda" (numba.cuda kernels on an NVIDIA
+    GPU; raises netspec.backends.cuda.BackendUnavailable without one) or "reference" (plain numpy).
     progress: report on stderr when compiling kernels takes more than a moment (first run only).
+    optimize: run the graph passes first (batch-norm folding, dropout removal, dead code; see passes/).
     """
     from .backends.executor import Executable, reference_kernels
     from .weights import check_weights, init_weights, load_weights
@@ -32,16 +34,24 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
         weights = check_weights(graph, weights)
     else:
         weights = load_weights(weights, graph)
+    graph = graph.active(mode)
+    if optimize:
+        from .passes.manager import optimize as optimize_graph
+        graph, weights = optimize_graph(graph, weights, mode)
     if backend == "cpu":
         from .backends.cpu import KERNELS, warm_up
         from .progress import StderrProgress
         kernels = KERNELS
         # Compile (or load from the cache) every kernel the graph needs now, not in the middle of a run.
-        warm_up({node.op for node in graph.nodes}, progress=StderrProgress("preparing CPU kernels (compiled once, then cached)") if progress else None)
+        warm_up({node.op for node in graph.nodes},
+                progress=StderrProgress("preparing CPU kernels (compiled once, then cached)") if progress else None)
     elif backend == "reference":
         kernels = reference_kernels()
+    elif backend == "cuda":
+        from .backends import cuda
+        return cuda.compile(graph, weights, mode=mode, seed=seed)
     else:
-        raise ValueError(f"unknown backend '{backend}'; available: cpu, reference")
+        raise ValueError(f"unknown backend '{backend}'; available: cpu, cuda, reference")
     return Executable(graph, weights, kernels, mode=mode, seed=seed, backend=backend)
 
 
@@ -51,4 +61,13 @@ def summary(graph: Graph, batch: int = 1, mode: str = "eval"):
     return analyze(graph, batch=batch, mode=mode)
 
 
-__all__ = ["Graph", "Node", "SpecError", "TensorType", "compile", "load", "summary"]
+def render(graph: Graph, depth: int | str | None = None, rankdir: str = "TB", shapes: bool = True,
+           show=(), scope: str | None = None):
+    """The architecture diagram as a graphviz.Digraph (`.source` is the DOT text; `.render()`/`.pipe()`
+    need graphviz's `dot` program). depth: name levels before blocks fold into one node, an int, "full",
+    or "auto"/None (fits one screen); show: ("params", "macs"); scope: draw only the nodes under a name."""
+    from .render.diagram import render as _render
+    return _render(graph, depth=depth, rankdir=rankdir, shapes=shapes, show=show, scope=scope)
+
+
+__all__ = ["Graph", "Node", "SpecError", "TensorType", "compile", "load", "render", "summary"]

@@ -161,6 +161,29 @@ def _describe_output(y) -> str:
     return f"  min {y.min():.4g}  mean {y.mean():.4g}  max {y.max():.4g}"
 
 
+def cmd_compile(args) -> int:
+    from .ir.printer import format_graph
+    from .passes.manager import optimize
+    from .weights import init_weights, load_weights
+
+    graph = _load(args)
+    weights = load_weights(args.weights, graph) if args.weights else init_weights(graph, 0)
+    active = graph.active(args.mode)
+    records = []
+    optimized, _ = optimize(active, weights, args.mode, records)
+    if args.dump_passes:
+        print(f"# input ({len(active.nodes)} nodes, {args.mode} mode)\n{format_graph(active)}\n")
+        for record in records:
+            print(f"# after {record.describe()}")
+            for label, names in (("removed", record.removed), ("added", record.added), ("changed", record.changed)):
+                if names:
+                    print(f"#   {label}: {', '.join(names)}")
+            print(format_graph(record.graph) + "\n")
+    for record in records:
+        print(record.describe(), file=sys.stderr if args.dump_passes else sys.stdout)
+    return 0
+
+
 def cmd_weights_init(args) -> int:
     from .weights import init_weights, save_weights
     check_writable(args.output, args.force)
@@ -259,12 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive, default=1, help="batch size for random or image input (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, random input and dropout (default 0)")
     p.add_argument("--mode", choices=["eval", "train"], default="eval", help="eval (default) or train")
-    p.add_argument("--backend", choices=["cpu", "reference"], default="cpu",
-                   help="cpu: Numba kernels (default); reference: plain numpy")
+    p.add_argument("--backend", choices=["cpu", "cuda", "reference"], default="cpu",
+                   help="cpu: Numba kernels (default); cuda: numba.cuda kernels on an NVIDIA GPU; reference: plain numpy")
     p.add_argument("--repeat", type=_positive, default=5, help="timed runs after the warm-up (default 5)")
     p.add_argument("--output", "-o", metavar="FILE.npy", help="save the output (.npz for several outputs)")
     p.add_argument("--force", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compile", help="run the optimization passes; --dump-passes prints the graph after each")
+    spec_options(p)
+    p.add_argument("--mode", choices=["eval", "train"], default="eval", help="eval (default) or train")
+    p.add_argument("--weights", metavar="FILE.safetensors", help="weights to fold (default: initialized)")
+    p.add_argument("--dump-passes", action="store_true", help="print the graph after each pass, with what changed")
+    p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("weights", help="weights files: `weights init SPEC -o FILE.safetensors`")
     wsub = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")

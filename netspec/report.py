@@ -89,7 +89,8 @@ def totals(summary: Summary) -> list[str]:
         + (f" + {summary.buffers:,} non-trainable (running statistics)" if summary.buffers else ""),
         f"MACs:        {summary.macs:,} multiply-accumulates at batch {summary.batch} "
         f"(FLOPs = 2 × MACs = {summary.flops:,})",
-        f"Activations: {elements:,} elements = {mib(summary.activation_bytes)} fp32 (all outputs + input, no reuse)",
+        f"Activations: {elements:,} elements = {mib(summary.activation_bytes)} fp32 (all outputs + input, no reuse); "
+        f"planned peak {mib(summary.planned_peak_bytes)} (buffers reused after their last use, elementwise in place)",
         f"Weights:     {mib((summary.params + summary.buffers) * BYTES)} fp32",
     ]
     return lines
@@ -114,6 +115,7 @@ def to_json(summary: Summary, depth: int | None = None) -> dict:
             "flops": summary.flops,
             "activation_elements": summary.activation_bytes // BYTES,
             "activation_bytes": summary.activation_bytes,
+            "planned_peak_bytes": summary.planned_peak_bytes,
         },
         "nodes": [{
             "name": r.name, "op": r.op, "output": list(r.type.shape), "params": r.params,

@@ -52,16 +52,17 @@ def test_zoo_spec_runs_and_kernels_agree_with_reference(name, variant, params):
     weights = _random_weights(graph)
     x = np.random.default_rng(1).standard_normal((2,) + graph.inputs[next(iter(graph.inputs))].dims,
                                                  dtype=np.float32)
-    fast = netspec.compile(graph, backend="cpu", weights=weights).run(x)
-    slow = netspec.compile(graph, backend="reference", weights=weights).run(x)
-    assert fast.keys() == slow.keys() == set(graph.outputs)
-    for key in fast:
-        expected_shape = (2,) + graph.type_of(key).dims
-        assert fast[key].shape == slow[key].shape == expected_shape
-        assert np.isfinite(fast[key]).all()
-        # end to end through up to ~150 layers: 1e-3 relative to the output's scale (DESIGN.md)
-        scale = max(1.0, float(np.abs(slow[key]).max()))
-        np.testing.assert_allclose(fast[key], slow[key], rtol=1e-3, atol=1e-3 * scale)
+    slow = netspec.compile(graph, backend="reference", weights=weights, optimize=False).run(x)
+    for optimize in (True, False):  # the optimized graph (folded batch norms, ...) and the graph as written
+        fast = netspec.compile(graph, backend="cpu", weights=weights, optimize=optimize).run(x)
+        assert fast.keys() == slow.keys() == set(graph.outputs)
+        for key in fast:
+            expected_shape = (2,) + graph.type_of(key).dims
+            assert fast[key].shape == slow[key].shape == expected_shape
+            assert np.isfinite(fast[key]).all()
+            # end to end through up to ~150 layers: 1e-3 relative to the output's scale (DESIGN.md)
+            scale = max(1.0, float(np.abs(slow[key]).max()))
+            np.testing.assert_allclose(fast[key], slow[key], rtol=1e-3, atol=1e-3 * scale)
 
 
 TRAIN_SPEC = """

@@ -107,6 +107,12 @@ class Summary:
         """Every node output plus the inputs (what an executor without buffer reuse would hold)."""
         return self.input_bytes + sum(r.activation_bytes for r in self.rows)
 
+    @property
+    def planned_peak_bytes(self) -> int:
+        """The arena a liveness-based memory plan needs (see passes/memory.py)."""
+        from .memory import plan_memory
+        return plan_memory(self.graph, self.batch).arena
+
     def row(self, name: str) -> NodeStats:
         for r in self.rows:
             if r.name == name:

@@ -1,0 +1,89 @@
+"""Static memory planning: every activation gets an offset in one arena, reusing the space of
+tensors whose last user has run (liveness), and elementwise ops write in place over an input that
+dies with them. The arena's size is the planned peak; without planning every output is kept.
+
+Placement is "greedy by size" (largest tensors first, each at the lowest offset that does not
+overlap a tensor alive at the same time), the strategy TensorFlow Lite's arena planner uses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ir.graph import Graph
+from .infer import infer
+
+BYTES = 4  # float32
+ALIGN = 64  # bytes; every buffer starts on a cache line
+# Ops whose output may overwrite their first input (same shape, each element read once before written).
+IN_PLACE = {"relu", "relu6", "sigmoid", "tanh", "leaky_relu", "elu", "silu", "hardswish", "identity", "dropout",
+            "batchnorm2d", "add", "mul"}
+
+
+@dataclass
+class Buffer:
+    tensors: list[str]  # the tensors sharing it (an in-place chain)
+    size: int  # bytes
+    start: int  # index of the step that writes it first (-1: a graph input)
+    end: int  # index of the last step that reads it (len(nodes): a graph output)
+    offset: int = -1
+
+
+@dataclass
+class MemoryPlan:
+    buffers: list[Buffer]
+    arena: int  # bytes: the planned peak
+    unplanned: int  # bytes: every tensor kept (inputs included)
+    offsets: dict[str, int] = field(default_factory=dict)  # tensor -> arena offset
+
+    def in_place(self) -> dict[str, str]:
+        """Tensor -> the earlier tensor whose buffer it overwrites."""
+        return {t: b.tensors[0] for b in self.buffers for t in b.tensors[1:]}
+
+
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // ALIGN) * ALIGN
+
+
+def plan_memory(graph: Graph, batch: int = 1) -> MemoryPlan:
+    g = infer(graph, batch) if any(isinstance(t.batch, str) for t in graph.inputs.values()) else graph
+    steps = {n.name: i for i, n in enumerate(g.nodes)}
+    last_use: dict[str, int] = {name: -1 for name in list(g.inputs) + list(steps)}
+    for i, node in enumerate(g.nodes):
+        for name in node.inputs:
+            last_use[name] = i
+    for name in g.outputs:
+        last_use[name] = len(g.nodes)
+    size = {name: _aligned(g.type_of(name).numel() * BYTES) for name in last_use}
+    buffer_of: dict[str, Buffer] = {}
+    buffers: list[Buffer] = []
+    for name, t in g.inputs.items():
+        buffer_of[name] = Buffer([name], size[name], -1, max(last_use[name], 0))
+        buffers.append(buffer_of[name])
+    for i, node in enumerate(g.nodes):
+        first = node.inputs[0] if node.inputs else None
+        reuse = (node.op in IN_PLACE and first is not None and first not in g.inputs
+                 and last_use[first] == i and node.inputs.count(first) == 1
+                 and g.type_of(first) == node.type and buffer_of[first].end == i)
+        if reuse:  # write over the input, which dies here
+            buffer = buffer_of[first]
+            buffer.tensors.append(node.name)
+            buffer.end = last_use[node.name]
+        else:
+            buffer = Buffer([node.name], size[node.name], i, max(last_use[node.name], i))
+            buffers.append(buffer)
+        buffer_of[node.name] = buffer
+    placed: list[Buffer] = []
+    for buffer in sorted(buffers, key=lambda b: (-b.size, b.start)):
+        clashes = sorted((b.offset, b.offset + b.size) for b in placed
+                         if b.start <= buffer.end and buffer.start <= b.end)
+        offset = 0
+        for lo, hi in clashes:
+            if offset + buffer.size <= lo:
+                break
+            offset = max(offset, hi)
+        buffer.offset = offset
+        placed.append(buffer)
+    arena = max((b.offset + b.size for b in buffers), default=0)
+    unplanned = sum(g.type_of(name).numel() * BYTES for name in last_use)
+    offsets = {t: b.offset for b in buffers for t in b.tensors}
+    return MemoryPlan(buffers, arena, unplanned, offsets)

@@ -1,0 +1,196 @@
+"""Graph passes, each on small graphs where it must fire and where it must not, the pass manager's
+verification, and the memory planner."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import netspec
+from netspec.ir.verify import GraphError
+from netspec.passes.fold_bn import fold_batchnorm
+from netspec.passes.manager import optimize, run_passes
+from netspec.passes.memory import plan_memory
+from netspec.passes.simplify import eliminate_dead_code, remove_identities
+from netspec.weights import init_weights
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+def random_weights(graph, seed=0):
+    rng = np.random.default_rng(seed)
+    w = init_weights(graph, seed)
+    for k, v in w.items():
+        if not k.endswith(".weight") or v.ndim == 1:  # biases and batch-norm vectors
+            w[k] = (rng.uniform(0.5, 1.5, v.shape) if k.endswith(("running_var", ".weight"))
+                    else rng.normal(0, 0.3, v.shape)).astype(np.float32)
+    return w
+
+
+def run(graph, weights, x):
+    return netspec.compile(graph, backend="reference", weights=weights, optimize=False).run(x)
+
+
+CONV_BN = """
+input: {shape: [3, 8, 8]}
+layers:
+  - {op: conv2d, name: conv, out: 6, kernel: 3, padding: 1, groups: 3, bias: false}
+  - {op: batchnorm2d, name: bn, eps: 0.01}
+  - {op: relu, name: act}
+  - {op: global_avgpool}
+  - {op: flatten}
+  - {op: linear, name: fc, out: 5}
+  - {op: batchnorm2d, name: bn_fc, affine: false}
+  - {op: identity, name: out}
+"""
+
+
+def test_fold_bn_into_conv_and_linear_keeps_the_function(load_spec):
+    g = load_spec(CONV_BN)
+    w = random_weights(g)
+    folded, fw = fold_batchnorm(g, w)
+    assert [n.name for n in folded.nodes] == ["conv", "act", "3", "4", "fc", "out"]
+    assert folded.node("conv").attrs.bias and folded.node("act").inputs == ("conv",)
+    assert "bn.running_mean" not in fw and "conv.bias" in fw
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(folded, fw, x)["out"], run(g, w, x)["out"], rtol=1e-4, atol=1e-4)
+    assert w["conv.weight"] is not fw["conv.weight"]  # the caller's weights are untouched
+
+
+def test_fold_bn_does_not_fire_when_the_conv_has_another_user(load_spec):
+    g = load_spec("""
+        input: {shape: [3, 8, 8]}
+        layers:
+          - {op: conv2d, name: conv, out: 4, kernel: 1}
+          - {op: batchnorm2d, name: bn}
+          - {op: add, in: [bn, conv]}
+        """)
+    w = random_weights(g)
+    folded, fw = fold_batchnorm(g, w)
+    assert folded.nodes == g.nodes and fw == w
+
+
+def test_fold_bn_does_not_remove_an_output(load_spec):
+    g = load_spec("""
+        input: {shape: [3, 8, 8]}
+        layers:
+          - {op: conv2d, name: conv, out: 4, kernel: 1}
+          - {op: batchnorm2d, name: bn}
+        """)
+    assert fold_batchnorm(g, random_weights(g))[0].nodes == g.nodes
+
+
+def test_fold_bn_leaves_transposed_convs(load_spec):
+    g = load_spec("""
+        input: {shape: [3, 8, 8]}
+        layers:
+          - {op: conv_transpose2d, name: up, out: 4, kernel: 2, stride: 2}
+          - {op: batchnorm2d, name: bn}
+          - {op: relu}
+        """)
+    assert [n.op for n in fold_batchnorm(g, random_weights(g))[0].nodes] == ["conv_transpose2d", "batchnorm2d",
+                                                                              "relu"]
+
+
+def test_remove_identities_rewires_users_but_keeps_outputs(load_spec):
+    g = load_spec("""
+        input: {shape: [3, 8, 8]}
+        layers:
+          - {op: conv2d, name: conv, out: 4, kernel: 1}
+          - {op: dropout, name: drop}
+          - {op: identity, name: same}
+          - {op: relu, name: act}
+          - {op: dropout, name: last}
+        """)
+    out, _ = remove_identities(g, {})
+    assert [n.name for n in out.nodes] == ["conv", "act", "last"]
+    assert out.node("act").inputs == ("conv",)
+
+
+def test_dead_code_elimination_drops_unused_branches_and_their_weights(load_spec):
+    g = load_spec("""
+        input: {shape: [3, 8, 8]}
+        layers:
+          - {op: conv2d, name: used, out: 4, kernel: 1}
+          - {op: conv2d, name: unused, in: input, out: 4, kernel: 1}
+          - {op: relu, name: act, in: used}
+        """)
+    out, w = eliminate_dead_code(g, init_weights(g))
+    assert [n.name for n in out.nodes] == ["used", "act"]
+    assert set(w) == {"used.weight", "used.bias"}
+
+
+def test_the_manager_verifies_after_each_pass(load_spec):
+    g = load_spec(CONV_BN)
+
+    def broken(graph, weights):  # drops a node that others still use
+        return graph.replace_nodes(graph.nodes[1:]), weights
+
+    with pytest.raises(GraphError, match="not defined before it"):
+        run_passes(g, init_weights(g), [("broken", broken)])
+
+
+def test_optimize_records_what_each_pass_changed(load_spec):
+    g = load_spec(CONV_BN).active("eval")
+    records = []
+    optimized, _ = optimize(g, random_weights(g), "eval", records)
+    by_name = {r.name: r for r in records}
+    assert by_name["remove_identities"].removed == []  # `out` is the output: kept
+    assert sorted(by_name["fold_bn"].removed) == ["bn", "bn_fc"]
+    assert len(optimized.nodes) == len(g.nodes) - 2
+
+
+def test_train_mode_keeps_batch_norm(load_spec):
+    g = load_spec(CONV_BN).active("train")
+    optimized, _ = optimize(g, random_weights(g), "train")
+    assert sum(n.op == "batchnorm2d" for n in optimized.nodes) == 2
+
+
+def test_vgg16_planned_peak_is_at_most_25_mib():
+    plan = plan_memory(netspec.load(SPECS / "vgg16.yaml").active("eval"), batch=1)
+    assert plan.arena <= 25 * 2**20
+    assert plan.unplanned > 4 * plan.arena
+
+
+@pytest.mark.parametrize("name", ["resnet18", "googlenet", "unet", "efficientnet"])
+def test_planned_buffers_never_overlap_while_alive(name):
+    graph = netspec.load(SPECS / f"{name}.yaml").active("eval")
+    plan = plan_memory(graph, batch=2)
+    bufs = plan.buffers
+    for i, a in enumerate(bufs):
+        for b in bufs[i + 1:]:
+            if a.start <= b.end and b.start <= a.end:  # alive at the same step
+                assert a.offset + a.size <= b.offset or b.offset + b.size <= a.offset, (a.tensors, b.tensors)
+    assert plan.arena <= plan.unplanned
+    assert set(plan.offsets) == set(graph.inputs) | {n.name for n in graph.nodes}
+
+
+def test_in_place_only_when_the_input_dies(load_spec):
+    g = load_spec("""
+        input: {shape: [3, 8, 8]}
+        layers:
+          - {op: conv2d, name: conv, out: 4, kernel: 1}
+          - {op: relu, name: act}
+          - {op: sigmoid, name: gate, in: conv}
+          - {op: mul, name: out, in: [act, gate]}
+        """)
+    in_place = plan_memory(g).in_place()
+    assert "act" not in in_place  # conv is still read by gate
+    assert in_place.get("gate") == "conv"  # conv's last user
+    assert in_place.get("out") == "act"
+
+
+def test_dump_passes_cli(cli, write_spec):
+    write_spec(CONV_BN)
+    r = cli("compile", "spec.yaml", "--dump-passes")
+    assert r.code == 0
+    assert "# after fold_bn: 2 removed, 0 added" in r.out
+    assert "#   removed: bn, bn_fc" in r.out
+    assert "conv = conv2d(input)" in r.out and "bias=True" in r.out
+
+
+def test_summary_reports_planned_peak(cli):
+    r = cli("summary", str(SPECS / "vgg16.yaml"))
+    assert "planned peak 24.5 MiB" in r.out
