@@ -66,7 +66,7 @@ def render(graph: Graph, depth: int | str | None = None, rankdir: str = "TB", sh
     """The architecture diagram as a graphviz.Digraph (`.source` is the DOT text; `.render()`/`.pipe()`
     need graphviz's `dot` program). depth: name levels before blocks fold into one node, an int, "full",
     or "auto"/None (fits one screen); show: ("params", "macs"); scope: draw only the nodes under a name."""
-    from .render.diagram import render as _render
+    from .diagrams.diagram import render as _render
     return _render(graph, depth=depth, rankdir=rankdir, shapes=shapes, show=show, scope=scope)
 
 

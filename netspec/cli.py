@@ -5,13 +5,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
-from .spec.errors import COMMAND_LINE, Diagnostic, SpecError
+from .files import atomic_write
+from .spec.errors import Diagnostic, SpecError
 
 
 class UsageError(Exception):
@@ -54,10 +54,7 @@ def write_output(path: str, data: str | bytes, force: bool = False) -> None:
     """Write atomically, so a failure never leaves a half-written or emptied file behind."""
     target = check_writable(path, force)
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, target)
+        atomic_write(target, data.encode("utf-8") if isinstance(data, str) else data)
     except OSError as e:
         raise UsageError(f"cannot write '{path}': {e.strerror or e}") from None
 
@@ -306,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_weights_init)
 
     from .interop.command import add_commands as add_interop_commands
-    from .render.command import add_commands as add_render_commands
+    from .diagrams.command import add_commands as add_render_commands
     add_render_commands(sub, spec_options)
     add_interop_commands(sub, spec_options, wsub)
 

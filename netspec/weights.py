@@ -7,7 +7,6 @@ is used: every missing, unexpected or mismatched key is named, and a bad file ne
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
 from math import prod, sqrt
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ops
+from .files import atomic_write
 from .ir.graph import Graph
 from .ops.registry import ParamSpec
 
@@ -118,13 +118,9 @@ def save_weights(weights: dict[str, np.ndarray], path: str | os.PathLike, metada
     """Write a safetensors file atomically (a failure leaves any existing file untouched)."""
     from safetensors.numpy import save
 
-    target = Path(path)
     data = save({k: np.ascontiguousarray(v) for k, v in weights.items()}, metadata=metadata)
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
+        atomic_write(path, data)
     except OSError as e:
         raise WeightsError(f"cannot write '{path}': {e.strerror or e}") from None
 

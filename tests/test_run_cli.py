@@ -148,3 +148,14 @@ def test_train_mode_batchnorm_on_one_value_is_a_clear_error(cli, write_spec):
     for backend in ("cpu", "reference"):
         assert_clean_failure(cli("run", "spec.yaml", "--mode", "train", "--backend", backend),
                              "more than one value per channel")
+
+
+def test_written_files_get_ordinary_permissions(cli, write_spec, workdir):
+    import os
+    write_spec(SPEC)
+    assert cli("run", "spec.yaml", "--output", "y.npy").code == 0
+    assert cli("weights", "init", "spec.yaml", "-o", "w.safetensors").code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("y.npy", "w.safetensors"):
+        assert (workdir / name).stat().st_mode & 0o777 == 0o666 & ~umask
