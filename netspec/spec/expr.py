@@ -12,6 +12,7 @@ import ast
 import math
 import operator
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -119,7 +120,9 @@ def evaluate_text(text: str, env: Mapping[str, Any]) -> Any:
     if len(text) > MAX_EXPR_CHARS:
         raise ExprError(f"expression is longer than {MAX_EXPR_CHARS} characters")
     try:
-        tree = ast.parse(" ".join(text.splitlines()), mode="eval")  # line breaks inside ${...} are fine
+        with warnings.catch_warnings():  # e.g. "invalid decimal literal": the error below says enough
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(" ".join(text.splitlines()), mode="eval")  # line breaks inside ${...} are fine
     except SyntaxError as e:
         raise ExprError(f"invalid expression '{text}': {e.msg}") from None
     except (ValueError, RecursionError, MemoryError):
