@@ -26,14 +26,16 @@ ZOO = ["lenet5", "alexnet", "vgg16", "googlenet", "inception_v2", "resnet18", "r
        "efficientnet", "yolov1", "unet"]
 
 
-def torch_runner(graph, weights):
-    """A function running the graph in PyTorch eager (eval mode), or None without torch."""
+def torch_forward(graph, weights, device="cpu"):
+    """(torch, forward) where forward(x: torch tensor on `device`) → {output: tensor}: the graph in
+    PyTorch eager (eval mode, torch.nn.functional per node, weights moved to `device` once); or None
+    without torch. tools/gpu_bench.py builds its cuDNN baseline with this too."""
     try:
         import torch
         import torch.nn.functional as F
     except ImportError:
         return None
-    w = {k: torch.from_numpy(v) for k, v in weights.items()}
+    w = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in weights.items()}
 
     def pads(a):
         t, l, b, r = a.pads
@@ -85,13 +87,25 @@ def torch_runner(graph, weights):
               "concat": lambda n, xs: torch.cat(xs, n.attrs.axis)}
     active = graph.active("eval")
 
+    def forward(x):
+        values = {name: x for name in active.inputs}
+        for n in active.nodes:
+            xs = [values[i] for i in n.inputs]
+            values[n.name] = merges[n.op](n, xs) if n.op in merges else table[n.op](n, xs[0])
+        return {o: values[o] for o in active.outputs}
+    return torch, forward
+
+
+def torch_runner(graph, weights):
+    """A function running the graph in PyTorch eager on the CPU (numpy in, numpy out), or None without torch."""
+    built = torch_forward(graph, weights, "cpu")
+    if built is None:
+        return None
+    torch, forward = built
+
     def run(x: np.ndarray) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            values = {name: torch.from_numpy(x) for name in active.inputs}
-            for n in active.nodes:
-                xs = [values[i] for i in n.inputs]
-                values[n.name] = merges[n.op](n, xs) if n.op in merges else table[n.op](n, xs[0])
-            return {o: values[o].numpy() for o in active.outputs}
+            return {k: v.numpy() for k, v in forward(torch.from_numpy(x)).items()}
     return run
 
 
