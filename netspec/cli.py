@@ -110,6 +110,7 @@ def cmd_run(args) -> int:
 
     from . import compile
     from .inputs import load_input
+    from .threads import set_threads
 
     graph = _load(args)
     if args.output:
@@ -117,15 +118,16 @@ def cmd_run(args) -> int:
         if len(graph.outputs) > 1 and not args.output.endswith(".npz"):
             raise UsageError("this network has several outputs: write them to a .npz file")
     x = load_input(args.input, graph, args.batch, args.seed)
-    started = time.perf_counter()
-    exe = compile(graph, backend=args.backend, mode=args.mode, weights=args.weights, seed=args.seed)
-    outputs = exe.run(x)  # the first run compiles kernels that are not cached yet
-    first = time.perf_counter() - started
-    times = []
-    while len(times) < args.repeat and (sum(times) < 2.0 or len(times) < 1):
-        t0 = time.perf_counter()
-        exe.run(x)
-        times.append(time.perf_counter() - t0)
+    with set_threads(args.threads):
+        started = time.perf_counter()
+        exe = compile(graph, backend=args.backend, mode=args.mode, weights=args.weights, seed=args.seed)
+        outputs = exe.run(x)  # the first run compiles kernels that are not cached yet
+        first = time.perf_counter() - started
+        times = []
+        while len(times) < args.repeat and (sum(times) < 2.0 or len(times) < 1):
+            t0 = time.perf_counter()
+            exe.run(x)
+            times.append(time.perf_counter() - t0)
     source = args.input or f"random, seed {args.seed}"
     print(f"{graph.name}: input {'×'.join(map(str, x.shape))} ({source}), {args.backend} backend, {args.mode} mode")
     for name, y in outputs.items():
@@ -282,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["cpu", "cuda", "reference"], default="cpu",
                    help="cpu: Numba kernels (default); cuda: numba.cuda kernels on an NVIDIA GPU; reference: plain numpy")
     p.add_argument("--repeat", type=_positive, default=5, help="timed runs after the warm-up (default 5)")
+    p.add_argument("--threads", type=_positive, help="threads for BLAS and the kernels (default: all cores)")
     p.add_argument("--output", "-o", metavar="FILE.npy", help="save the output (.npz for several outputs)")
     p.add_argument("--force", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=cmd_run)

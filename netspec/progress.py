@@ -9,7 +9,7 @@ import time
 class StderrProgress:
     """A `progress(done, total, name)` callback that starts printing after `delay` seconds."""
 
-    def __init__(self, what: str, delay: float = 0.5, stream=None):
+    def __init__(self, what: str, delay: float = 3.0, stream=None):
         self.what, self.delay = what, delay
         self.stream = stream or sys.stderr
         self.start = time.perf_counter()

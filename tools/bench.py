@@ -1,11 +1,13 @@
-"""Time zoo specs in netspec's CPU backend against PyTorch eager (when torch is installed) on the
-same weights and input, in one process; medians after a warm-up, with ratios.
+"""Time zoo specs in netspec's CPU backend against ONNX Runtime (on netspec's own ONNX export) and
+PyTorch eager (when installed), same weights and input, in one process: medians after a warm-up,
+ratios, and netspec's achieved GFLOP/s (2 × MACs / time) beside the machine's measured GEMM rate.
 
-    python tools/bench.py                         # every zoo spec at batch 1
+    python tools/bench.py                                    # every zoo spec, batch 1 and 8, 2 threads
     python tools/bench.py resnet18 unet --batch 8 --runs 5 --json out.json
 
-The PyTorch side is built from the netspec graph itself (torch.nn.functional per node), so both
-run the identical network; the largest output difference is printed as a cross-check.
+The PyTorch side is built from the netspec graph itself (torch.nn.functional per node), so all three
+run the identical network; the largest output difference (relative to the output's scale) is printed
+as a cross-check. Compare ratios, not milliseconds: the machine is shared and noisy.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import netspec
+from netspec.threads import set_threads
 from netspec.weights import init_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,12 +99,14 @@ def torch_forward(graph, weights, device="cpu"):
     return torch, forward
 
 
-def torch_runner(graph, weights):
+def torch_runner(graph, weights, threads: int | None = None):
     """A function running the graph in PyTorch eager on the CPU (numpy in, numpy out), or None without torch."""
     built = torch_forward(graph, weights, "cpu")
     if built is None:
         return None
     torch, forward = built
+    if threads:
+        torch.set_num_threads(threads)
 
     def run(x: np.ndarray) -> dict[str, np.ndarray]:
         with torch.inference_mode():
@@ -119,40 +124,87 @@ def median_time(fn, x, runs: int) -> float:
     return statistics.median(times)
 
 
+def ort_runner(graph, weights, batch: int, threads: int):
+    """A function running the graph's ONNX export in ONNX Runtime (numpy in, numpy out), or None."""
+    try:
+        import onnxruntime as ort
+        from netspec.interop.onnx_export import export_onnx
+    except ImportError:
+        return None
+    model = export_onnx(graph, weights, batch=batch, check=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    (input_name,) = [i.name for i in session.get_inputs()]
+    outputs = list(graph.active("eval").outputs)
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(outputs, session.run(outputs, {input_name: x})))
+    return run
+
+
+def gemm_gflops(threads: int, size: int = 1024, runs: int = 10) -> float:
+    """The machine's float32 GEMM rate through numpy's BLAS (the ceiling for im2col + GEMM)."""
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    with set_threads(threads):
+        seconds = median_time(lambda _: a @ a, None, runs)
+    return 2 * size**3 / seconds / 1e9
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("specs", nargs="*", default=ZOO)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs after a warm-up; the median is kept")
+    parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     parser.add_argument("--json", help="also write the rows as JSON")
     args = parser.parse_args(argv)
+    gemm = gemm_gflops(args.threads)
+    print(f"GEMM (numpy/OpenBLAS sgemm, {args.threads} threads): {gemm:.0f} GFLOP/s")
+    print(f"{'spec':<14}{'batch':>6}{'GMACs':>9}{'netspec ms':>12}{'GFLOP/s':>9}{'ORT ms':>9}{'/ORT':>6}"
+          f"{'torch ms':>10}{'/torch':>7}{'max |diff|':>11}")
     rows = []
-    print(f"{'spec':<14} {'MACs':>16} {'netspec ms':>11} {'torch ms':>9} {'ratio':>7} {'max |diff|':>11}")
     for name in args.specs:
         graph = netspec.load(ROOT / "specs" / f"{name}.yaml")
         weights = init_weights(graph, 0)
-        x = np.random.default_rng(0).standard_normal((args.batch,) + next(iter(graph.inputs.values())).dims,
-                                                     dtype=np.float32)
-        exe = netspec.compile(graph, backend="cpu", weights=weights, progress=False)
-        ours = median_time(exe.run, x, args.runs)
-        row = {"spec": name, "batch": args.batch, "macs": netspec.summary(graph, batch=args.batch).macs,
-               "netspec_s": ours}
-        torch_run = torch_runner(graph, weights)
-        if torch_run is not None:
-            import torch
-            if args.threads:
-                torch.set_num_threads(args.threads)
-            row["torch_s"] = median_time(torch_run, x, args.runs)
-            a, b = exe.run(x), torch_run(x)
-            row["max_abs_diff"] = max(float(np.abs(a[k] - b[k]).max()) for k in a)
-        rows.append(row)
-        t = row.get("torch_s")
-        print(f"{name:<14} {row['macs']:>16,} {ours * 1e3:>11.1f} {t * 1e3 if t else float('nan'):>9.1f} "
-              f"{ours / t if t else float('nan'):>7.2f} {row.get('max_abs_diff', float('nan')):>11.2e}", flush=True)
+        for batch in args.batch:
+            x = np.random.default_rng(0).standard_normal((batch,) + next(iter(graph.inputs.values())).dims,
+                                                         dtype=np.float32)
+            exe = netspec.compile(graph, backend="cpu", weights=weights, progress=False)
+            macs = netspec.summary(graph, batch=batch).macs
+            with set_threads(args.threads):
+                ours = median_time(exe.run, x, args.runs)
+                expected = exe.run(x)
+            row = {"spec": name, "batch": batch, "macs": macs, "netspec_s": ours,
+                   "netspec_gflops": 2 * macs / ours / 1e9, "gemm_gflops": gemm}
+            diffs = []
+            for key, make in (("ort", lambda: ort_runner(graph, weights, batch, args.threads)),
+                              ("torch", lambda: torch_runner(graph, weights, args.threads))):
+                run = make()
+                if run is None:
+                    continue
+                row[f"{key}_s"] = median_time(run, x, args.runs)
+                got = run(x)
+                diffs += [float(np.abs(expected[k] - got[k]).max() / max(1.0, np.abs(got[k]).max())) for k in got]
+            row["max_rel_diff"] = max(diffs) if diffs else None
+            rows.append(row)
+            print(_line(row), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
+
+
+def _line(row: dict) -> str:
+    def ms(key):
+        return f"{row[key] * 1e3:.1f}" if key in row else "-"
+
+    def ratio(key):
+        return f"{row['netspec_s'] / row[key]:.2f}" if key in row else "-"
+    diff = f"{row['max_rel_diff']:.1e}" if row.get("max_rel_diff") is not None else "-"
+    return (f"{row['spec']:<14}{row['batch']:>6}{row['macs'] / 1e9:>9.2f}{ms('netspec_s'):>12}"
+            f"{row['netspec_gflops']:>9.1f}{ms('ort_s'):>9}{ratio('ort_s'):>6}{ms('torch_s'):>10}"
+            f"{ratio('torch_s'):>7}{diff:>11}")
 
 
 if __name__ == "__main__":
