@@ -18,20 +18,34 @@ class UsageError(Exception):
     pass
 
 
+def parse_value(text: str):
+    """A --set value: a decimal integer, a number (1e-3 too), true/false, a YAML list, or else the text."""
+    text = text.strip()
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    if text in ("true", "false"):
+        return text == "true"
+    if text.startswith("["):
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+        return [parse_value(str(v)) if isinstance(v, (int, float, str)) and not isinstance(v, bool) else v
+                for v in value] if isinstance(value, list) else text
+    return text
+
+
 def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
-    """`--set k=v` values, typed as YAML types them: 10 → int, 0.5 → float, true → bool."""
+    """`--set k=v` values, typed: 10 → int, 0.5 and 1e-3 → float, true → bool, [1, 2] → list."""
     values: dict[str, Any] = {}
     for item in items or []:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--set expects name=value, got '{item}'")
-        try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            value = text
-        if isinstance(value, (dict, list)) and not isinstance(value, list):
-            value = text
-        values[key.strip()] = value
+        values[key.strip()] = parse_value(text)
     return values
 
 
@@ -133,8 +147,8 @@ def cmd_run(args) -> int:
     for name, y in outputs.items():
         print(f"output {name}: {'×'.join(map(str, y.shape))}")
         print(_describe_output(y))
-    median = float(np.median(times)) if times else first
-    runs = f"median of {len(times)} run{'s' if len(times) != 1 else ''} after a warm-up run" if times else "one run"
+    median = float(np.median(times))
+    runs = f"median of {len(times)} run{'s' if len(times) != 1 else ''} after a warm-up run"
     print(f"time per batch: {median * 1e3:,.1f} ms ({runs}, batch {x.shape[0]}); "
           f"first run incl. setup {first:,.2f} s")
     if args.output:
@@ -238,7 +252,7 @@ def cmd_ops(args) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -266,25 +280,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="per-layer table: output shape, params, MACs, receptive field")
     spec_options(p)
-    p.add_argument("--depth", type=_positive, help="fold layers below this many name levels into their block")
-    p.add_argument("--batch", type=_positive, default=1, help="batch size (default 1)")
+    p.add_argument("--depth", type=positive_int, help="fold layers below this many name levels into their block")
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
     p.add_argument("--mode", choices=["eval", "train"], default="eval", help="which mode's graph (default eval)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--json", action="store_true", help="machine-readable output")
     group.add_argument("--explain", action="store_true", help="show each node's formulas with their numbers")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("run", help="run a spec on the CPU: output shape, top classes, time per batch")
+    p = sub.add_parser("run", help="run a spec (CPU by default): output shape, top classes, time per batch")
     spec_options(p)
     p.add_argument("--weights", metavar="FILE.safetensors", help="weights (default: initialized from --seed)")
     p.add_argument("--input", metavar="FILE", help="a .npy batch (N×C×H×W or C×H×W) or an image (png, jpg, ...)")
-    p.add_argument("--batch", type=_positive, default=1, help="batch size for random or image input (default 1)")
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size for random or image input (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, random input and dropout (default 0)")
     p.add_argument("--mode", choices=["eval", "train"], default="eval", help="eval (default) or train")
     p.add_argument("--backend", choices=["cpu", "cuda", "reference"], default="cpu",
                    help="cpu: Numba kernels (default); cuda: numba.cuda kernels on an NVIDIA GPU; reference: plain numpy")
-    p.add_argument("--repeat", type=_positive, default=5, help="timed runs after the warm-up (default 5)")
-    p.add_argument("--threads", type=_positive, help="threads for BLAS and the kernels (default: all cores)")
+    p.add_argument("--repeat", type=positive_int, default=5,
+                   help="timed runs after the warm-up (default 5; fewer once 2 s have been spent)")
+    p.add_argument("--threads", type=positive_int, help="threads for BLAS and the kernels (default: all cores)")
     p.add_argument("--output", "-o", metavar="FILE.npy", help="save the output (.npz for several outputs)")
     p.add_argument("--force", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=cmd_run)
@@ -296,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump-passes", action="store_true", help="print the graph after each pass, with what changed")
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("weights", help="weights files: `weights init SPEC -o FILE.safetensors`")
+    p = sub.add_parser("weights", help="weights files: `weights init` (initialize), `weights import` (PyTorch)")
     wsub = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
     w = wsub.add_parser("init", help="write deterministically initialized weights for a spec")
     spec_options(w)
@@ -313,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="params, MACs and more of several specs side by side")
     p.add_argument("specs", nargs="+", metavar="SPEC[:VARIANT]", help="two or more specs (optionally spec:variant)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a parameter of every spec")
-    p.add_argument("--batch", type=_positive, default=1, help="batch size (default 1)")
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("expand", help="print the flat form (no blocks, repeats or expressions)")

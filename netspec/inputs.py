@@ -27,15 +27,31 @@ def read_npy(path: str) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"cannot read '{path}': no such file") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise InputError(f"'{path}' is not a readable .npy array ({e})") from None
+    except IsADirectoryError:
+        raise InputError(f"cannot read '{path}': it is a directory") from None
+    except (OSError, ValueError, EOFError):
+        raise InputError(f"'{path}' is not a .npy array file (write one with numpy.save), nor an image "
+                         f"({', '.join(sorted(IMAGE_SUFFIXES))})") from None
     if not isinstance(array, np.ndarray):
-        raise InputError(f"'{path}' holds several arrays (.npz); give one .npy array")
+        array.close()
+        raise InputError(f"'{path}' is an .npz archive; give one array as a .npy file (numpy.save)")
     return array
 
 
+def fit(image, width: int, height: int):
+    """Resize so the image covers width×height, keeping its aspect ratio, then crop the centre."""
+    from PIL import Image
+
+    scale = max(width / image.width, height / image.height)
+    w, h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
+    image = image.resize((w, h), Image.BILINEAR)
+    left, top = (w - width) // 2, (h - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
 def read_image(path: str, graph: Graph) -> np.ndarray:
-    """One image as a 1×C×H×W batch: resized to H×W, pixels scaled to [0, 1], then (x - mean) / std."""
+    """One image as a 1×C×H×W batch: resized (aspect kept) and centre-cropped to H×W, pixels scaled
+    to [0, 1], then (x - mean) / std with the spec's `input: {mean, std}`."""
     from PIL import Image, UnidentifiedImageError
 
     _, type_ = _input_type(graph)
@@ -43,7 +59,7 @@ def read_image(path: str, graph: Graph) -> np.ndarray:
         raise InputError(f"this network's input is {type_}; images need 1 or 3 channels")
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if type_.c == 1 else "RGB").resize((type_.w, type_.h), Image.BILINEAR)
+            image = fit(image.convert("L" if type_.c == 1 else "RGB"), type_.w, type_.h)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
     except FileNotFoundError:
         raise InputError(f"cannot read '{path}': no such file") from None

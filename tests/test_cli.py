@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -273,3 +274,28 @@ def test_spec_errors_exit_1_and_count_them(write_spec, cli):
     assert r.code == 1
     assert r.err.count(": error: ") == 2 and "2 errors" in r.err
     assert r.out == ""
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "specs").rglob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_schema_accepts_every_zoo_file(cli, path):
+    schema = json.loads(cli("schema").out)
+    errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(yaml.safe_load(path.read_text()))]
+    assert errors == []
+
+
+@pytest.mark.parametrize("text,value", [("010", 10), ("1e-3", 0.001), ("0.5", 0.5), ("true", True), ("x", "x"),
+                                        ("[1, 2]", [1, 2]), ("-3", -3)])
+def test_set_values_are_typed_as_people_write_them(text, value):
+    from netspec.cli import parse_sets
+    assert parse_sets([f"k={text}"]) == {"k": value}
+
+
+def test_a_bad_set_value_does_not_echo_through_dependent_defaults(cli, write_spec):
+    write_spec("""
+        params: {width: 1.0, c: {type: int, default: "${int(8 * width)}"}}
+        input: {shape: [3, 8, 8]}
+        layers: [{op: conv2d, out: $c, kernel: 1}]
+        """)
+    r = cli("check", "spec.yaml", "--set", "width=abc")
+    assert r.code == 1 and "parameter 'width'" in r.err and "parameter 'c'" not in r.err

@@ -447,3 +447,16 @@ def test_cli_reports_errors_without_traceback(write_spec, cli, name, command):
     first = r.err.splitlines()[0]
     file, line, col, rest = first.split(":", 3)
     assert file == "bad.yaml" and int(line) >= 1 and int(col) >= 1 and rest.startswith(" error: ")
+
+
+@pytest.mark.parametrize("attr,words", [("eps: -1", ["eps", "must be positive"]), ("momentum: 5", ["momentum", "between 0 and 1"]),
+                                        ("eps: .nan", ["eps", "finite"])])
+def test_batchnorm_attribute_ranges(spec_error, attr, words):
+    err = spec_error(f"""
+        input: {{shape: [3, 8, 8]}}
+        layers:
+          - {{op: batchnorm2d, {attr}}}
+        """)
+    assert len(err.diagnostics) == 1 and err.diagnostics[0].location.line == 3
+    for w in words:
+        assert w in err.diagnostics[0].message

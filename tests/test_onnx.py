@@ -409,3 +409,21 @@ def test_spec_text_is_flat_form():
     text = to_spec_text(imported, "r18.onnx")
     assert text.startswith("# imported from r18.onnx")
     assert "  - {name: layer1.0.add, op: add, in: [layer1.0.bn2, maxpool]}\n" in text
+
+
+@pytest.mark.parametrize("pool", ["maxpool2d", "avgpool2d"])
+def test_ceil_mode_pool_whose_last_window_pytorch_drops(load_spec, pool, tmp_path):
+    """ONNX's ceil mode keeps a window starting in the padding; PyTorch's (and netspec's) drops it."""
+    extra = ", count_include_pad: false" if pool == "avgpool2d" else ""
+    graph = load_spec(f"""
+        input: {{shape: [2, 10, 9]}}
+        layers:
+          - {{op: {pool}, kernel: 1, stride: 2, ceil_mode: true{extra}}}
+        """)
+    model = export_onnx(graph, {}, batch=1)
+    x = np.random.default_rng(0).standard_normal((1, 2, 10, 9)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    expected = next(iter(netspec.compile(graph, backend="reference").run(x).values()))
+    assert got.shape == expected.shape == (1, 2, 5, 5)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)

@@ -194,3 +194,19 @@ def test_dump_passes_cli(cli, write_spec):
 def test_summary_reports_planned_peak(cli):
     r = cli("summary", str(SPECS / "vgg16.yaml"))
     assert "planned peak 24.5 MiB" in r.out
+
+
+def test_an_unused_in_place_output_still_holds_its_buffer(load_spec):
+    g = load_spec("""
+        input: {shape: [4, 8, 8]}
+        layers:
+          - {op: conv2d, name: a, out: 4, kernel: 1}
+          - {op: relu, name: dead}
+          - {op: conv2d, name: d, in: a, out: 4, kernel: 1}
+          - {op: add, name: out, in: [a, d]}
+        """)
+    plan = plan_memory(g)
+    dead = next(b for b in plan.buffers if "dead" in b.tensors)
+    others = [b for b in plan.buffers if b is not dead and b.start <= dead.end and dead.start <= b.end]
+    for b in others:
+        assert dead.offset + dead.size <= b.offset or b.offset + b.size <= dead.offset

@@ -65,7 +65,8 @@ def test_image_is_resized_and_normalized_as_the_spec_declares(load_spec, workdir
     Image.fromarray(pixels).save(workdir / "cat.png")
     x = load_input(str(workdir / "cat.png"), graph, batch=2, seed=0)
     assert x.shape == (2, 3, 12, 12) and x.dtype == np.float32
-    resized = np.asarray(Image.fromarray(pixels).resize((12, 12), Image.BILINEAR), np.float32) / 255
+    # aspect kept: 40×30 → 16×12 (covering 12×12), then the centre 12 columns
+    resized = np.asarray(Image.fromarray(pixels).resize((16, 12), Image.BILINEAR), np.float32)[:, 2:14] / 255
     expected = (resized.transpose(2, 0, 1) - np.array([0.5, 0.4, 0.3])[:, None, None]) \
         / np.array([0.2, 0.25, 0.5])[:, None, None]
     np.testing.assert_allclose(x[0], expected, rtol=1e-5, atol=1e-5)
@@ -92,7 +93,7 @@ def test_bad_input_arrays(cli, write_spec, workdir, array, words):
     assert_clean_failure(cli("run", "spec.yaml", "--input", "x.npy"), *words)
 
 
-@pytest.mark.parametrize("content,words", [(b"garbage", ["not a readable .npy"]), (None, ["no such file"])])
+@pytest.mark.parametrize("content,words", [(b"garbage", ["is not a .npy array file"]), (None, ["no such file"])])
 def test_unreadable_inputs(cli, write_spec, workdir, content, words):
     write_spec(SPEC)
     if content is not None:

@@ -122,3 +122,17 @@ def test_param_specs_cover_every_mode(load_spec):
           - {op: batchnorm2d, name: train_bn, mode: train}
         """)
     assert "train_bn.running_var" in param_specs(g)
+
+
+def test_negative_variance_is_refused(graph):
+    w = init_weights(graph, 0)
+    w["bn.running_var"][1] = -1.0
+    with pytest.raises(WeightsError, match="bn.running_var: has negative values"):
+        check_weights(graph, w)
+
+
+def test_a_pytorch_checkpoint_given_as_weights_gets_a_hint(tmp_path):
+    path = tmp_path / "model.pth"
+    path.write_bytes(b"PK\x03\x04")
+    with pytest.raises(WeightsError, match="netspec weights import"):
+        read_weights(path)

@@ -96,15 +96,31 @@ class _Builder:
                  pads=[ph, pw, ph, pw], dilations=_pair(a.dilation), group=a.groups,
                  output_padding=_pair(a.output_padding))
 
+    def pool_window(self, node, ins, a, dilation=(1, 1)) -> dict:
+        """Pads and ceil_mode reproducing PyTorch's output size. ONNX's ceil mode keeps a last window
+        that starts in the right padding, which PyTorch drops: then pad the end explicitly instead."""
+        x, out = self.graph.type_of(ins[0]), node.type
+        pads, ceil = [a.padding[0], a.padding[1], a.padding[0], a.padding[1]], a.ceil_mode
+        for axis, (size, n) in enumerate(((x.h, out.h), (x.w, out.w))):
+            p, k, st = a.padding[axis], dilation[axis] * (a.kernel[axis] - 1) + 1, a.stride[axis]
+            if ceil and -(-(size + 2 * p - k) // st) + 1 != n:
+                ceil = False
+        if ceil != a.ceil_mode:
+            for axis, (size, n) in enumerate(((x.h, out.h), (x.w, out.w))):
+                p, k, st = a.padding[axis], dilation[axis] * (a.kernel[axis] - 1) + 1, a.stride[axis]
+                pads[2 + axis] = max(p, (n - 1) * st + k - size - p)  # floor mode then gives exactly n windows
+            if node.op == "avgpool2d" and a.count_include_pad and pads[2:] != pads[:2]:
+                raise ExportError(f"{node.name}: average pooling with ceil_mode and count_include_pad whose last "
+                                  "window PyTorch drops has no exact ONNX form")
+        return {"pads": pads, "ceil_mode": int(ceil)}
+
     def op_maxpool2d(self, node, ins, a, name):
-        ph, pw = a.padding
         self.add("MaxPool", ins, name, name, kernel_shape=_pair(a.kernel), strides=_pair(a.stride),
-                 pads=[ph, pw, ph, pw], dilations=_pair(a.dilation), ceil_mode=int(a.ceil_mode))
+                 dilations=_pair(a.dilation), **self.pool_window(node, ins, a, a.dilation))
 
     def op_avgpool2d(self, node, ins, a, name):
-        ph, pw = a.padding
         self.add("AveragePool", ins, name, name, kernel_shape=_pair(a.kernel), strides=_pair(a.stride),
-                 pads=[ph, pw, ph, pw], ceil_mode=int(a.ceil_mode), count_include_pad=int(a.count_include_pad))
+                 count_include_pad=int(a.count_include_pad), **self.pool_window(node, ins, a))
 
     def op_global_avgpool(self, node, ins, a, name):
         self.add("GlobalAveragePool", ins, name, name)

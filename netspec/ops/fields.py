@@ -5,6 +5,7 @@ and true, but accepts 64.0 (an expression like `${c * 0.5}` yields a float).
 """
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, PlainValidator, WithJsonSchema
@@ -30,6 +31,8 @@ def _int_like(v: Any) -> Any:
 def _float_like(v: Any) -> Any:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError(f"expected a number, got {_describe(v)}")
+    if not math.isfinite(v):
+        raise ValueError(f"expected a finite number, got {v}")
     return float(v)
 
 

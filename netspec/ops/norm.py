@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from pydantic import field_validator
 
 from .fields import Bool, Float, PosInt
 from .registry import Attrs, OpDef, ParamSpec, RunError, ShapeError, register
@@ -11,6 +12,20 @@ class BatchNorm2dAttrs(Attrs):
     eps: Float = 1e-5
     momentum: Float = 0.1  # running = (1 - momentum) * running + momentum * batch, as in PyTorch
     affine: Bool = True
+
+    @field_validator("eps")
+    @classmethod
+    def _positive_eps(cls, eps: float) -> float:
+        if eps <= 0:
+            raise ValueError(f"must be positive, got {eps}")
+        return eps
+
+    @field_validator("momentum")
+    @classmethod
+    def _fraction(cls, momentum: float) -> float:
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"must be between 0 and 1, got {momentum}")
+        return momentum
 
 
 def _batchnorm_shape(a, inputs):
@@ -27,7 +42,7 @@ def _batchnorm_params(a: BatchNorm2dAttrs, inputs):
         params["weight"] = ParamSpec((c,), ("C",))
         params["bias"] = ParamSpec((c,), ("C",))
     params["running_mean"] = ParamSpec((c,), ("C",), trainable=False)
-    params["running_var"] = ParamSpec((c,), ("C",), trainable=False)
+    params["running_var"] = ParamSpec((c,), ("C",), trainable=False, non_negative=True)
     return params
 
 

@@ -46,6 +46,7 @@ class ParamSpec:
     shape: tuple[int, ...]
     symbols: tuple[str, ...]  # a name per dimension, used in formulas: ("C_out", "C_in", "k_h", "k_w")
     trainable: bool = True
+    non_negative: bool = False  # a variance: a negative value in a weights file is refused
 
     @property
     def size(self) -> int:

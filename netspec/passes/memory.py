@@ -67,7 +67,7 @@ def plan_memory(graph: Graph, batch: int = 1) -> MemoryPlan:
         if reuse:  # write over the input, which dies here
             buffer = buffer_of[first]
             buffer.tensors.append(node.name)
-            buffer.end = last_use[node.name]
+            buffer.end = max(last_use[node.name], i)  # an unused output still occupies it at step i
         else:
             buffer = Buffer([node.name], size[node.name], i, max(last_use[node.name], i))
             buffers.append(buffer)

@@ -17,11 +17,14 @@ REFS = {"anyOf": [NAME, {"type": "array", "items": NAME, "minItems": 1}]}
 
 
 def _loosen(schema: Any) -> Any:
-    """Accept one integer wherever a pair [h, w] is expected, as the attribute models do."""
+    """Accept what the attribute models accept: an expression for any value (inside lists too), and
+    one integer wherever a pair [h, w] is expected."""
     if isinstance(schema, dict):
         schema = {k: _loosen(v) for k, v in schema.items() if k != "title"}
         if len(schema.get("prefixItems", [])) == 2:
-            return {"anyOf": [{"type": "integer"}, schema]}
+            return {"anyOf": [{"type": "integer"}, EXPR, schema]}
+        if schema.get("type") in ("integer", "number", "boolean") or "enum" in schema:
+            return {"anyOf": [schema, EXPR]}
         return schema
     if isinstance(schema, list):
         return [_loosen(v) for v in schema]
@@ -50,7 +53,7 @@ def _reserved_properties() -> dict[str, Any]:
 
 def _op_rule(op) -> dict[str, Any]:
     model = op.attrs.model_json_schema()
-    props = {name: {"anyOf": [_loosen(s), EXPR], "description": s.get("title", name)}
+    props = {name: {"anyOf": [_loosen(s), EXPR], "description": s.get("description", s.get("title", name))}
              for name, s in model.get("properties", {}).items()}
     names = [op.name, *op.aliases]
     return {

@@ -3,6 +3,7 @@ expand. This is the front half of the pipeline; `netspec.load` is its public fac
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,7 @@ def resolve_params(spec: SpecFile, source: SourceFile, variant: str | None, over
             declared = ", ".join(spec.params) or "none"
             errors.error(where, f"unknown parameter '{key}'{did_you_mean(key, spec.params)}; declared: {declared}")
     values: dict[str, Any] = {}
+    failed: set[str] = set()  # parameters already reported: defaults that use them stay quiet
     for key, decl in spec.params.items():
         if not IDENT_RE.match(key):
             errors.error(source.loc(("params", key), key=True), f"parameter name '{key}' must be a word")
@@ -212,7 +214,9 @@ def resolve_params(spec: SpecFile, source: SourceFile, variant: str | None, over
         try:
             values[key] = check_param_type(decl, evaluate(raw, values))
         except (ExprError, ValueError) as e:
-            errors.error(where, f"parameter '{key}': {e}")
+            failed.add(key)
+            if not (isinstance(raw, str) and any(re.search(rf"\b{name}\b", raw) for name in failed - {key})):
+                errors.error(where, f"parameter '{key}': {e}")
     return values
 
 
@@ -249,8 +253,10 @@ def load_graph(path: str | os.PathLike, variant: str | None = None, params: dict
     if spec is None:
         errors.check()
     if base_path is not path and variant is not None:  # the extension pins parameters a variant could undo
+        where = (f"use --variant with {display_path(base_path)}" if spec.variants else
+                 f"neither declares variants; set parameters with --set")
         errors.error(COMMAND_LINE, f"{display_path(path)} extends {display_path(base_path)} and has no variants of "
-                     f"its own; use --variant with {display_path(base_path)}")
+                     f"its own; {where}")
         errors.check()
     blocks = collect_blocks(spec, source, base_path, errors)
     if spec.layers is None or spec.input is None:
