@@ -28,6 +28,9 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
     from .backends.executor import Executable, reference_kernels
     from .weights import check_weights, init_weights, load_weights
 
+    if backend not in ("cpu", "cuda", "reference"):
+        raise ValueError(f"unknown backend '{backend}'; available: cpu, cuda, reference")
+
     if weights is None:
         weights = init_weights(graph, seed)
     elif isinstance(weights, dict):
@@ -50,8 +53,6 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
     elif backend == "cuda":
         from .backends import cuda
         return cuda.compile(graph, weights, mode=mode, seed=seed)
-    else:
-        raise ValueError(f"unknown backend '{backend}'; available: cpu, cuda, reference")
     return Executable(graph, weights, kernels, mode=mode, seed=seed, backend=backend)
 
 

@@ -215,7 +215,7 @@ def cmd_compare(args) -> int:
         raise UsageError("compare needs at least two specs")
     summaries, labels = [], []
     for item in args.specs:
-        spec, _, variant = item.partition(":")
+        spec, _, variant = item.rpartition(":") if ":" in item and not Path(item).exists() else (item, "", "")
         graph = load(spec, variant=variant or None, params=parse_sets(args.set))
         summaries.append(summary(graph, batch=args.batch))
         labels.append(Path(spec).stem + (f":{variant}" if variant else ""))
@@ -348,10 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_errors() -> tuple[type[Exception], ...]:
+    from .backends.cuda import BackendUnavailable
     from .backends.executor import InputError
     from .ops.registry import RunError
     from .weights import WeightsError
-    return (InputError, RunError, WeightsError, NotImplementedError)
+    return (InputError, RunError, WeightsError, BackendUnavailable)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -169,7 +169,7 @@ def _explain_field(r: NodeStats) -> str:
     for i, axis in ((0, "h"), (1, "w")):
         k, s = w.kernel[i], w.stride[i]
         if w.transposed:
-            parts.append(f"{axis}: r + (ceil(k/s)-1)·j = {_frac(fin.size[i])} + ({taps(w, i)}-1)·{_frac(fin.jump[i])}"
+            parts.append(f"{axis}: r + (taps-1)·j = {_frac(fin.size[i])} + ({taps(w, i)}-1)·{_frac(fin.jump[i])}"
                          f" = {_frac(f.size[i])}, jump {_frac(fin.jump[i])}/{s} = {_frac(f.jump[i])}")
         else:
             parts.append(f"{axis}: r + (k-1)·j = {_frac(fin.size[i])} + ({k}-1)·{_frac(fin.jump[i])} = "
@@ -212,7 +212,7 @@ def compare(summaries: list[Summary], labels: list[str]) -> str:
         row = [name] + [text(s) for s in summaries]
         if len(summaries) == 2:
             a, b = (value(s) for s in summaries) if value else (None, None)
-            row.append(f"{b / a:.3f}×" if value and a else "")
+            row.append(f"{b / a:.3g}×" if value and a else "")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))

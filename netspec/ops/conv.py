@@ -177,7 +177,7 @@ def conv_transpose2d_macs(a: ConvTranspose2dAttrs, inputs, out):
 
 
 def conv_transpose2d_window(a: ConvTranspose2dAttrs, inputs):
-    return Window(_effective(a.kernel, a.dilation), a.stride, transposed=True)
+    return Window(_effective(a.kernel, a.dilation), a.stride, transposed=True, dilation=a.dilation)
 
 
 def conv_transpose2d_reference(a: ConvTranspose2dAttrs, inputs, params, ctx):

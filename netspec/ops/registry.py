@@ -69,9 +69,10 @@ class Window:
     `transposed` windows upsample: the stride divides the jump instead of multiplying it.
     """
 
-    kernel: tuple[int, int]
+    kernel: tuple[int, int]  # effective (dilated) size
     stride: tuple[int, int]
     transposed: bool = False
+    dilation: tuple[int, int] = (1, 1)  # kept for transposed windows, whose taps interleave
 
 
 GLOBAL = "global"  # the op sees its whole input (global pooling, flatten, linear)

@@ -175,4 +175,10 @@ def taps(window: Window, axis: int) -> int:
     """How many neighbouring inputs one output reads along an axis. A transposed convolution with
     stride s reaches only ceil(k/s) of them (k=2, s=2 reads exactly one)."""
     k, s = window.kernel[axis], window.stride[axis]
-    return -(-k // s) if window.transposed else k
+    if not window.transposed:
+        return k
+    d = window.dilation[axis]
+    taps = (k - 1) // d + 1  # the kernel's taps sit d apart; an output reads those of one residue mod s
+    spans = [(i * d - j * d) // s + 1 for j in range(taps) for i in range(j, taps, 1)
+             if (i * d - j * d) % s == 0]
+    return max(spans)

@@ -157,7 +157,7 @@ def follow_extends(spec: SpecFile, source: SourceFile, path: Path, errors: Colle
     An extension only names the base and changes parameter defaults (`params: {depth: 50}`), so a
     family of networks stays one spec (resnet50.yaml extends resnet.yaml)."""
     values: dict[str, tuple[Any, Location]] = {}
-    seen = {path.resolve()}
+    seen = [path.resolve()]
     while spec is not None and spec.extends is not None:
         extra = [k for k in ("layers", "input", "blocks", "imports", "variants", "outputs") if getattr(spec, k)]
         for key in extra:
@@ -168,12 +168,13 @@ def follow_extends(spec: SpecFile, source: SourceFile, path: Path, errors: Colle
         target = (path.parent / spec.extends).resolve()
         where = source.loc(("extends",))
         if target in seen:
-            errors.error(where, f"'{spec.extends}' extends itself (a cycle of extends)")
+            chain = " → ".join(display_path(p) for p in seen[seen.index(target):] + [target])
+            errors.error(where, f"a cycle of extends: {chain}")
             return None, None, path, values
         if not target.is_file():
             errors.error(where, f"cannot extend '{spec.extends}': no such file (looked for {display_path(target)})")
             return None, None, path, values
-        seen.add(target)
+        seen.append(target)
         path = target
         spec, source = parse_file(target, errors)
     return spec, source, path, values
