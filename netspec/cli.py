@@ -252,14 +252,24 @@ def cmd_ops(args) -> int:
     return 0
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
-    return value
+def positive_int_or(*words: str):
+    """An argparse type: a positive integer, or one of `words` (e.g. 'auto', 'dynamic')."""
+    expected = "a positive integer" + "".join(f" or '{w}'" for w in words)
+
+    def parse(text: str) -> int | str:
+        if text in words:
+            return text
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got '{text}'")
+        return value
+    return parse
+
+
+positive_int = positive_int_or()
 
 
 def build_parser() -> argparse.ArgumentParser:

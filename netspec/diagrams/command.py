@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..cli import UsageError, _load, check_writable, write_output
+from ..cli import UsageError, _load, check_writable, positive_int_or, write_output
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
 INSTALL = "Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz; others: https://graphviz.org/download/"
@@ -30,16 +30,7 @@ def add_commands(sub, spec_options) -> None:
     p.set_defaults(func=cmd_render)
 
 
-def _depth(text: str) -> int | str:
-    if text in ("auto", "full"):
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, auto or full, got '{text}'")
-    return value
+_depth = positive_int_or("auto", "full")
 
 
 def _show(text: str) -> tuple[str, ...]:

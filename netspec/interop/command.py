@@ -1,22 +1,13 @@
 """The `netspec export`, `netspec import` and `netspec weights import` commands (registered by netspec.cli)."""
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 from pathlib import Path
 
+from ..cli import positive_int_or  # noqa: E402  (cli imports this module lazily, so no cycle)
 
-def _batch(text: str) -> int | str:
-    if text == "dynamic":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'dynamic', got '{text}'")
-    return value
+_batch = positive_int_or("dynamic")
 
 
 def _interop_errors(func):

@@ -278,7 +278,7 @@ def export_onnx(graph: Graph, weights: dict[str, np.ndarray] | None = None, batc
     "train" (see the module's doc). check: run onnx.checker's full check on the result (serializes
     the model once more; `check_serialized(bytes)` checks bytes you already have).
     """
-    onnx = _require_onnx()
+    _require_onnx()
     from onnx import TensorProto, helper
 
     from ..weights import check_weights, init_weights

@@ -62,7 +62,7 @@ def windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dil
     takes every dilation-th element.
     """
     t, l, b, r = pads
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    (sh, sw), (dh, dw), (oh, ow) = stride, dilation, out_hw
     keh, kew = _effective(kernel, dilation)
     h, w = x.shape[2], x.shape[3]
     b = max(b, (oh - 1) * sh + keh - h - t)

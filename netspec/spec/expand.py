@@ -17,7 +17,7 @@ from typing import Any, Iterator, Mapping
 from pydantic import ValidationError
 
 from .. import ops
-from ..ir.graph import Graph, Node, ScopeInfo
+from ..ir.graph import Node, ScopeInfo
 from ..ir.types import BATCH, TensorType
 from ..ops.registry import ShapeError, infer_output
 from .errors import Collector, Diagnostic, Location, SpecError, Trace, diagnostic_at, did_you_mean

@@ -255,7 +255,7 @@ def load_graph(path: str | os.PathLike, variant: str | None = None, params: dict
         errors.check()
     if base_path is not path and variant is not None:  # the extension pins parameters a variant could undo
         where = (f"use --variant with {display_path(base_path)}" if spec.variants else
-                 f"neither declares variants; set parameters with --set")
+                 "neither declares variants; set parameters with --set")
         errors.error(COMMAND_LINE, f"{display_path(path)} extends {display_path(base_path)} and has no variants of "
                      f"its own; {where}")
         errors.check()
