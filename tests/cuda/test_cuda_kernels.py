@@ -46,6 +46,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import netspec
+from conftest import BASIC_BLOCK, dedent  # tests/conftest.py: the residual block shared with the main tests
 from netspec import ops
 from netspec.backends.cuda import kernel_for
 from netspec.backends.cuda import kernels as K
@@ -166,28 +167,11 @@ def test_train_mode_batchnorm_refuses_one_value_per_channel():
 
 # --- whole networks -------------------------------------------------------------------------------
 
-TINY_RESNET = """\
-netspec: 1
-name: tiny_resnet
-input: {shape: [3, 8, 8]}
-blocks:
-  basic:
-    params: {c: int, stride: 1}
-    layers:
-      - {op: conv2d, name: conv1, out: $c, kernel: 3, stride: $stride, padding: 1, bias: false}
-      - {op: batchnorm2d, name: bn1}
-      - {op: relu, name: relu}
-      - {op: conv2d, name: conv2, out: $c, kernel: 3, padding: 1, bias: false}
-      - {op: batchnorm2d, name: bn2}
-      - name: downsample
-        in: input
-        when: ${stride != 1 or input.c != c}
-        layers:
-          - {op: conv2d, out: $c, kernel: 1, stride: $stride, bias: false}
-          - {op: batchnorm2d}
-      - {op: add, name: add, in: [bn2, downsample]}
-      - {op: relu, name: relu2}
-layers:
+TINY_RESNET = dedent("""
+    netspec: 1
+    name: tiny_resnet
+    input: {shape: [3, 8, 8]}
+""" + BASIC_BLOCK) + """layers:
   - {op: conv2d, name: stem, out: 4, kernel: 3, padding: 1, bias: false}
   - {op: batchnorm2d, name: bn}
   - {op: relu}
