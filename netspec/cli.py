@@ -273,7 +273,9 @@ positive_int = positive_int_or()
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     parser = argparse.ArgumentParser(prog="netspec", description="A declarative network compiler: CNNs as YAML.")
+    parser.add_argument("--version", action="version", version=f"netspec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def spec_options(p, many=False):
