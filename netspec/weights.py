@@ -103,6 +103,9 @@ def check_weights(graph: Graph, weights: dict[str, np.ndarray], origin: str = "w
         if not np.isfinite(array).all():
             problems.append(f"{key}: contains NaN or Inf")
             continue
+        if spec.non_negative and (array < 0).any():
+            problems.append(f"{key}: has negative values (a variance cannot be negative)")
+            continue
         checked[key] = array
     if problems:
         raise WeightsError(f"{origin} do not fit {graph.name}:\n  " + "\n  ".join(problems))
@@ -130,6 +133,9 @@ def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
+    if Path(path).suffix.lower() in (".pt", ".pth", ".bin", ".ckpt"):
+        raise WeightsError(f"'{path}' looks like a PyTorch checkpoint; convert it first: "
+                           f"netspec weights import {path} -o weights.safetensors --spec SPEC")
     try:
         data = Path(path).read_bytes()
     except OSError as e:
