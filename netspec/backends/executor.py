@@ -6,6 +6,7 @@ tensor is released after its last use. The same loop runs the numpy references (
 """
 from __future__ import annotations
 
+import functools
 import zlib
 from typing import Callable, Mapping
 
@@ -47,6 +48,11 @@ def check_input(name: str, value, expected_dims: tuple[int, ...]) -> np.ndarray:
     return array
 
 
+def _pass_through(attrs, inputs, params, ctx) -> np.ndarray:
+    """The step of an activation fused into its producer: the value is already activated."""
+    return inputs[0]
+
+
 class Executable:
     """A graph bound to weights and kernels for one mode; `run(inputs)` → {output name: array}."""
 
@@ -71,8 +77,34 @@ class Executable:
             for name in node.inputs:
                 last_use[name] = index
         keep = set(self.graph.outputs)
+        if mode == "eval":
+            self._fuse_activations(kernels, keep)
         self.release = [[name for name in dict.fromkeys(node.inputs) if last_use[name] == index and name not in keep]
                         for index, node in enumerate(self.graph.nodes)]
+
+    def _fuse_activations(self, kernels: Mapping[str, Kernel], keep: set[str]) -> None:
+        """Epilogue fusion in the plan: a producer whose kernel `fuses_activation` (the CPU conv2d),
+        read only by an activation whose kernel names its `activation` code, applies that
+        activation itself; the activation's step then hands the producer's array on unchanged.
+        The values are the same as running the two kernels one after the other."""
+        readers: dict[str, list] = {}
+        for node in self.graph.nodes:
+            for name in dict.fromkeys(node.inputs):
+                readers.setdefault(name, []).append(node)
+        position = {node.name: i for i, node in enumerate(self.graph.nodes)}
+        for i, (node, kernel, keys) in enumerate(self.plan):
+            users = readers.get(node.name, [])
+            if not getattr(kernel, "fuses_activation", False) or node.name in keep or len(users) != 1:
+                continue
+            user = users[0]
+            act = getattr(kernels[user.op], "activation", None)
+            if act is None or list(user.inputs) != [node.name]:
+                continue
+            code, attr = act
+            alpha = float(getattr(user.attrs, attr)) if attr else 0.0
+            self.plan[i] = (node, functools.partial(kernel, act=code, alpha=alpha), keys)
+            j = position[user.name]
+            self.plan[j] = (user, _pass_through, self.plan[j][2])
 
     @property
     def input_names(self) -> list[str]:

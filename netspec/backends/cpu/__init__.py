@@ -36,6 +36,11 @@ if not os.environ.get("NUMBA_CACHE_DIR"):
         if not _numba_config.CACHE_DIR:
             _numba_config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
 
+
+from ...threads import start_numba_threads  # noqa: E402
+
+start_numba_threads()
+
 from .kernels import KERNELS, Kernel, kernel_for, warm_up  # noqa: E402
 
 __all__ = ["KERNELS", "Kernel", "kernel_for", "warm_up"]

@@ -6,9 +6,12 @@ needs SciPy. Everything around them (patch extraction, scatter, bias) is Numba.
 """
 from __future__ import annotations
 
-import numpy as np
-from numba import njit
+import threading
 
+import numpy as np
+from numba import njit, prange
+
+from ._act import NONE, act_row
 from ._util import bias_or_zeros, f32, window_out
 
 
@@ -26,99 +29,136 @@ def _valid_range(off: int, stride: int, size: int, count: int) -> tuple[int, int
     return lo, hi
 
 
-@njit(cache=True, fastmath=False)
-def _im2col(x, groups, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo, cols):
-    """x: N×C×H×W → cols: N×G×(C/G·kh·kw)×(ho·wo), rows ordered like weight[o].ravel() (c, i, j).
+@njit(cache=True, fastmath=False, parallel=True)
+def _im2col(x, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, wo, n0, n1, oh0, oh1, cols):
+    """The patch matrix of one column tile: channels c0..c0+cg of images n0..n1, output rows
+    oh0..oh1 of each → cols: (cg·kh·kw) × ((n1−n0)·(oh1−oh0)·wo), rows ordered like weight[o].ravel()
+    (c, i, j), columns image by image, row by row.
 
     Zero padding (asymmetric allowed), stride and dilation are resolved here, so the GEMM sees a
-    plain dense matrix.
+    plain dense matrix. Parallel over the rows of cols (each thread writes its own rows).
     """
-    n_, c_, h_, w_ = x.shape
-    cg = c_ // groups
-    for n in range(n_):
-        for c in range(c_):
-            g = c // cg
-            cl = c - g * cg
-            for i in range(kh):
-                for j in range(kw):
-                    dst = cols[n, g, (cl * kh + i) * kw + j]
-                    off_w = j * dw - pl
-                    lo, hi = _valid_range(off_w, sw, w_, wo)
-                    for oh in range(ho):
-                        ih = oh * sh - pt + i * dh
-                        base = oh * wo
-                        if ih < 0 or ih >= h_:
-                            for ow in range(wo):
-                                dst[base + ow] = 0.0
-                            continue
-                        src = x[n, c, ih]
-                        for ow in range(lo):
-                            dst[base + ow] = 0.0
-                        if sw == 1:  # a contiguous run: a straight copy
-                            dst[base + lo:base + hi] = src[lo + off_w:hi + off_w]
-                        else:
-                            for ow in range(lo, hi):
-                                dst[base + ow] = src[ow * sw + off_w]
-                        for ow in range(hi, wo):
-                            dst[base + ow] = 0.0
+    h_, w_ = x.shape[2], x.shape[3]
+    rows = oh1 - oh0
+    taps = kh * kw
+    for k in prange(cg * taps):
+        cl = k // taps
+        i = (k - cl * taps) // kw
+        j = k - cl * taps - i * kw
+        dst = cols[k]
+        off_w = j * dw - pl
+        lo, hi = _valid_range(off_w, sw, w_, wo)
+        for n in range(n0, n1):
+            xc = x[n, c0 + cl]
+            for oh in range(oh0, oh1):
+                base = ((n - n0) * rows + oh - oh0) * wo
+                ih = oh * sh - pt + i * dh
+                if ih < 0 or ih >= h_:
+                    for ow in range(wo):
+                        dst[base + ow] = 0.0
+                    continue
+                src = xc[ih]
+                for ow in range(lo):
+                    dst[base + ow] = 0.0
+                if sw == 1:  # a contiguous run: a straight copy
+                    for ow in range(lo, hi):
+                        dst[base + ow] = src[ow + off_w]
+                else:
+                    for ow in range(lo, hi):
+                        dst[base + ow] = src[ow * sw + off_w]
+                for ow in range(hi, wo):
+                    dst[base + ow] = 0.0
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, parallel=True)
+def _epilogue(t, y, n0, n1, o0, p0, plen, bias, has_bias, act, alpha):
+    """y[n, o0 + o, p0:p0 + plen] = act(t[o, (n − n0)·plen + …] + bias[o0 + o]) for a GEMM tile
+    t: (O/G) × ((n1 − n0)·plen) and y: N×O×P (bias add and activation fused into the copy)."""
+    og = t.shape[0]
+    nn = n1 - n0
+    for idx in prange(og * nn):
+        o = idx // nn
+        m = idx - o * nn
+        act_row(t[o, m * plen:(m + 1) * plen], y[n0 + m, o0 + o, p0:p0 + plen], bias[o0 + o], has_bias,
+                act, alpha)
+
+
+@njit(cache=True, fastmath=False, parallel=True)
+def _bias_act(y, bias, has_bias, act, alpha):
+    """In place: y[n, c, :] = act(y[n, c, :] + bias[c]) for y: N×C×P (the GEMM epilogue)."""
+    n_, c_ = y.shape[0], y.shape[1]
+    for idx in prange(n_ * c_):
+        n = idx // c_
+        c = idx - n * c_
+        row = y[n, c]
+        act_row(row, row, bias[c], has_bias, act, alpha)
+
+
 def add_bias(y, bias):
-    """In place: y[n, c, :] += bias[c] for y: N×C×P (the GEMM epilogue)."""
-    n_, c_, p_ = y.shape
-    for n in range(n_):
-        for c in range(c_):
-            b = bias[c]
-            row = y[n, c]
-            for p in range(p_):
-                row[p] += b
+    """In place: y[n, c, :] += bias[c] for y: N×C×P."""
+    _bias_act(y, bias, True, NONE, 0.0)
 
 
-@njit(cache=True, fastmath=False)
-def _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, y):
-    """Direct depthwise convolution (one filter per channel), x: N×C×H×W, w: C×1×kh×kw → y: N×C×ho×wo.
+@njit(cache=True, fastmath=False, parallel=True)
+def _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, los, his, act, alpha, y):
+    """Direct depthwise convolution (one filter per channel), x: N×C×H×W, w: C×1×kh×kw → y: N×C×ho×wo,
+    with the bias and activation applied as each output row is finished.
 
-    Loops tap by tap over whole output rows, with the valid column range computed once per tap,
-    so the inner loop is a branch-free strided multiply-add.
+    Parallel over (image, channel) planes; each output row gathers its taps while it stays in L1,
+    over the valid column range of each tap (los/his, precomputed), so the inner loop is a
+    branch-free multiply-add.
     """
     n_, c_, h_, w_ = x.shape
     ho, wo = y.shape[2], y.shape[3]
-    for n in range(n_):
-        for c in range(c_):
-            yc = y[n, c]
-            for oh in range(ho):
-                for ow in range(wo):
-                    yc[oh, ow] = 0.0
-            xc = x[n, c]
+    for idx in prange(n_ * c_):
+        n = idx // c_
+        c = idx - n * c_
+        xc = x[n, c]
+        yc = y[n, c]
+        wc = w[c, 0]
+        for oh in range(ho):
+            dst = yc[oh]
+            for ow in range(wo):
+                dst[ow] = 0.0
             for i in range(kh):
+                ih = oh * sh - pt + i * dh
+                if ih < 0 or ih >= h_:
+                    continue
+                src = xc[ih]
                 for j in range(kw):
-                    wv = w[c, 0, i, j]
+                    wv = wc[i, j]
                     off_w = j * dw - pl
-                    lo, hi = _valid_range(off_w, sw, w_, wo)
-                    for oh in range(ho):
-                        ih = oh * sh - pt + i * dh
-                        if ih < 0 or ih >= h_:
-                            continue
-                        src = xc[ih]
-                        dst = yc[oh]
+                    lo, hi = los[j], his[j]
+                    if sw == 1:
+                        for ow in range(lo, hi):
+                            dst[ow] += wv * src[ow + off_w]
+                    else:
                         for ow in range(lo, hi):
                             dst[ow] += wv * src[ow * sw + off_w]
-            if has_bias:
-                b = bias[c]
-                for oh in range(ho):
-                    for ow in range(wo):
-                        yc[oh, ow] += b
+            if has_bias or act != NONE:
+                act_row(dst, dst, bias[c], has_bias, act, alpha)
 
 
-_CHUNK_BYTES = 32 << 20  # the patch (column) matrix holds at most this much, unless one image needs more
+# A column tile's patch matrix holds at most about this much (large images are cut into bands of
+# output rows). Few large GEMMs beat many cache-sized ones here: each switch between Numba and BLAS
+# threads costs a wake-up, and on a busy machine a scheduler slice.
+_TILE_BYTES = 128 << 20
+_work = threading.local()
 
 
-def _images_per_chunk(floats_per_image: int, n: int) -> int:
-    return max(1, min(n, _CHUNK_BYTES // max(1, 4 * floats_per_image)))
+def _buffer(name: str, size: int) -> np.ndarray:
+    """A per-thread scratch float32 buffer of at least `size` elements, reused across calls (fresh
+    large allocations cost page faults on every call)."""
+    buf = getattr(_work, name, None)
+    if buf is None or buf.size < size:
+        buf = np.empty(max(size, 1), np.float32)
+        setattr(_work, name, buf)
+    return buf[:size]
 
 
-def conv2d(attrs, inputs, params, ctx):
+def conv2d(attrs, inputs, params, ctx, act: int = NONE, alpha: float = 0.0):
+    """Convolution; `act`/`alpha` (an activation code of `_act`) fuse a following activation into
+    the epilogue — the executor's plan uses them, the kernel signature stays the op's."""
     x = f32(inputs[0])
     w = f32(params["weight"])
     n, c, h, wd = x.shape
@@ -130,33 +170,66 @@ def conv2d(attrs, inputs, params, ctx):
     ho = window_out(h, dh * (kh - 1) + 1, sh, pt, pb)
     wo = window_out(wd, dw * (kw - 1) + 1, sw, pl, pr)
     bias, has_bias = bias_or_zeros(params, o, attrs.bias)
+    alpha = float(alpha)
 
     if g > 1 and g == c and o == c:  # depthwise: a direct kernel, no GEMM
         y = np.empty((n, o, ho, wo), np.float32)
-        _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, y)
+        los, his = np.empty(kw, np.int64), np.empty(kw, np.int64)
+        for j in range(kw):
+            los[j], his[j] = _valid_range(j * dw - pl, sw, wd, wo)
+        _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, los, his, act, alpha, y)
         return y
 
     cg, og = c // g, o // g
+    p = ho * wo
+    y = np.empty((n, o, p), np.float32)
     if kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == pl == pb == pr == 0:
-        # pointwise: the input already is the GEMM's right-hand side
-        y = np.matmul(w.reshape(g, og, cg), x.reshape(n, g, cg, h * wd))  # N×G×(O/G)×P
+        # pointwise: the input already is the GEMM's right-hand side; the GEMM writes y directly
+        if g == 1:
+            np.matmul(w.reshape(o, c), x.reshape(n, c, p), out=y)
+        else:
+            np.matmul(w.reshape(g, og, cg), x.reshape(n, g, cg, p), out=y.reshape(n, g, og, p))
+        if has_bias or act != NONE:
+            _bias_act(y, bias, has_bias, act, alpha)
+        return y.reshape(n, o, ho, wo)
+
+    # im2col + GEMM over column tiles: whole output rows of one image when an image is large,
+    # else whole images (batched into one GEMM); the epilogue scatters, adds bias, activates.
+    k = cg * kh * kw
+    wg = w.reshape(g, og, k)
+    target = max(wo, _TILE_BYTES // (4 * k))
+    if p >= target:
+        rows_per, imgs_per = max(1, target // wo), 1
     else:
-        k, p = cg * kh * kw, ho * wo
-        wg = w.reshape(g, og, k)
-        y = np.empty((n, g, og, p), np.float32)  # which is N×O×P
-        step = _images_per_chunk(g * k * p, n)  # the patch matrix of a few images at a time
-        cols = np.empty((step, g, k, p), np.float32)
-        for n0 in range(0, n, step):
-            n1 = min(n, n0 + step)
-            _im2col(x[n0:n1], g, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo, cols[:n1 - n0])
-            np.matmul(wg, cols[:n1 - n0], out=y[n0:n1])
-    y = y.reshape(n, o, ho * wo)
-    if has_bias:
-        add_bias(y, bias)
+        rows_per, imgs_per = ho, max(1, min(n, target // p))
+    direct = g == 1 and rows_per >= ho and imgs_per == 1  # a tile is y[n] itself
+    for n0 in range(0, n, imgs_per):
+        n1 = min(n, n0 + imgs_per)
+        for oh0 in range(0, ho, rows_per):
+            oh1 = min(ho, oh0 + rows_per)
+            plen = (oh1 - oh0) * wo
+            cols = _buffer("cols", k * (n1 - n0) * plen).reshape(k, (n1 - n0) * plen)
+            for gi in range(g):
+                _im2col(x, gi * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, wo, n0, n1, oh0, oh1, cols)
+                if direct:
+                    np.matmul(wg[gi], cols, out=y[n0])
+                    if has_bias or act != NONE:
+                        _bias_act(y[n0:n1], bias, has_bias, act, alpha)
+                else:
+                    t = _buffer("gemm", og * cols.shape[1]).reshape(og, cols.shape[1])
+                    np.matmul(wg[gi], cols, out=t)
+                    _epilogue(t, y, n0, n1, gi * og, oh0 * wo, plen, bias, has_bias, act, alpha)
     return y.reshape(n, o, ho, wo)
 
 
-@njit(cache=True, fastmath=False)
+# The executor may fuse a following activation kernel (one with an `activation` attribute) into
+# this kernel's epilogue: conv2d(..., act=code, alpha=scalar).
+conv2d.fuses_activation = True
+
+_CHUNK_BYTES = 32 << 20  # conv_transpose2d's column matrix: at most this much, unless one image needs more
+
+
+@njit(cache=True, fastmath=False, parallel=True)
 def _col2im(cols, bias, has_bias, h_, w_, kh, kw, sh, sw, ph, pw, dh, dw, y):
     """Scatter-add cols: N×G×(O/G·kh·kw)×(H·W) into y: N×O×ho×wo (transposed convolution).
 
@@ -166,31 +239,33 @@ def _col2im(cols, bias, has_bias, h_, w_, kh, kw, sh, sw, ph, pw, dh, dw, y):
     n_, g_ = cols.shape[0], cols.shape[1]
     o_, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     og = o_ // g_
-    for n in range(n_):
-        for g in range(g_):
-            for oo in range(og):
-                yc = y[n, g * og + oo]
-                for oh in range(ho):
-                    for ow in range(wo):
-                        yc[oh, ow] = 0.0
-                for i in range(kh):
-                    for j in range(kw):
-                        src = cols[n, g, (oo * kh + i) * kw + j]
-                        off_w = j * dw - pw
-                        lo, hi = _valid_range(off_w, sw, wo, w_)
-                        for ih in range(h_):
-                            oh = ih * sh - ph + i * dh
-                            if oh < 0 or oh >= ho:
-                                continue
-                            dst = yc[oh]
-                            base = ih * w_
-                            for iw in range(lo, hi):
-                                dst[iw * sw + off_w] += src[base + iw]
-                if has_bias:
-                    b = bias[g * og + oo]
-                    for oh in range(ho):
-                        for ow in range(wo):
-                            yc[oh, ow] += b
+    for idx in prange(n_ * o_):  # each thread owns whole output planes
+        n = idx // o_
+        oc = idx - n * o_
+        g = oc // og
+        oo = oc - g * og
+        yc = y[n, g * og + oo]
+        for oh in range(ho):
+            for ow in range(wo):
+                yc[oh, ow] = 0.0
+        for i in range(kh):
+            for j in range(kw):
+                src = cols[n, g, (oo * kh + i) * kw + j]
+                off_w = j * dw - pw
+                lo, hi = _valid_range(off_w, sw, wo, w_)
+                for ih in range(h_):
+                    oh = ih * sh - ph + i * dh
+                    if oh < 0 or oh >= ho:
+                        continue
+                    dst = yc[oh]
+                    base = ih * w_
+                    for iw in range(lo, hi):
+                        dst[iw * sw + off_w] += src[base + iw]
+        if has_bias:
+            b = bias[g * og + oo]
+            for oh in range(ho):
+                for ow in range(wo):
+                    yc[oh, ow] += b
 
 
 def conv_transpose2d(attrs, inputs, params, ctx):
@@ -212,8 +287,8 @@ def conv_transpose2d(attrs, inputs, params, ctx):
     xg = x.reshape(n, g, cg, h * wd)
     bias, has_bias = bias_or_zeros(params, o, attrs.bias)
     y = np.empty((n, o, ho, wo), np.float32)
-    step = _images_per_chunk(g * k * h * wd, n)
-    cols = np.empty((step, g, k, h * wd), np.float32)
+    step = max(1, min(n, _CHUNK_BYTES // max(1, 4 * g * k * h * wd)))
+    cols = _buffer("cols", step * g * k * h * wd).reshape(step, g, k, h * wd)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         np.matmul(wt, xg[n0:n1], out=cols[:n1 - n0])  # images × G × k × (H·W)

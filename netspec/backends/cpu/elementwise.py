@@ -8,9 +8,26 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
+from . import _act
+from ._act import act_row
 from ._util import f32
+
+# Arrays at least this large go to the parallel kernels (below it, waking the threads costs more).
+PARALLEL_MIN = 1 << 15
+_BLOCK = 1 << 14  # elements per parallel work item
+
+
+@njit(cache=True, fastmath=False, parallel=True)
+def _act_parallel(x, y, act, alpha):
+    """y = act(x) over flat arrays, in blocks (each thread writes its own blocks); the same
+    float32 arithmetic as the serial kernels below."""
+    size = x.shape[0]
+    for blk in prange((size + _BLOCK - 1) // _BLOCK):
+        lo = blk * _BLOCK
+        hi = min(size, lo + _BLOCK)
+        act_row(x[lo:hi], y[lo:hi], np.float32(0.0), False, act, alpha)
 
 # --- activations -------------------------------------------------------------------------------
 
@@ -84,14 +101,21 @@ def _hardswish(x, y):
         y[i] = v * r / np.float32(6.0)
 
 
-def _pointwise(fn, *scalars):
+def _pointwise(fn, code, *scalars):
     def kernel(attrs, inputs, params, ctx):
         x = f32(inputs[0])
         y = np.empty_like(x)
-        fn(x.reshape(-1), *(float(getattr(attrs, s)) for s in scalars), y.reshape(-1))
+        args = [float(getattr(attrs, s)) for s in scalars]
+        if x.size >= PARALLEL_MIN:
+            _act_parallel(x.reshape(-1), y.reshape(-1), code, args[0] if args else 0.0)
+        else:
+            fn(x.reshape(-1), *args, y.reshape(-1))
         return y
     kernel.__name__ = fn.__name__.lstrip("_")
     kernel.__doc__ = fn.__doc__
+    # what a producer with `fuses_activation` (conv2d) needs to apply this op in its epilogue:
+    # the activation code of `_act` and the attribute holding its scalar (or None)
+    kernel.activation = (code, scalars[0] if scalars else None)
     return kernel
 
 
@@ -99,14 +123,14 @@ def identity(attrs, inputs, params, ctx):
     return f32(inputs[0])
 
 
-relu = _pointwise(_relu)
-relu6 = _pointwise(_relu6)
-sigmoid = _pointwise(_sigmoid)
-tanh = _pointwise(_tanh)
-leaky_relu = _pointwise(_leaky_relu, "slope")
-elu = _pointwise(_elu, "alpha")
-silu = _pointwise(_silu)
-hardswish = _pointwise(_hardswish)
+relu = _pointwise(_relu, _act.RELU)
+relu6 = _pointwise(_relu6, _act.RELU6)
+sigmoid = _pointwise(_sigmoid, _act.SIGMOID)
+tanh = _pointwise(_tanh, _act.TANH)
+leaky_relu = _pointwise(_leaky_relu, _act.LEAKY_RELU, "slope")
+elu = _pointwise(_elu, _act.ELU, "alpha")
+silu = _pointwise(_silu, _act.SILU)
+hardswish = _pointwise(_hardswish, _act.HARDSWISH)
 
 # --- dropout -----------------------------------------------------------------------------------
 
@@ -204,16 +228,20 @@ def maxout(attrs, inputs, params, ctx):
 # --- merges ------------------------------------------------------------------------------------
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, parallel=True)
 def _add2(a, b, y):
-    for i in range(a.size):
-        y[i] = a[i] + b[i]
+    size = a.shape[0]
+    for blk in prange((size + _BLOCK - 1) // _BLOCK):
+        for i in range(blk * _BLOCK, min(size, (blk + 1) * _BLOCK)):
+            y[i] = a[i] + b[i]
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, parallel=True)
 def _add_into(y, b):
-    for i in range(y.size):
-        y[i] += b[i]
+    size = y.shape[0]
+    for blk in prange((size + _BLOCK - 1) // _BLOCK):
+        for i in range(blk * _BLOCK, min(size, (blk + 1) * _BLOCK)):
+            y[i] += b[i]
 
 
 def add(attrs, inputs, params, ctx):
@@ -230,7 +258,7 @@ def add(attrs, inputs, params, ctx):
     return y
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, parallel=True)
 def _mul_broadcast(x, b, sizes, bstrides, y):
     """y = x · b where b broadcasts: x is viewed as sizes[0]×…×sizes[-1] (C order) and b's index
     along dimension d advances by bstrides[d] (0 where b has size 1)."""
@@ -238,11 +266,12 @@ def _mul_broadcast(x, b, sizes, bstrides, y):
     inner = sizes[r - 1]
     istride = bstrides[r - 1]
     outer = x.size // inner
-    idx = np.zeros(r, np.int64)
-    for o in range(outer):
+    for o in prange(outer):  # each thread its own rows; b's offset decoded from the row index
         off = 0
-        for d in range(r - 1):
-            off += idx[d] * bstrides[d]
+        div = 1
+        for d in range(r - 2, -1, -1):
+            off += ((o // div) % sizes[d]) * bstrides[d]
+            div *= sizes[d]
         base = o * inner
         if istride == 0:
             v = b[off]
@@ -251,13 +280,6 @@ def _mul_broadcast(x, b, sizes, bstrides, y):
         else:
             for k in range(inner):
                 y[base + k] = x[base + k] * b[off + k]
-        d = r - 2
-        while d >= 0:
-            idx[d] += 1
-            if idx[d] < sizes[d]:
-                break
-            idx[d] = 0
-            d -= 1
 
 
 def _broadcast_groups(xs: tuple[int, ...], bs: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:

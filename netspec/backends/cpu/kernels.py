@@ -84,6 +84,14 @@ _WARM_CASES: dict[str, list[tuple[dict, list[tuple[int, ...]], tuple[str, ...]]]
 }
 
 
+# Pointwise activations switch to a parallel kernel on large inputs: warm that path too.
+_BIG = (1, 2, 128, 128)
+for _name in ("relu", "relu6", "sigmoid", "tanh", "silu", "hardswish"):
+    _WARM_CASES[_name] = [({}, [_IMG], ("eval",)), ({}, [_BIG], ("eval",))]
+_WARM_CASES["leaky_relu"] = [({"slope": 0.1}, [_IMG], ("eval",)), ({"slope": 0.1}, [_BIG], ("eval",))]
+_WARM_CASES["elu"] = [({}, [_IMG], ("eval",)), ({}, [_BIG], ("eval",))]
+
+
 def _warm_one(name: str) -> None:
     op = ops.get(name)
     kernel = KERNELS[name]

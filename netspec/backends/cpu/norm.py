@@ -2,24 +2,25 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ...ops.registry import RunError
 from ._util import f32
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, parallel=True)
 def _scale_shift(x, scale, shift, y):
-    """y[n, c, :] = x[n, c, :] · scale[c] + shift[c] for x: N×C×S."""
+    """y[n, c, :] = x[n, c, :] · scale[c] + shift[c] for x: N×C×S (parallel over planes)."""
     n_, c_, s_ = x.shape
-    for n in range(n_):
-        for c in range(c_):
-            a = scale[c]
-            b = shift[c]
-            src = x[n, c]
-            dst = y[n, c]
-            for s in range(s_):
-                dst[s] = src[s] * a + b
+    for idx in prange(n_ * c_):
+        n = idx // c_
+        c = idx - n * c_
+        a = scale[c]
+        b = shift[c]
+        src = x[n, c]
+        dst = y[n, c]
+        for s in range(s_):
+            dst[s] = src[s] * a + b
 
 
 @njit(cache=True, fastmath=False)
@@ -30,12 +31,13 @@ def _bn_eval_coefficients(weight, bias, mean, var, eps, scale, shift):
         shift[c] = bias[c] - mean[c] * weight[c] * inv
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, parallel=True)
 def _bn_batch_stats(x, mean, var):
-    """Per-channel mean and biased variance over N and S of x: N×C×S (two passes, float64)."""
+    """Per-channel mean and biased variance over N and S of x: N×C×S (two passes, float64; a
+    channel's sums run in one thread, in order)."""
     n_, c_, s_ = x.shape
     count = n_ * s_
-    for c in range(c_):
+    for c in prange(c_):
         acc = 0.0
         for n in range(n_):
             row = x[n, c]
@@ -52,10 +54,10 @@ def _bn_batch_stats(x, mean, var):
         var[c] = acc / count
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, parallel=True)
 def _bn_train_apply(x, weight, bias, mean, var, eps, y):
     n_, c_, s_ = x.shape
-    for c in range(c_):
+    for c in prange(c_):
         inv = 1.0 / np.sqrt(var[c] + eps)
         a = weight[c] * inv
         b = bias[c] - mean[c] * a

@@ -2,19 +2,26 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ._util import f32
 
 
-@njit(cache=True, fastmath=False)
+_BLOCK = 1 << 15  # elements per parallel work item
+
+
+@njit(cache=True, fastmath=False, parallel=True)
 def _copy_columns(src, dst, col):
-    """dst[:, col:col + src.shape[1]] = src, for 2-D arrays."""
+    """dst[:, col:col + src.shape[1]] = src, for 2-D arrays (in blocks of a row, in parallel)."""
     r_, c_ = src.shape
-    for r in range(r_):
+    blocks = (c_ + _BLOCK - 1) // _BLOCK
+    for idx in prange(r_ * blocks):
+        r = idx // blocks
+        lo = (idx - r * blocks) * _BLOCK
+        hi = min(c_, lo + _BLOCK)
         s = src[r]
         d = dst[r]
-        for c in range(c_):
+        for c in range(lo, hi):
             d[col + c] = s[c]
 
 
