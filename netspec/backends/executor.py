@@ -48,6 +48,33 @@ def check_input(name: str, value, expected_dims: tuple[int, ...]) -> np.ndarray:
     return array
 
 
+def check_inputs(graph: Graph, inputs) -> dict[str, np.ndarray]:
+    """The run's inputs by name, each checked (`check_input`), all of one batch size: what every
+    backend's `run` starts with. A single array stands for a single-input network's input."""
+    names = list(graph.inputs)
+    if not isinstance(inputs, Mapping):
+        if len(names) != 1:
+            raise InputError(f"this network has inputs {names}; pass a dict")
+        inputs = {names[0]: inputs}
+    unknown = [k for k in inputs if k not in graph.inputs]
+    if unknown:
+        raise InputError(f"unknown input(s) {unknown}; this network's inputs are {names}")
+    values: dict[str, np.ndarray] = {}
+    for name, type_ in graph.inputs.items():
+        if name not in inputs:
+            raise InputError(f"missing input '{name}' ({type_})")
+        values[name] = check_input(name, inputs[name], type_.dims)
+    batches = {v.shape[0] for v in values.values()}
+    if len(batches) > 1:
+        raise InputError(f"inputs have different batch sizes: {sorted(batches)}")
+    return values
+
+
+def node_rng(seed: int, node_name: str, step: int) -> np.random.Generator:
+    """A train-mode node's randomness (dropout): its own stream per seed, node and run."""
+    return np.random.default_rng([seed, zlib.crc32(node_name.encode()), step])
+
+
 def _pass_through(attrs, inputs, params, ctx) -> np.ndarray:
     """The step of an activation fused into its producer: the value is already activated."""
     return inputs[0]
@@ -111,21 +138,7 @@ class Executable:
         return list(self.graph.inputs)
 
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not isinstance(inputs, Mapping):
-            if len(self.graph.inputs) != 1:
-                raise InputError(f"this network has inputs {self.input_names}; pass a dict")
-            inputs = {self.input_names[0]: inputs}
-        unknown = [k for k in inputs if k not in self.graph.inputs]
-        if unknown:
-            raise InputError(f"unknown input(s) {unknown}; this network's inputs are {self.input_names}")
-        values: dict[str, np.ndarray] = {}
-        for name, type_ in self.graph.inputs.items():
-            if name not in inputs:
-                raise InputError(f"missing input '{name}' ({type_})")
-            values[name] = check_input(name, inputs[name], type_.dims)
-        batches = {v.shape[0] for v in values.values()}
-        if len(batches) > 1:
-            raise InputError(f"inputs have different batch sizes: {sorted(batches)}")
+        values = check_inputs(self.graph, inputs)
         self.steps += 1
         for (node, kernel, keys), release in zip(self.plan, self.release):
             params = {p: self.weights[k] for p, k in keys.items()}
@@ -139,4 +152,4 @@ class Executable:
         return {name: values[name] for name in self.graph.outputs}
 
     def _rng(self, node_name: str) -> np.random.Generator:
-        return np.random.default_rng([self.seed, zlib.crc32(node_name.encode()), self.steps])
+        return node_rng(self.seed, node_name, self.steps)

@@ -10,7 +10,6 @@ on the host, exactly as the references draw them).
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from math import prod
 from typing import Mapping
@@ -21,7 +20,7 @@ from numba import cuda
 from ... import ops as opdefs
 from ...ir.graph import Graph
 from ...ops.registry import RunContext
-from ..executor import InputError, check_input
+from ..executor import check_inputs, node_rng
 from . import ops as cops
 
 
@@ -167,21 +166,8 @@ class CudaExecutable:
         return prepared
 
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not isinstance(inputs, Mapping):
-            if len(self.graph.inputs) != 1:
-                raise InputError(f"this network has inputs {self.input_names}; pass a dict")
-            inputs = {self.input_names[0]: inputs}
-        unknown = [k for k in inputs if k not in self.graph.inputs]
-        if unknown:
-            raise InputError(f"unknown input(s) {unknown}; this network's inputs are {self.input_names}")
-        values: dict[str, np.ndarray] = {}
-        for name, type_ in self.graph.inputs.items():
-            if name not in inputs:
-                raise InputError(f"missing input '{name}' ({type_})")
-            values[name] = check_input(name, inputs[name], type_.dims)
+        values = check_inputs(self.graph, inputs)
         batches = {v.shape[0] for v in values.values()}
-        if len(batches) > 1:
-            raise InputError(f"inputs have different batch sizes: {sorted(batches)}")
         prepared = self._prepare(batches.pop())
         self.steps += 1
         for name, value in values.items():  # the only host → device copies (besides dropout masks)
@@ -195,7 +181,7 @@ class CudaExecutable:
         return {name: prepared.views[name].copy_to_host().reshape(shapes[name]) for name in self.graph.outputs}
 
     def _rng(self, node_name: str) -> np.random.Generator:
-        return np.random.default_rng([self.seed, zlib.crc32(node_name.encode()), self.steps])
+        return node_rng(self.seed, node_name, self.steps)
 
 
 def run_op(name: str, attrs, inputs: list[np.ndarray], params: dict[str, np.ndarray], ctx: RunContext) -> np.ndarray:
