@@ -425,6 +425,20 @@ def adaptive_avgpool(x, y, planes, h, w, ho, wo):
         y[i] = acc / ((he - hs) * (we - ws))
 
 
+@cuda.jit(device=True)
+def block_sum(part, tid):
+    """Sum part[0:RED] (one value per thread of the block) by a shared-memory tree; every thread of
+    the block must call it, and gets the total."""
+    cuda.syncthreads()
+    step = RED // 2
+    while step > 0:
+        if tid < step:
+            part[tid] += part[tid + step]
+        cuda.syncthreads()
+        step //= 2
+    return part[0]
+
+
 @cuda.jit(fastmath=False)
 def row_mean(x, y, rows, length):
     """y[r] = mean of x[r, :] (global average pooling); one block per row, a shared-memory tree sum."""
@@ -435,15 +449,9 @@ def row_mean(x, y, rows, length):
         for s in range(tid, length, RED):
             acc += x[r * length + s]
         part[tid] = acc
-        cuda.syncthreads()
-        step = RED // 2
-        while step > 0:
-            if tid < step:
-                part[tid] += part[tid + step]
-            cuda.syncthreads()
-            step //= 2
+        total = block_sum(part, tid)
         if tid == 0:
-            y[r] = part[0] / length
+            y[r] = total / length
         cuda.syncthreads()
 
 
@@ -474,14 +482,7 @@ def bn_train_stats(x, batch, channels, inner, weight, bias, eps, momentum, runni
             s = e - b * inner
             acc += x[(b * channels + c) * inner + s]
         part[tid] = acc
-        cuda.syncthreads()
-        step = RED // 2
-        while step > 0:
-            if tid < step:
-                part[tid] += part[tid + step]
-            cuda.syncthreads()
-            step //= 2
-        mean = part[0] / count
+        mean = block_sum(part, tid) / count
         cuda.syncthreads()
         acc = 0.0
         for e in range(tid, count, RED):
@@ -490,15 +491,9 @@ def bn_train_stats(x, batch, channels, inner, weight, bias, eps, momentum, runni
             d = x[(b * channels + c) * inner + s] - mean
             acc += d * d
         part[tid] = acc
-        cuda.syncthreads()
-        step = RED // 2
-        while step > 0:
-            if tid < step:
-                part[tid] += part[tid + step]
-            cuda.syncthreads()
-            step //= 2
+        total = block_sum(part, tid)
         if tid == 0:
-            var = part[0] / count
+            var = total / count
             inv = 1.0 / math.sqrt(var + eps)
             a = weight[c] * inv
             scale[c] = a
