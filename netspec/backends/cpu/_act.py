@@ -1,8 +1,8 @@
 """Activation epilogues shared by the pointwise kernels and the fused convolution epilogues.
 
 `act_row(src, dst, b, has_bias, act, alpha)` writes dst[i] = act(src[i] (+ b)) over one contiguous
-row; each activation is written exactly as its standalone kernel computes it (float32), so a fused
-epilogue gives bit-for-bit the value the separate bias add and activation would. `src` may be `dst`.
+row; the standalone activation kernels run this same code (float32), so a fused epilogue gives
+bit-for-bit the value the separate bias add and activation would. `src` may be `dst`.
 """
 from __future__ import annotations
 
