@@ -30,6 +30,7 @@ import netspec  # noqa: E402
 from netspec.weights import init_weights  # noqa: E402
 
 DEFAULT_SPECS = ["resnet50", "vgg16", "unet"]
+TOLERANCE = 1e-3  # largest output difference, relative to the output's scale, that still counts as agreement
 
 
 def median_time(fn, warmup: int, runs: int) -> float:
@@ -133,11 +134,14 @@ def main(argv: list[str]) -> int:
                   f"{row.get('max_rel_diff', float('nan')):>12.2e}"
                   + (f"  (torch: {row['torch_error']})" if "torch_error" in row else ""), flush=True)
         del exe
+    bad = [f"{r['spec']} batch {r['batch']}" for r in rows if r.get("max_rel_diff", 0.0) > TOLERANCE]
+    if bad:
+        print(f"gpu_bench: outputs differ from PyTorch's by more than {TOLERANCE:g} (relative) for: {', '.join(bad)}")
     print(f"gpu_bench: ratio = netspec / PyTorch, end to end (input upload, forward, output download), fp32, "
           f"medians of {args.runs} runs after {args.warmup} warm-ups; {time.perf_counter() - started:.0f} s in all")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
-    return 0
+    return 1 if bad or any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@
 #     bash tools/gpu_check.sh --fetch-wheels     # downloads the wheels into .whl/ (git-ignored)
 # Then, through the device tool, from the repository root:
 #     run(command="bash tools/gpu_check.sh", carry=[".whl"], timeout_s=420)
-# Environment: PYTHON (default python3), TEST_TIMEOUT (s, default 150), BENCH_BUDGET (s, default 170).
+# Environment: PYTHON (default python3), TEST_TIMEOUT (s, default 150), BENCH_BUDGET (s, default 170),
+# BENCH_SPECS (zoo names, default gpu_bench.py's).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -90,13 +91,13 @@ except Exception as e:
 EOF
 
 say "2. CUDA tests on the GPU (tests/cuda, no simulator)"
-timeout "${TEST_TIMEOUT:-150}" "$PY" -m pytest tests/cuda -q -p no:cacheprovider -x -rs
+timeout "${TEST_TIMEOUT:-150}" "$PY" -m pytest tests/cuda -v --tb=short -p no:cacheprovider --maxfail=25 -rs
 tests_rc=$?
 [ $tests_rc -eq 124 ] && echo "gpu_check: the tests ran past ${TEST_TIMEOUT:-150} s and were stopped"
 [ $tests_rc -eq 5 ] && echo "gpu_check: no CUDA tests were collected: no usable GPU for numba.cuda (see step 1)"
 
 say "3. benchmark against PyTorch (cuDNN)"
-timeout $(( ${BENCH_BUDGET:-170} + 60 )) "$PY" tools/gpu_bench.py --batches 1 32 --runs 5 --warmup 2 \
+timeout $(( ${BENCH_BUDGET:-170} + 60 )) "$PY" tools/gpu_bench.py ${BENCH_SPECS:-} --batches 1 32 --runs 5 --warmup 2 \
     --budget "${BENCH_BUDGET:-170}" ${OUT:+--json "$OUT/gpu_bench.json"}
 bench_rc=$?
 [ $bench_rc -eq 124 ] && echo "gpu_check: the benchmark ran past its time and was stopped"

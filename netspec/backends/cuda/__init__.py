@@ -8,6 +8,13 @@ how the tests check the kernels on machines without a GPU.
 """
 from __future__ import annotations
 
+import numpy as _np
+
+# numba-cuda (0.30.4 and earlier) registers an overload for np.row_stack, which numpy 2.5 removed, and
+# fails on its first kernel compile without it: put back the alias (it always was np.vstack).
+if not hasattr(_np, "row_stack"):
+    _np.row_stack = _np.vstack
+
 
 class BackendUnavailable(NotImplementedError):
     """The CUDA backend cannot run here (no numba.cuda, no driver or no GPU). A RuntimeError

@@ -60,6 +60,9 @@ def make_conv_gemm(TM: int, TN: int, TK: int, RM: int, RN: int):
     NTX = TN // RN  # threads along the columns (threadIdx.x)
     NTY = TM // RM  # threads along the rows (threadIdx.y)
     NT = NTX * NTY
+    TM_PAD = TM + 1  # the A tile's row length, +1 so the transposed store avoids bank conflicts
+    # (computed here: shared-array shapes must be compile-time constants, which an expression in
+    # the kernel body is not for the CUDA compiler, though the simulator accepts it)
 
     @cuda.jit(fastmath=False)
     def conv_gemm(x, w, bias, has_bias, y, n_img, c_in, h, wd, c_out, og, cg, ho, wo, kh, kw, sh, sw, pt, pl,
@@ -70,7 +73,7 @@ def make_conv_gemm(TM: int, TN: int, TK: int, RM: int, RN: int):
         ((oh + pt − i·dh) / sh, ...) where that divides exactly and lands inside the input.
         Grid: (⌈N·ho·wo / TN⌉, ⌈og / TM⌉, G); block: (NTX, NTY).
         """
-        sa = cuda.shared.array((TK, TM + 1), float32)  # +1: the transposed store avoids bank conflicts
+        sa = cuda.shared.array((TK, TM_PAD), float32)
         sb = cuda.shared.array((TK, TN), float32)
         acc = cuda.local.array((RM, RN), float32)
         ra = cuda.local.array(RM, float32)
