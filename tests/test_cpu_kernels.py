@@ -378,3 +378,46 @@ def test_large_batches_are_processed_in_chunks(name, attrs, monkeypatch):
     params = make_params(op, a, [TensorType(x.shape)], rng)
     np.testing.assert_allclose(KERNELS[name](a, [x], params, RunContext()), op.reference(a, [x], params, RunContext()),
                                rtol=RTOL, atol=ATOL)
+
+
+# --- the vectorised activations and merges on large arrays (the parallel paths) and special values ---
+
+ACT_SPECIALS = np.array([0.0, -0.0, 1e-30, -1e-30, 1e-8, -1e-8, 0.3, -0.35, 0.7, -0.7, 9.0, -9.5, 20.0, -20.0,
+                         88.5, 88.8, -87.5, -104.0, 100.0, -100.0, 1e30, -1e30, np.inf, -np.inf, np.nan],
+                        np.float32)
+
+
+@pytest.mark.parametrize("name, attrs", [("sigmoid", {}), ("silu", {}), ("tanh", {}), ("elu", {"alpha": 1.3}),
+                                         ("relu", {}), ("relu6", {}), ("leaky_relu", {"slope": 0.2}),
+                                         ("hardswish", {})])
+@pytest.mark.parametrize("size", [ACT_SPECIALS.size, 300_001])
+def test_activations_large_and_special_values(name, attrs, size):
+    op = ops.get(name)
+    a = op.attrs.model_validate(attrs)
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(size) * 10.0 ** rng.uniform(-6, 2, size)).astype(np.float32)
+    x[:ACT_SPECIALS.size] = ACT_SPECIALS
+    with np.errstate(all="ignore"):
+        want = op.reference(a, [x], {}, RunContext())
+    got = KERNELS[name](a, [x], {}, RunContext())
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-30, err_msg=name)  # a few ulp, far inside 1e-4
+
+
+@pytest.mark.parametrize("shapes", [[(1, 64, 100, 100)] * 2, [(2, 3, 50, 50)] * 3, [(1, 300_000)] * 4])
+def test_add_large(shapes):
+    rng = np.random.default_rng(12)
+    xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    a = ops.get("add").attrs.model_validate({})
+    want = ops.get("add").reference(a, xs, {}, RunContext())  # (summed in float64: rounds once)
+    np.testing.assert_allclose(KERNELS["add"](a, xs, {}, RunContext()), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("x_shape, b_shape", [((1, 96, 60, 60), (1, 96, 1, 1)), ((2, 8, 130, 130), (1, 8, 130, 1)),
+                                              ((1, 1152, 7, 7), (1, 1152, 1, 1)), ((1, 40, 80, 80), (1, 40, 80, 80)),
+                                              ((3, 2, 100, 200), (3, 1, 100, 200))])
+def test_mul_large_broadcast(x_shape, b_shape):
+    rng = np.random.default_rng(13)
+    x, b = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(b_shape).astype(np.float32)
+    a = ops.get("mul").attrs.model_validate({})
+    np.testing.assert_array_equal(KERNELS["mul"](a, [x, b], {}, RunContext()), x * b)
