@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+import netspec  # first: it sets OpenBLAS's thread spin time, which numpy's OpenBLAS reads when loaded
 
-import netspec
+import numpy as np  # noqa: E402
 from netspec.threads import set_threads
 from netspec.weights import init_weights
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import functools
 import zlib
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
 
 from .. import ops
-from ..ir.graph import Graph
+from ..ir.graph import Graph, Node
 from ..ops.registry import RunContext
 
 Kernel = Callable[..., np.ndarray]
@@ -76,8 +77,19 @@ def node_rng(seed: int, node_name: str, step: int) -> np.random.Generator:
 
 
 def _pass_through(attrs, inputs, params, ctx) -> np.ndarray:
-    """The step of an activation fused into its producer: the value is already activated."""
+    """The step of a node fused into its producer: the value is already computed."""
     return inputs[0]
+
+
+@dataclass
+class Step:
+    """One kernel call of the plan: `kernel(node.attrs, [values[i] for i in inputs], params, ctx)`,
+    params read from the weights under `keys` ({param: "node.param"}). `inputs` are the node's own
+    unless a fusion gave the kernel more to read (a residual) or a fused node only hands on a value."""
+    node: Node
+    kernel: Kernel
+    keys: dict[str, str]
+    inputs: list[str]
 
 
 class Executable:
@@ -94,44 +106,66 @@ class Executable:
         missing = sorted({n.op for n in self.graph.nodes if n.op not in kernels})
         if missing:
             raise NotImplementedError(f"backend '{backend}' has no kernel for: {', '.join(missing)}")
-        self.plan = []
+        self.plan: list[Step] = []
         for node in self.graph.nodes:
             op = ops.get(node.op)
             names = list(op.params(node.attrs, [self.graph.type_of(i) for i in node.inputs]))
-            self.plan.append((node, kernels[node.op], {p: f"{node.name}.{p}" for p in names}))
-        last_use: dict[str, int] = {}
-        for index, node in enumerate(self.graph.nodes):
-            for name in node.inputs:
-                last_use[name] = index
+            self.plan.append(Step(node, kernels[node.op], {p: f"{node.name}.{p}" for p in names}, list(node.inputs)))
         keep = set(self.graph.outputs)
         if mode == "eval":
-            self._fuse_activations(kernels, keep)
-        self.release = [[name for name in dict.fromkeys(node.inputs) if last_use[name] == index and name not in keep]
-                        for index, node in enumerate(self.graph.nodes)]
+            self._fuse_epilogues(kernels, keep)
+        last_use: dict[str, int] = {}
+        for index, step in enumerate(self.plan):
+            for name in step.inputs:
+                last_use[name] = index
+        self.release = [[name for name in dict.fromkeys(step.inputs) if last_use[name] == index and name not in keep]
+                        for index, step in enumerate(self.plan)]
 
-    def _fuse_activations(self, kernels: Mapping[str, Kernel], keep: set[str]) -> None:
-        """Epilogue fusion in the plan: a producer whose kernel `fuses_activation` (the CPU conv2d),
-        read only by an activation whose kernel names its `activation` code, applies that
-        activation itself; the activation's step then hands the producer's array on unchanged.
-        The values are the same as running the two kernels one after the other."""
-        readers: dict[str, list] = {}
+    def _fuse_epilogues(self, kernels: Mapping[str, Kernel], keep: set[str]) -> None:
+        """Epilogue fusion in the plan, for a producer whose kernel `fuses_epilogue` (the CPU conv2d):
+
+        - residual add: an `add` of two same-shaped tensors, one of them this producer's output
+          read by nothing else, the other computed earlier: the producer adds it (its kernel gets
+          `residual=True` and the other tensor as a second input);
+        - activation: a pointwise activation (kernel with an `activation` code) that is the only
+          reader of the producer's output, or of the fused add's: the producer applies it.
+
+        A fused node's step hands the producer's array on unchanged. The values are the same, bit
+        for bit, as running the kernels one after another: conv + bias, then + residual, then the
+        activation, in that order, each rounded to float32."""
+        readers: dict[str, list[Node]] = {}
         for node in self.graph.nodes:
             for name in dict.fromkeys(node.inputs):
                 readers.setdefault(name, []).append(node)
-        position = {node.name: i for i, node in enumerate(self.graph.nodes)}
-        for i, (node, kernel, keys) in enumerate(self.plan):
-            users = readers.get(node.name, [])
-            if not getattr(kernel, "fuses_activation", False) or node.name in keep or len(users) != 1:
+        position = {step.node.name: i for i, step in enumerate(self.plan)}
+        born = {name: -1 for name in self.graph.inputs} | position
+
+        def sole_reader(name: str) -> Node | None:
+            users = readers.get(name, [])
+            return users[0] if len(users) == 1 and name not in keep else None
+
+        for i, step in enumerate(self.plan):
+            if not getattr(step.kernel, "fuses_epilogue", False):
                 continue
-            user = users[0]
-            act = getattr(kernels[user.op], "activation", None)
-            if act is None or list(user.inputs) != [node.name]:
-                continue
-            code, attr = act
-            alpha = float(getattr(user.attrs, attr)) if attr else 0.0
-            self.plan[i] = (node, functools.partial(kernel, act=code, alpha=alpha), keys)
-            j = position[user.name]
-            self.plan[j] = (user, _pass_through, self.plan[j][2])
+            options: dict = {}
+            tail = step.node.name  # the value the fused chain ends in so far
+            user = sole_reader(tail)
+            if user is not None and user.op == "add" and len(user.inputs) == 2 and tail in user.inputs:
+                other = user.inputs[1] if user.inputs[0] == tail else user.inputs[0]
+                same = self.graph.type_of(other).shape == self.graph.type_of(tail).shape
+                if other != tail and same and born[other] < i:
+                    options["residual"] = True
+                    step.inputs = step.inputs + [other]
+                    self.plan[position[user.name]] = Step(user, _pass_through, {}, [tail])
+                    tail = user.name
+                    user = sole_reader(tail)
+            act = getattr(kernels[user.op], "activation", None) if user is not None else None
+            if act is not None and list(user.inputs) == [tail]:
+                code, attr = act
+                options.update(act=code, alpha=float(getattr(user.attrs, attr)) if attr else 0.0)
+                self.plan[position[user.name]] = Step(user, _pass_through, {}, [tail])
+            if options:
+                step.kernel = functools.partial(step.kernel, **options)
 
     @property
     def input_names(self) -> list[str]:
@@ -140,12 +174,13 @@ class Executable:
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = check_inputs(self.graph, inputs)
         self.steps += 1
-        for (node, kernel, keys), release in zip(self.plan, self.release):
-            params = {p: self.weights[k] for p, k in keys.items()}
+        for step, release in zip(self.plan, self.release):
+            node = step.node
+            params = {p: self.weights[k] for p, k in step.keys.items()}
             ctx = RunContext(self.mode, self._rng(node.name) if self.mode == "train" else None)
-            values[node.name] = kernel(node.attrs, [values[i] for i in node.inputs], params, ctx)
+            values[node.name] = step.kernel(node.attrs, [values[i] for i in step.inputs], params, ctx)
             if self.mode == "train":  # batch norm hands back updated running statistics
-                for p, k in keys.items():
+                for p, k in step.keys.items():
                     self.weights[k] = params[p]
             for name in release:
                 del values[name]

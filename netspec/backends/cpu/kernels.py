@@ -66,7 +66,8 @@ _IMG = (1, 2, 4, 4)
 _WARM_CASES: dict[str, list[tuple[dict, list[tuple[int, ...]], tuple[str, ...]]]] = {
     "conv2d": [({"out": 2, "kernel": 3, "padding": 1}, [_IMG], ("eval",)),            # im2col + GEMM
                ({"out": 2, "kernel": 1}, [_IMG], ("eval",)),                          # pointwise GEMM
-               ({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [_IMG], ("eval",))],  # depthwise
+               ({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [_IMG], ("eval",)),   # depthwise, flat
+               ({"out": 2, "kernel": 3, "groups": 2, "stride": 2}, [_IMG], ("eval",))],   # depthwise, by rows
     "conv_transpose2d": [({"out": 2, "kernel": 2, "stride": 2}, [_IMG], ("eval",))],
     "maxpool2d": [({"kernel": 2}, [_IMG], ("eval",))],
     "avgpool2d": [({"kernel": 2}, [_IMG], ("eval",))],
