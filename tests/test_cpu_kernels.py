@@ -421,3 +421,26 @@ def test_mul_large_broadcast(x_shape, b_shape):
     x, b = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(b_shape).astype(np.float32)
     a = ops.get("mul").attrs.model_validate({})
     np.testing.assert_array_equal(KERNELS["mul"](a, [x, b], {}, RunContext()), x * b)
+
+
+@pytest.mark.parametrize("name, attrs, hw", [
+    ("maxpool2d", {"kernel": 3, "stride": 2, "ceil_mode": True}, (9, 97)),  # wide rows: pooled row by row
+    ("maxpool2d", {"kernel": 2, "stride": 2}, (8, 96)),  # no padding needed: pooled in place
+    ("maxpool2d", {"kernel": [5, 7], "stride": [1, 3], "padding": [2, 3], "dilation": [2, 1]}, (11, 45)),  # >3 taps
+    ("maxpool2d", {"kernel": [7, 4], "stride": 1, "padding": [3, 1], "ceil_mode": True}, (9, 10)),
+    ("avgpool2d", {"kernel": 3, "stride": 1, "padding": 1, "ceil_mode": True}, (5, 90)),
+    ("avgpool2d", {"kernel": [5, 4], "stride": [2, 3], "padding": [2, 1], "ceil_mode": True,
+                   "count_include_pad": False}, (12, 130)),
+    ("avgpool2d", {"kernel": 2, "stride": 2}, (6, 84))])
+def test_pools_on_wide_planes_and_large_windows(name, attrs, hw):
+    """The pooling kernels' paths that the small hypothesis shapes miss: rows wide enough to be
+    pooled one by one, planes pooled without a padded copy, windows of more than three taps."""
+    op = ops.get(name)
+    a = op.attrs.model_validate(attrs)
+    x = np.random.default_rng(11).standard_normal((2, 3) + hw).astype(np.float32)
+    x[0, 1, 2, 5] = np.nan
+    got = KERNELS[name](a, [x], {}, RunContext())
+    want = op.reference(a, [x], {}, RunContext())
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
