@@ -444,3 +444,37 @@ def test_pools_on_wide_planes_and_large_windows(name, attrs, hw):
     assert got.shape == want.shape
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(c=st.integers(16, 40), o=st.integers(16, 40), h=st.integers(17, 40), w=st.integers(17, 40),
+       batch=st.integers(1, 2), pads=st.tuples(st.integers(0, 2), st.integers(0, 2)), bias=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_winograd_3x3_matches_reference(c, o, h, w, batch, pads, bias, seed):
+    """3×3 stride-1 convolutions with channels and tiles enough go through Winograd F(2×2, 3×3)
+    (backends/cpu/winograd.py): odd and even sizes, padding 0–2 per axis, batches, with and without
+    bias. The transforms round differently from a direct sum: agreement to RTOL, not bit for bit."""
+    from netspec.backends.cpu import winograd
+    op = ops.get("conv2d")
+    a = op.attrs.model_validate({"out": o, "kernel": 3, "padding": list(pads), "bias": bias})
+    ho, wo = h + 2 * pads[0] - 2, w + 2 * pads[1] - 2
+    assert winograd.applies(a, c, o, winograd.tiles(batch, ho, wo))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
+    params = {"weight": (rng.standard_normal((o, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)}
+    if bias:
+        params["bias"] = rng.standard_normal(o).astype(np.float32)
+    got = KERNELS["conv2d"](a, [x], params, RunContext())
+    want = op.reference(a, [x], params, RunContext())
+    assert got.shape == want.shape == (batch, o, ho, wo)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def test_winograd_keeps_small_maps_and_other_convolutions_on_im2col():
+    from netspec.backends.cpu import winograd
+    attrs = ops.get("conv2d").attrs.model_validate
+    assert not winograd.applies(attrs({"out": 512, "kernel": 3, "padding": 1}), 512, 512, winograd.tiles(1, 7, 7))
+    assert winograd.applies(attrs({"out": 512, "kernel": 3, "padding": 1}), 512, 512, winograd.tiles(8, 7, 7))
+    for other in ({"kernel": 3, "stride": 2}, {"kernel": 3, "dilation": 2}, {"kernel": 3, "groups": 2}, {"kernel": 5}):
+        assert not winograd.applies(attrs({"out": 64, **other}), 64, 64, winograd.tiles(1, 56, 56))
+    assert not winograd.applies(attrs({"out": 64, "kernel": 3}), 3, 64, winograd.tiles(1, 56, 56))  # RGB input

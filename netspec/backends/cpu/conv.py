@@ -11,6 +11,7 @@ import threading
 import numpy as np
 from numba import njit, prange
 
+from . import winograd
 from ._act import NONE, act_row
 from ._util import bias_or_zeros, f32, window_out
 
@@ -269,6 +270,9 @@ def conv2d(attrs, inputs, params, ctx, act: int = NONE, alpha: float = 0.0, resi
         if has_bias or act != NONE:
             _bias_act(y, bias, has_bias, act, alpha)
         return y.reshape(n, o, ho, wo)
+
+    if winograd.applies(attrs, c, o, winograd.tiles(n, ho, wo)):
+        return winograd.conv3x3(x, w, bias, has_bias, (pt, pl, pb, pr), act, alpha, _buffer)
 
     # im2col + GEMM over column tiles: whole output rows of one image when an image is large,
     # else whole images (batched into one GEMM); the epilogue scatters, adds bias, activates.

@@ -10,6 +10,7 @@ from ... import ops
 from ...ir.types import TensorType
 from ...ops.registry import RunContext, infer_output
 from . import conv, elementwise, linear, norm, pool, tensor
+from ._act import RELU
 
 # kernel(attrs, inputs, params, ctx) -> output: the `Reference` signature (NCHW float32 in and out)
 Kernel = Callable[[ops.Attrs, list[np.ndarray], dict[str, np.ndarray], RunContext], np.ndarray]
@@ -67,7 +68,8 @@ _WARM_CASES: dict[str, list[tuple[dict, list[tuple[int, ...]], tuple[str, ...]]]
     "conv2d": [({"out": 2, "kernel": 3, "padding": 1}, [_IMG], ("eval",)),            # im2col + GEMM
                ({"out": 2, "kernel": 1}, [_IMG], ("eval",)),                          # pointwise GEMM
                ({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [_IMG], ("eval",)),   # depthwise, flat
-               ({"out": 2, "kernel": 3, "groups": 2, "stride": 2}, [_IMG], ("eval",))],   # depthwise, by rows
+               ({"out": 2, "kernel": 3, "groups": 2, "stride": 2}, [_IMG], ("eval",)),    # depthwise, by rows
+               ({"out": 16, "kernel": 3, "padding": 1}, [(1, 16, 16, 16)], ("eval",))],   # Winograd
     "conv_transpose2d": [({"out": 2, "kernel": 2, "stride": 2}, [_IMG], ("eval",))],
     "maxpool2d": [({"kernel": 2}, [_IMG], ("eval",))],
     "avgpool2d": [({"kernel": 2}, [_IMG], ("eval",))],
@@ -106,7 +108,9 @@ def _warm_one(name: str) -> None:
             params = {p: (np.ones(spec.shape, np.float32) if p == "running_var"
                           else rng.standard_normal(spec.shape).astype(np.float32))
                       for p, spec in op.params(attrs, types).items()}
-            kernel(attrs, inputs, params, RunContext(mode, np.random.default_rng(0)))
+            out = kernel(attrs, inputs, params, RunContext(mode, np.random.default_rng(0)))
+            if getattr(kernel, "fuses_epilogue", False) and mode == "eval":  # the residual epilogue
+                kernel(attrs, inputs + [out], params, RunContext(mode), residual=True, act=RELU)
 
 
 def warm_up(op_names, progress: Callable[[int, int, str], None] | None = None) -> None:
