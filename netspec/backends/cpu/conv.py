@@ -122,9 +122,10 @@ def add_bias(y, bias):
 
 
 @njit(cache=True, fastmath=False, parallel=True)
-def _depthwise_rows(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, los, his, act, alpha, y):
+def _depthwise_rows(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, los, his, act, alpha, y, y_planes):
     """Direct depthwise convolution (one filter per channel), x: N×C×H×W, w: C×1×kh×kw → y: N×C×ho×wo,
-    row by row, with the bias and activation applied as each output row is finished: for wide rows.
+    row by row, each sum starting from the bias, the activation applied over each finished plane
+    (y_planes: y as N×C×(ho·wo)): for wide rows at stride 1.
 
     Parallel over (image, channel) planes. Each tap is one multiply-add over the output columns it
     keeps inside the input (los/his, precomputed), on slices, so the loop index starts at 0: Numba
@@ -138,10 +139,11 @@ def _depthwise_rows(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, los, h
         xc = x[n, c]
         yc = y[n, c]
         wc = w[c, 0]
+        b = bias[c] if has_bias else np.float32(0.0)
         for oh in range(ho):
             dst = yc[oh]
-            for ow in range(wo):
-                dst[ow] = 0.0
+            for ow in range(wo):  # the sum starts from the bias: one pass less over the row
+                dst[ow] = b
             for i in range(kh):
                 ih = oh * sh - pt + i * dh
                 if ih < 0 or ih >= h_:
@@ -154,56 +156,85 @@ def _depthwise_rows(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, los, h
                     wv = wc[i, j]
                     first = lo * sw + j * dw - pl
                     d = dst[lo:hi]
-                    s = src[first:first + (hi - lo - 1) * sw + 1:sw]
-                    for k in range(hi - lo):
-                        d[k] += wv * s[k]
-            if has_bias or act != NONE:
-                act_row(dst, dst, bias[c], has_bias, act, alpha)
+                    if sw == 1:  # a contiguous slice: Numba types a stepped one as strided, slower
+                        s = src[first:first + hi - lo]
+                        for k in range(hi - lo):
+                            d[k] += wv * s[k]
+                    else:
+                        t = src[first:first + (hi - lo - 1) * sw + 1:sw]
+                        for k in range(hi - lo):
+                            d[k] += wv * t[k]
+        if act != NONE:
+            plane = y_planes[n, c]
+            act_row(plane, plane, np.float32(0.0), False, act, alpha)
 
 
 @njit(cache=True, fastmath=False, parallel=True)
-def _depthwise_flat(x, w, bias, has_bias, kh, kw, pt, pl, dh, dw, act, alpha, y):
-    """Stride-1 depthwise convolution for small planes (where rows are too short to vectorise well):
-    each plane is copied zero-padded into a flat buffer of row length wp = wo + (kw − 1)·dw, so
-    output (oh, ow) at flat position oh·wp + ow reads tap (i, j) at that position + i·dh·wp + j·dw,
-    and every tap is one long multiply-add over ho·wp values (the wp − wo extra columns per row
-    are computed and dropped). Bias and activation are applied on the way out."""
+def _depthwise_flat(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, y_planes):
+    """Depthwise convolution for small or strided planes, where output rows are too short (or their
+    taps too scattered) to vectorise well, as long runs over flat phase planes.
+
+    The zero-padded plane P is split into sh×sw phases, phase (a, b) holding P[r·sh + a, q·sw + b]
+    in a flat buffer of row length wq (for stride 1, one phase: P itself). Output (oh, ow) at flat
+    position oh·wq + ow then reads tap (i, j) at that position + (i·dh // sh)·wq + j·dw // sw of
+    phase (i·dh % sh, j·dw % sw), so each tap is one multiply-add over ho·wq values starting from
+    the bias (the wq − wo extra columns per row are computed and dropped). The activation runs
+    once over the finished output plane (y_planes: y as N×C×(ho·wo))."""
     n_, c_, h_, w_ = x.shape
     ho, wo = y.shape[2], y.shape[3]
-    wp = wo + (kw - 1) * dw
-    hp = ho + (kh - 1) * dh
-    m = ho * wp
+    hq = ho + ((kh - 1) * dh) // sh  # rows per phase the windows reach
+    wq = wo + ((kw - 1) * dw) // sw  # columns per phase the windows reach
+    size = hq * wq + wq  # one spare row: the last tap's run ends past hq·wq
+    m = ho * wq
     for idx in prange(n_ * c_):
         n = idx // c_
         c = idx - n * c_
-        pad = np.zeros(hp * wp + wp, np.float32)  # one spare row: the last tap's run ends past hp·wp
         xc = x[n, c]
-        for ih in range(h_):
-            r = ih + pt
-            if r < 0 or r >= hp:
-                continue
-            lo, hi = max(0, -pl), min(w_, wp - pl)  # input columns that land inside the buffer
-            if hi > lo:
-                dst = pad[r * wp + lo + pl:r * wp + hi + pl]
-                src = xc[ih, lo:hi]
-                for k in range(hi - lo):
-                    dst[k] = src[k]
-        acc = np.zeros(m, np.float32)
+        phases = np.zeros((sh, sw, size), np.float32)
+        for a in range(sh):
+            for r in range(hq):
+                ih = r * sh + a - pt
+                if ih < 0 or ih >= h_:
+                    continue
+                for b in range(sw):
+                    # phase column q is input column q·sw + b − pl: the q that land inside the input
+                    q_lo = max(0, (pl - b + sw - 1) // sw)
+                    q_hi = min(wq, (w_ - 1 + pl - b) // sw + 1)
+                    if q_hi <= q_lo:
+                        continue
+                    dst = phases[a, b, r * wq + q_lo:r * wq + q_hi]
+                    first = q_lo * sw + b - pl
+                    if sw == 1:
+                        src = xc[ih, first:first + q_hi - q_lo]
+                        for k in range(q_hi - q_lo):
+                            dst[k] = src[k]
+                    else:
+                        src_s = xc[ih, first:first + (q_hi - q_lo - 1) * sw + 1:sw]
+                        for k in range(q_hi - q_lo):
+                            dst[k] = src_s[k]
+        acc = np.full(m, bias[c] if has_bias else np.float32(0.0), np.float32)
         wc = w[c, 0]
         for i in range(kh):
             for j in range(kw):
                 wv = wc[i, j]
-                start = i * dh * wp + j * dw
-                s = pad[start:start + m]
+                start = ((i * dh) // sh) * wq + (j * dw) // sw
+                s = phases[(i * dh) % sh, (j * dw) % sw, start:start + m]
                 for k in range(m):
                     acc[k] += wv * s[k]
         yc = y[n, c]
         for oh in range(ho):
-            act_row(acc[oh * wp:oh * wp + wo], yc[oh], bias[c], has_bias, act, alpha)
+            src_row = acc[oh * wq:oh * wq + wo]
+            dst_row = yc[oh]
+            for k in range(wo):
+                dst_row[k] = src_row[k]
+        if act != NONE:
+            plane = y_planes[n, c]
+            act_row(plane, plane, np.float32(0.0), False, act, alpha)
 
 
-# Depthwise planes narrower than this go through the flat kernel (measured: 14×14 planes 2.7× faster
-# than by rows, 56×56 the same, 112×112 slower: the padded copy costs more than short rows do).
+# Stride-1 depthwise planes narrower than this, and all strided ones, go through the flat kernel
+# (measured at stride 1: 14×14 planes 2.7× faster than by rows, 56×56 the same, 112×112 slower: the
+# padded copy costs more than short rows do; at stride 2, 14×14 planes 2× faster than by strided rows).
 _FLAT_BELOW = 40
 
 # A column tile's patch matrix holds at most about this much (large images are cut into bands of
@@ -249,13 +280,15 @@ def conv2d(attrs, inputs, params, ctx, act: int = NONE, alpha: float = 0.0, resi
 
     if g > 1 and g == c and o == c:  # depthwise: a direct kernel, no GEMM
         y = np.empty((n, o, ho, wo), np.float32)
-        if sh == sw == 1 and wo < _FLAT_BELOW:
-            _depthwise_flat(x, w, bias, has_bias, kh, kw, pt, pl, dh, dw, act, alpha, y)
+        if sh > 1 or sw > 1 or wo < _FLAT_BELOW:
+            _depthwise_flat(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y,
+                            y.reshape(n, o, ho * wo))
             return y
         los, his = np.empty(kw, np.int64), np.empty(kw, np.int64)
         for j in range(kw):
             los[j], his[j] = _valid_range(j * dw - pl, sw, wd, wo)
-        _depthwise_rows(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, los, his, act, alpha, y)
+        _depthwise_rows(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, los, his, act, alpha, y,
+                        y.reshape(n, o, ho * wo))
         return y
 
     cg, og = c // g, o // g
