@@ -12,11 +12,11 @@ import numpy as np
 from numba import njit, prange
 
 from . import winograd
-from ._act import NONE, act_row
+from ._act import FMA, NONE, act_row
 from ._util import bias_or_zeros, f32, window_out
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=FMA)
 def _valid_range(off: int, stride: int, size: int, count: int) -> tuple[int, int]:
     """The indices o in [0, count) with 0 <= o*stride + off < size, as a half-open range [lo, hi)."""
     lo = 0
@@ -30,7 +30,7 @@ def _valid_range(off: int, stride: int, size: int, count: int) -> tuple[int, int
     return lo, hi
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@njit(cache=True, fastmath=FMA, parallel=True)
 def _im2col(x, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, wo, n0, n1, oh0, oh1, cols):
     """The patch matrix of one column tile: channels c0..c0+cg of images n0..n1, output rows
     oh0..oh1 of each → cols: (cg·kh·kw) × ((n1−n0)·(oh1−oh0)·wo), rows ordered like weight[o].ravel()
@@ -71,7 +71,7 @@ def _im2col(x, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, wo, n0, n1, oh0, oh1, col
                     dst[base + ow] = 0.0
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@njit(cache=True, fastmath=FMA, parallel=True)
 def _epilogue(t, y, n0, n1, o0, p0, plen, bias, has_bias, act, alpha):
     """y[n, o0 + o, p0:p0 + plen] = act(t[o, (n − n0)·plen + …] + bias[o0 + o]) for a GEMM tile
     t: (O/G) × ((n1 − n0)·plen) and y: N×O×P (bias add and activation fused into the copy)."""
@@ -84,8 +84,8 @@ def _epilogue(t, y, n0, n1, o0, p0, plen, bias, has_bias, act, alpha):
                 act, alpha)
 
 
-@njit(cache=True, fastmath=False, parallel=True)
-def _bias_act(y, bias, has_bias, act, alpha):
+@njit(cache=True, fastmath=FMA, parallel=True)
+def _bias_act_parallel(y, bias, has_bias, act, alpha):
     """In place: y[n, c, :] = act(y[n, c, :] + bias[c]) for y: N×C×P (the GEMM epilogue)."""
     n_, c_ = y.shape[0], y.shape[1]
     for idx in prange(n_ * c_):
@@ -95,7 +95,25 @@ def _bias_act(y, bias, has_bias, act, alpha):
         act_row(row, row, bias[c], has_bias, act, alpha)
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@njit(cache=True, fastmath=FMA)
+def _bias_act_serial(y, bias, has_bias, act, alpha):
+    """_bias_act_parallel in one thread, for small outputs (the same arithmetic)."""
+    for n in range(y.shape[0]):
+        for c in range(y.shape[1]):
+            row = y[n, c]
+            act_row(row, row, bias[c], has_bias, act, alpha)
+
+
+# Outputs smaller than this get their epilogue in one thread: waking the pool (~15 µs) would cost
+# more than the work (squeeze-excitation's 1×1 maps, late layers at batch 1).
+_PARALLEL_EPILOGUE_MIN = 1 << 15
+
+
+def _bias_act(y, bias, has_bias, act, alpha):
+    (_bias_act_parallel if y.size >= _PARALLEL_EPILOGUE_MIN else _bias_act_serial)(y, bias, has_bias, act, alpha)
+
+
+@njit(cache=True, fastmath=FMA, parallel=True)
 def _bias_residual_act(y, bias, has_bias, res, act, alpha):
     """In place: y[n, c, :] = act((y[n, c, :] + bias[c]) + res[n, c, :]) for y, res: N×C×P (the
     epilogue with a residual add fused in; the additions in the order of the unfused ops)."""
@@ -113,15 +131,10 @@ def _bias_residual_act(y, bias, has_bias, res, act, alpha):
             for i in range(row.shape[0]):
                 row[i] = row[i] + r[i]
         if act != NONE:
-            act_row(row, row, 0.0, False, act, alpha)
+            act_row(row, row, np.float32(0.0), False, act, alpha)
 
 
-def add_bias(y, bias):
-    """In place: y[n, c, :] += bias[c] for y: N×C×P."""
-    _bias_act(y, bias, True, NONE, 0.0)
-
-
-@njit(cache=True, fastmath=False, parallel=True)
+@njit(cache=True, fastmath=FMA, parallel=True)
 def _depthwise_rows(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, los, his, act, alpha, y, y_planes):
     """Direct depthwise convolution (one filter per channel), x: N×C×H×W, w: C×1×kh×kw → y: N×C×ho×wo,
     row by row, each sum starting from the bias, the activation applied over each finished plane
@@ -169,7 +182,7 @@ def _depthwise_rows(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, los, h
             act_row(plane, plane, np.float32(0.0), False, act, alpha)
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@njit(cache=True, fastmath=FMA, parallel=True)
 def _depthwise_flat(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, y_planes):
     """Depthwise convolution for small or strided planes, where output rows are too short (or their
     taps too scattered) to vectorise well, as long runs over flat phase planes.
@@ -343,7 +356,7 @@ conv2d.fuses_epilogue = True
 _CHUNK_BYTES = 32 << 20  # conv_transpose2d's column matrix: at most this much, unless one image needs more
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@njit(cache=True, fastmath=FMA, parallel=True)
 def _col2im(cols, bias, has_bias, h_, w_, kh, kw, sh, sw, ph, pw, dh, dw, y):
     """Scatter-add cols: N×G×(O/G·kh·kw)×(H·W) into y: N×O×ho×wo (transposed convolution).
 

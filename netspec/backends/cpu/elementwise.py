@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _act
-from ._act import act_row
+from ._act import FMA, act_row
 from ._util import f32
 
 # Arrays at least this large go to the parallel kernels (below it, waking the threads, ~15 µs,
@@ -23,7 +23,7 @@ _CHEAP = (_act.RELU, _act.RELU6, _act.LEAKY_RELU, _act.HARDSWISH)
 _BLOCK = 1 << 14  # elements per parallel work item
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@njit(cache=True, fastmath=FMA, parallel=True)
 def _act_parallel(x, y, act, alpha):
     """y = act(x) over flat arrays, in blocks (each thread writes its own blocks); the same
     float32 arithmetic as the serial kernel below."""
@@ -39,7 +39,7 @@ def _act_parallel(x, y, act, alpha):
 # (≤ 1 ulp; tanh and expm1 ≤ 3 ulp), far inside the 1e-4 tolerance.
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=FMA)
 def _act_serial(x, y, act, alpha):
     """y = act(x) over flat arrays, in one thread (small arrays)."""
     act_row(x, y, np.float32(0.0), False, act, alpha)
@@ -55,7 +55,7 @@ def _pointwise(name, code, scalar=None):
         return y
     kernel.__name__ = name
     kernel.__doc__ = f"{name}, elementwise (formula in _act.act_row)"
-    # what a producer with `fuses_activation` (conv2d) needs to apply this op in its epilogue:
+    # what a producer with `fuses_epilogue` (conv2d) needs to apply this op in its epilogue:
     # the activation code of `_act` and the attribute holding its scalar (or None)
     kernel.activation = (code, scalar)
     return kernel
@@ -77,7 +77,7 @@ hardswish = _pointwise("hardswish", _act.HARDSWISH)
 # --- dropout -----------------------------------------------------------------------------------
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=FMA)
 def _dropout_apply(x, mask, keep, y):
     """y = x / keep where mask, else 0 (keep = 1 − p; the division in float64, as the reference)."""
     for i in range(x.size):
@@ -100,7 +100,7 @@ def dropout(attrs, inputs, params, ctx):
 # --- softmax, maxout ---------------------------------------------------------------------------
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=FMA)
 def _softmax(x, y):
     """Softmax along the middle axis of x: O×L×I, shifting by the maximum first."""
     o_, l_, i_ = x.shape
@@ -140,7 +140,7 @@ def softmax(attrs, inputs, params, ctx):
     return y
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=FMA)
 def _maxout(x, y):
     """x: N×C'×pieces×S → y: N×C'×S, the maximum over the pieces (NaN propagates)."""
     n_, c_, k_, s_ = x.shape
@@ -175,7 +175,7 @@ def maxout(attrs, inputs, params, ctx):
 # loop (the merges ran 3–5× slower than numpy that way).
 
 
-@njit(cache=True, fastmath=False, inline="always")
+@njit(cache=True, fastmath=FMA, inline="always")
 def _merge_row(a, b, y, mul):
     if mul:
         for i in range(y.shape[0]):
@@ -185,7 +185,7 @@ def _merge_row(a, b, y, mul):
             y[i] = a[i] + b[i]
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@njit(cache=True, fastmath=FMA, parallel=True)
 def _merge_parallel(a, b, y, mul):
     """y = a · b (mul) or a + b over flat arrays of one size, in blocks (y may be a)."""
     size = y.shape[0]
@@ -195,7 +195,7 @@ def _merge_parallel(a, b, y, mul):
         _merge_row(a[lo:hi], b[lo:hi], y[lo:hi], mul)
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=FMA)
 def _merge_serial(a, b, y, mul):
     _merge_row(a, b, y, mul)
 
@@ -215,7 +215,7 @@ def add(attrs, inputs, params, ctx):
     return y
 
 
-@njit(cache=True, fastmath=False, inline="always")
+@njit(cache=True, fastmath=FMA, inline="always")
 def _mul_row(x, b, sizes, bstrides, y, o):
     """Row o of y = x · b where b broadcasts: x is viewed as sizes[0]×…×sizes[-1] (C order) and b's
     index along dimension d advances by bstrides[d] (0 where b has size 1)."""
@@ -239,13 +239,13 @@ def _mul_row(x, b, sizes, bstrides, y, o):
             yr[k] = xr[k] * br[k]
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@njit(cache=True, fastmath=FMA, parallel=True)
 def _mul_parallel(x, b, sizes, bstrides, y):
     for o in prange(x.size // sizes[sizes.shape[0] - 1]):  # each thread its own rows
         _mul_row(x, b, sizes, bstrides, y, o)
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=FMA)
 def _mul_serial(x, b, sizes, bstrides, y):
     for o in range(x.size // sizes[sizes.shape[0] - 1]):
         _mul_row(x, b, sizes, bstrides, y, o)

@@ -207,12 +207,22 @@ def _adaptive_avgpool(x, y):
 
 @njit(cache=True, fastmath=False, parallel=True)
 def _global_avgpool(x, y):
-    """x: R×P → y: R, the mean of each row (accumulated in float64, one thread per row)."""
+    """x: R×P → y: R, the mean of each row (accumulated in float64, one thread per row), in eight
+    interleaved partial sums: one running sum is a chain of dependent adds that cannot be
+    vectorised without reordering, eight independent ones are a vector add per eight values."""
     r_, p_ = x.shape
+    whole = p_ - p_ % 8
     for r in prange(r_):
-        acc = 0.0
         row = x[r]
-        for p in range(p_):
+        part = np.zeros(8, np.float64)
+        for p in range(0, whole, 8):
+            chunk = row[p:p + 8]
+            for lane in range(8):
+                part[lane] += chunk[lane]
+        acc = 0.0
+        for lane in range(8):
+            acc += part[lane]
+        for p in range(whole, p_):
             acc += row[p]
         y[r] = acc / p_
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._act import NONE, act_row
+from ._act import FMA, NONE, act_row
 
 
 def transform_weights(w: np.ndarray) -> np.ndarray:
@@ -25,7 +25,7 @@ def transform_weights(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]), dtype=np.float32)
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@njit(cache=True, fastmath=FMA, parallel=True)
 def _input_transform(x, pt, pl, th, tw, v):
     """V[k, c, t] = (Bᵀ d B)[k] for the 4×4 patch d of tile t (image n, tile row ty, column tx, t =
     (n·th + ty)·tw + tx) of channel c; the patch of tile (ty, tx) starts at input (2ty − pt, 2tx − pl),
@@ -75,7 +75,7 @@ def _input_transform(x, pt, pl, th, tw, v):
                     v3[k] = r1[k] - r3[k]
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@njit(cache=True, fastmath=FMA, parallel=True)
 def _output_transform(m, th, tw, bias, has_bias, act, alpha, y):
     """y[n, o, 2ty + a, 2tx + b] = (Aᵀ M A)[a, b] (+ bias, activation) from M: 16×O×T, dropping the
     tile rows and columns past an odd output edge. Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]."""
