@@ -1,6 +1,8 @@
 """Time zoo specs in netspec's CPU backend against ONNX Runtime (on netspec's own ONNX export) and
 PyTorch eager (when installed), same weights and input, in one process: medians after a warm-up,
 ratios, and netspec's achieved GFLOP/s (2 × MACs / time) beside the machine's measured GEMM rate.
+The engines take turns, one run each per round, and a ratio is the median of the rounds' ratios, so
+that a slow spell of the (shared, noisy) machine falls on both sides of it.
 
     python tools/bench.py                                    # every zoo spec, batch 1 and 8, 2 threads
     python tools/bench.py resnet18 unet --batch 8 --runs 5 --json out.json
@@ -124,6 +126,21 @@ def median_time(fn, x, runs: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_times(engines: dict, x, runs: int, pause: float = 0.02) -> dict[str, list[float]]:
+    """Seconds per run of each engine, `runs` rounds after a warm-up round, each round timing every
+    engine once in turn. The short pause between engines lets the last one's threads stop spinning
+    (ONNX Runtime's and OpenMP's workers busy-wait for a while after a run) before the next starts."""
+    times: dict[str, list[float]] = {key: [] for key in engines}
+    for round_ in range(runs + 1):
+        for key, run in engines.items():
+            time.sleep(pause)
+            t0 = time.perf_counter()
+            run(x)
+            if round_:
+                times[key].append(time.perf_counter() - t0)
+    return times
+
+
 def ort_runner(graph, weights, batch: int, threads: int):
     """A function running the graph's ONNX export in ONNX Runtime (numpy in, numpy out), or None."""
     try:
@@ -156,7 +173,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("specs", nargs="*", default=ZOO)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs after a warm-up; the median is kept")
+    parser.add_argument("--runs", type=int, default=5,
+                        help="timed rounds after a warm-up round (each round runs every engine once); medians are kept")
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     parser.add_argument("--json", help="also write the rows as JSON")
     args = parser.parse_args(argv)
@@ -173,19 +191,25 @@ def main(argv: list[str]) -> int:
                                                          dtype=np.float32)
             exe = netspec.compile(graph, backend="cpu", weights=weights, progress=False)
             macs = netspec.summary(graph, batch=batch).macs
-            with set_threads(args.threads):
-                ours = median_time(exe.run, x, args.runs)
-                expected = exe.run(x)
-            row = {"spec": name, "batch": batch, "macs": macs, "netspec_s": ours,
-                   "netspec_gflops": 2 * macs / ours / 1e9, "gemm_gflops": gemm}
-            diffs = []
+            engines = {"netspec": exe.run}
             for key, make in (("ort", lambda: ort_runner(graph, weights, batch, args.threads)),
                               ("torch", lambda: torch_runner(graph, weights, args.threads))):
                 run = make()
-                if run is None:
-                    continue
-                row[f"{key}_s"] = median_time(run, x, args.runs)
-                got = run(x)
+                if run is not None:
+                    engines[key] = run
+            with set_threads(args.threads):
+                times = interleaved_times(engines, x, args.runs)
+                outputs = {key: run(x) for key, run in engines.items()}
+            ours = statistics.median(times["netspec"])
+            row = {"spec": name, "batch": batch, "macs": macs, "netspec_s": ours,
+                   "netspec_gflops": 2 * macs / ours / 1e9, "gemm_gflops": gemm}
+            diffs = []
+            for key in engines.keys() - {"netspec"}:
+                row[f"{key}_s"] = statistics.median(times[key])
+                # the ratio: the median of each round's ratio (one round times every engine once, so
+                # a slow spell of the machine weighs on both sides of a ratio)
+                row[f"{key}_ratio"] = statistics.median(a / b for a, b in zip(times["netspec"], times[key]))
+                got, expected = outputs[key], outputs["netspec"]
                 diffs += [float(np.abs(expected[k] - got[k]).max() / max(1.0, np.abs(got[k]).max())) for k in got]
             row["max_rel_diff"] = max(diffs) if diffs else None
             rows.append(row)
@@ -200,7 +224,7 @@ def _line(row: dict) -> str:
         return f"{row[key] * 1e3:.1f}" if key in row else "-"
 
     def ratio(key):
-        return f"{row['netspec_s'] / row[key]:.2f}" if key in row else "-"
+        return f"{row[key.replace('_s', '_ratio')]:.2f}" if key in row else "-"
     diff = f"{row['max_rel_diff']:.1e}" if row.get("max_rel_diff") is not None else "-"
     return (f"{row['spec']:<14}{row['batch']:>6}{row['macs'] / 1e9:>9.2f}{ms('netspec_s'):>12}"
             f"{row['netspec_gflops']:>9.1f}{ms('ort_s'):>9}{ratio('ort_s'):>6}{ms('torch_s'):>10}"
