@@ -31,44 +31,65 @@ def _valid_range(off: int, stride: int, size: int, count: int) -> tuple[int, int
 
 
 @njit(cache=True, fastmath=FMA, parallel=True)
-def _im2col(x, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, wo, n0, n1, oh0, oh1, cols):
+def _column_phases(x, sw, xp):
+    """xp[n, c, f, h, q] = x[n, c, h, q·sw + f] (0 past the right edge): the input's columns split by
+    their position modulo the stride, so that a strided convolution's patches read contiguous runs."""
+    n_, c_, h_, w_ = x.shape
+    wq = xp.shape[4]
+    for idx in prange(n_ * c_):
+        n = idx // c_
+        c = idx - n * c_
+        for f in range(sw):
+            count = min(wq, (w_ - 1 - f) // sw + 1) if f < w_ else 0
+            for r in range(h_):
+                dst = xp[n, c, f, r]
+                src = x[n, c, r, f:f + (count - 1) * sw + 1:sw] if count > 0 else x[n, c, r, 0:0]
+                for q in range(count):
+                    dst[q] = src[q]
+                for q in range(count, wq):
+                    dst[q] = 0.0
+
+
+@njit(cache=True, fastmath=FMA, parallel=True)
+def _im2col(xp, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, w_, wo, n0, n1, oh0, oh1, cols):
     """The patch matrix of one column tile: channels c0..c0+cg of images n0..n1, output rows
     oh0..oh1 of each → cols: (cg·kh·kw) × ((n1−n0)·(oh1−oh0)·wo), rows ordered like weight[o].ravel()
-    (c, i, j), columns image by image, row by row.
+    (c, i, j), columns image by image, row by row. xp: the input (width w_) as column phases
+    (`_column_phases`; for stride 1, the input itself as N×C×1×H×W).
 
     Zero padding (asymmetric allowed), stride and dilation are resolved here, so the GEMM sees a
-    plain dense matrix. Parallel over the rows of cols (each thread writes its own rows).
+    plain dense matrix. Tap j of output column ow reads input column ow·sw + j·dw − pl, which is
+    column ow + q0 of phase f for j·dw − pl = q0·sw + f: every run is a contiguous slice copy
+    (indexed from 0, so it vectorises). Parallel over the rows of cols.
     """
-    h_, w_ = x.shape[2], x.shape[3]
+    h_ = xp.shape[3]
     rows = oh1 - oh0
     taps = kh * kw
     for k in prange(cg * taps):
         cl = k // taps
         i = (k - cl * taps) // kw
         j = k - cl * taps - i * kw
-        dst = cols[k]
+        dst_row = cols[k]
         off_w = j * dw - pl
         lo, hi = _valid_range(off_w, sw, w_, wo)
+        f = off_w % sw  # (Python's modulo: 0 ≤ f < sw, also for a negative offset)
+        q0 = (off_w - f) // sw
         for n in range(n0, n1):
-            xc = x[n, c0 + cl]
             for oh in range(oh0, oh1):
-                base = ((n - n0) * rows + oh - oh0) * wo
+                dst = dst_row[((n - n0) * rows + oh - oh0) * wo:((n - n0) * rows + oh - oh0 + 1) * wo]
                 ih = oh * sh - pt + i * dh
-                if ih < 0 or ih >= h_:
+                if ih < 0 or ih >= h_ or hi <= lo:
                     for ow in range(wo):
-                        dst[base + ow] = 0.0
+                        dst[ow] = 0.0
                     continue
-                src = xc[ih]
                 for ow in range(lo):
-                    dst[base + ow] = 0.0
-                if sw == 1:  # a contiguous run: a straight copy
-                    for ow in range(lo, hi):
-                        dst[base + ow] = src[ow + off_w]
-                else:
-                    for ow in range(lo, hi):
-                        dst[base + ow] = src[ow * sw + off_w]
+                    dst[ow] = 0.0
+                run = dst[lo:hi]
+                src = xp[n, c0 + cl, f, ih, lo + q0:hi + q0]
+                for q in range(hi - lo):
+                    run[q] = src[q]
                 for ow in range(hi, wo):
-                    dst[base + ow] = 0.0
+                    dst[ow] = 0.0
 
 
 @njit(cache=True, fastmath=FMA, parallel=True)
@@ -285,7 +306,7 @@ def conv2d(attrs, inputs, params, ctx, act: int = NONE, alpha: float = 0.0, resi
     alpha = float(alpha)
     if residual:  # the convolution with its bias, then one pass: + residual, activation
         res = f32(inputs[1]).reshape(n, o, ho * wo)
-        pointwise = kh == kw == sh == sw == 1 and pt == pl == pb == pr == 0
+        pointwise = kh == kw == 1 and pt == pl == pb == pr == 0
         own = {"weight": w} if pointwise else params  # (pointwise: the bias is added below instead)
         y = conv2d(attrs, inputs[:1], own, ctx).reshape(n, o, ho * wo)
         _bias_residual_act(y, bias, has_bias and pointwise, res, act, alpha)  # pointwise: bias here too
@@ -307,8 +328,11 @@ def conv2d(attrs, inputs, params, ctx, act: int = NONE, alpha: float = 0.0, resi
     cg, og = c // g, o // g
     p = ho * wo
     y = np.empty((n, o, p), np.float32)
-    if kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == pl == pb == pr == 0:
-        # pointwise: the input already is the GEMM's right-hand side; the GEMM writes y directly
+    if kh == 1 and kw == 1 and pt == pl == pb == pr == 0:
+        # pointwise: the input already is the GEMM's right-hand side (strided: its every sh-th row and
+        # sw-th column, copied), and the GEMM writes y directly
+        if sh > 1 or sw > 1:
+            x = np.ascontiguousarray(x[:, :, ::sh, ::sw][:, :, :ho, :wo])
         if g == 1:
             np.matmul(w.reshape(o, c), x.reshape(n, c, p), out=y)
         else:
@@ -330,6 +354,12 @@ def conv2d(attrs, inputs, params, ctx, act: int = NONE, alpha: float = 0.0, resi
     else:
         rows_per, imgs_per = ho, max(1, min(n, target // p))
     direct = g == 1 and rows_per >= ho and imgs_per == 1  # a tile is y[n] itself
+    if sw == 1:
+        xp = x.reshape(n, c, 1, h, wd)
+    else:
+        wq = -(-wd // sw)
+        xp = _buffer("phases", n * c * sw * h * wq).reshape(n, c, sw, h, wq)
+        _column_phases(x, sw, xp)
     for n0 in range(0, n, imgs_per):
         n1 = min(n, n0 + imgs_per)
         for oh0 in range(0, ho, rows_per):
@@ -337,7 +367,7 @@ def conv2d(attrs, inputs, params, ctx, act: int = NONE, alpha: float = 0.0, resi
             plen = (oh1 - oh0) * wo
             cols = _buffer("cols", k * (n1 - n0) * plen).reshape(k, (n1 - n0) * plen)
             for gi in range(g):
-                _im2col(x, gi * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, wo, n0, n1, oh0, oh1, cols)
+                _im2col(xp, gi * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, wd, wo, n0, n1, oh0, oh1, cols)
                 if direct:
                     np.matmul(wg[gi], cols, out=y[n0])
                     if has_bias or act != NONE:
