@@ -1,8 +1,8 @@
 """Time zoo specs in netspec's CPU backend against ONNX Runtime (on netspec's own ONNX export) and
 PyTorch eager (when installed), same weights and input, in one process: medians after a warm-up,
 ratios, and netspec's achieved GFLOP/s (2 × MACs / time) beside the machine's measured GEMM rate.
-The engines take turns, one run each per round, and a ratio is the median of the rounds' ratios, so
-that a slow spell of the (shared, noisy) machine falls on both sides of it.
+The engines take turns, one warm run each per round, and a ratio is the median of the rounds'
+ratios, so that a slow spell of the (shared, noisy) machine falls on both sides of it.
 
     python tools/bench.py                                    # every zoo spec, batch 1 and 8, 2 threads
     python tools/bench.py resnet18 unet --batch 8 --runs 5 --json out.json
@@ -126,18 +126,18 @@ def median_time(fn, x, runs: int) -> float:
     return statistics.median(times)
 
 
-def interleaved_times(engines: dict, x, runs: int, pause: float = 0.02) -> dict[str, list[float]]:
-    """Seconds per run of each engine, `runs` rounds after a warm-up round, each round timing every
-    engine once in turn. The short pause between engines lets the last one's threads stop spinning
-    (ONNX Runtime's and OpenMP's workers busy-wait for a while after a run) before the next starts."""
+def interleaved_times(engines: dict, x, runs: int) -> dict[str, list[float]]:
+    """Seconds per run of each engine over `runs` rounds; in each round every engine in turn runs
+    once untimed, then once timed. The untimed run takes whatever the previous engine left behind
+    (its worker threads still spinning, caches full of its data), so the timed one is a warm,
+    back-to-back run, as it would be in a steady stream of inferences."""
     times: dict[str, list[float]] = {key: [] for key in engines}
-    for round_ in range(runs + 1):
+    for _ in range(runs):
         for key, run in engines.items():
-            time.sleep(pause)
+            run(x)
             t0 = time.perf_counter()
             run(x)
-            if round_:
-                times[key].append(time.perf_counter() - t0)
+            times[key].append(time.perf_counter() - t0)
     return times
 
 
@@ -174,7 +174,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("specs", nargs="*", default=ZOO)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
     parser.add_argument("--runs", type=int, default=5,
-                        help="timed rounds after a warm-up round (each round runs every engine once); medians are kept")
+                        help="rounds; in each, every engine runs once untimed, then once timed; medians are kept")
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     parser.add_argument("--json", help="also write the rows as JSON")
     args = parser.parse_args(argv)
