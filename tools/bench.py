@@ -1,8 +1,9 @@
 """Time zoo specs in netspec's CPU backend against ONNX Runtime (on netspec's own ONNX export) and
 PyTorch eager (when installed), same weights and input, in one process: medians after a warm-up,
 ratios, and netspec's achieved GFLOP/s (2 × MACs / time) beside the machine's measured GEMM rate.
-The engines take turns, one warm run each per round, and a ratio is the median of the rounds'
-ratios, so that a slow spell of the (shared, noisy) machine falls on both sides of it.
+The engines take turns, one warm run each per round (after 0.3 s of untimed runs, so that the
+previous engine's spinning threads have stopped), and a ratio is the median of the rounds' ratios,
+so that a slow spell of the (shared, noisy) machine falls on both sides of it.
 
     python tools/bench.py                                    # every zoo spec, batch 1 and 8, 2 threads
     python tools/bench.py resnet18 unet --batch 8 --runs 5 --json out.json
@@ -126,15 +127,19 @@ def median_time(fn, x, runs: int) -> float:
     return statistics.median(times)
 
 
-def interleaved_times(engines: dict, x, runs: int) -> dict[str, list[float]]:
+def interleaved_times(engines: dict, x, runs: int, settle: float = 0.3) -> dict[str, list[float]]:
     """Seconds per run of each engine over `runs` rounds; in each round every engine in turn runs
-    once untimed, then once timed. The untimed run takes whatever the previous engine left behind
-    (its worker threads still spinning, caches full of its data), so the timed one is a warm,
-    back-to-back run, as it would be in a steady stream of inferences."""
+    untimed for at least `settle` seconds (at least once), then once timed. The untimed runs take
+    whatever the previous engine left behind — its worker threads still spinning (OpenMP's and
+    OpenBLAS's spin for up to ~0.1–0.2 s after a run), caches full of its data — so the timed run
+    is a warm, back-to-back one, as in a steady stream of inferences, for small networks too."""
     times: dict[str, list[float]] = {key: [] for key in engines}
     for _ in range(runs):
         for key, run in engines.items():
+            start = time.perf_counter()
             run(x)
+            while time.perf_counter() - start < settle:
+                run(x)
             t0 = time.perf_counter()
             run(x)
             times[key].append(time.perf_counter() - t0)
@@ -174,7 +179,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("specs", nargs="*", default=ZOO)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
     parser.add_argument("--runs", type=int, default=5,
-                        help="rounds; in each, every engine runs once untimed, then once timed; medians are kept")
+                        help="rounds; in each, every engine runs untimed for 0.3 s, then once timed; medians are kept")
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     parser.add_argument("--json", help="also write the rows as JSON")
     args = parser.parse_args(argv)
