@@ -19,10 +19,10 @@ def _copy_columns(src, dst, col):
         r = idx // blocks
         lo = (idx - r * blocks) * _BLOCK
         hi = min(c_, lo + _BLOCK)
-        s = src[r]
-        d = dst[r]
-        for c in range(lo, hi):
-            d[col + c] = s[c]
+        s = src[r, lo:hi]
+        d = dst[r, col + lo:col + hi]
+        for c in range(hi - lo):  # on slices, indexed from 0: no wraparound test, so it vectorises
+            d[c] = s[c]
 
 
 def concat(attrs, inputs, params, ctx):
@@ -57,10 +57,10 @@ def _crop(x, top, left, y):
     for n in range(n_):
         for c in range(c_):
             for i in range(h_):
-                s = x[n, c, top + i]
+                s = x[n, c, top + i, left:left + w_]
                 d = y[n, c, i]
                 for j in range(w_):
-                    d[j] = s[left + j]
+                    d[j] = s[j]
 
 
 def center_crop(attrs, inputs, params, ctx):
