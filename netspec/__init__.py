@@ -31,7 +31,9 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
     """Bind a graph to weights and a backend's kernels; returns an Executable with `run(inputs)`.
 
     weights: None (deterministic initialization from `seed`), a dict {"node.param": array}, or the
-    path of a .safetensors file. backend: "cpu" (Numba kernels), "cuda" (numba.cuda kernels on an NVIDIA
+    path of a .safetensors file. The arrays of a dict are used as they are, not copied: to change
+    weights, compile again (the CPU backend keeps per-array transforms, e.g. Winograd's, that an
+    in-place edit would not reach). backend: "cpu" (Numba kernels), "cuda" (numba.cuda kernels on an NVIDIA
     GPU; raises netspec.backends.cuda.BackendUnavailable without one) or "reference" (plain numpy).
     progress: report on stderr when compiling kernels takes more than a moment (first run only).
     optimize: run the graph passes first (batch-norm folding, dropout removal, dead code; see passes/).
