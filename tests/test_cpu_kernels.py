@@ -478,3 +478,16 @@ def test_winograd_keeps_small_maps_and_other_convolutions_on_im2col():
     for other in ({"kernel": 3, "stride": 2}, {"kernel": 3, "dilation": 2}, {"kernel": 3, "groups": 2}, {"kernel": 5}):
         assert not winograd.applies(attrs({"out": 64, **other}), 64, 64, winograd.tiles(1, 56, 56))
     assert not winograd.applies(attrs({"out": 64, "kernel": 3}), 3, 64, winograd.tiles(1, 56, 56))  # RGB input
+
+
+def test_winograd_weight_transform_is_reused_and_released_with_its_array():
+    import gc
+
+    from netspec.backends.cpu import winograd
+    w = np.random.default_rng(0).standard_normal((16, 16, 3, 3)).astype(np.float32)
+    key = id(w)
+    u = winograd._transformed(w)
+    assert winograd._transformed(w) is u and u.shape == (16, 16, 16)
+    del w
+    gc.collect()
+    assert key not in winograd._weights_cache  # no weights kept alive by the cache

@@ -12,6 +12,8 @@ subtract a few values): about 1e−6 relative, well inside the kernels' 1e−4 a
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from numba import njit, prange
 
@@ -131,19 +133,18 @@ def tiles(n: int, ho: int, wo: int) -> int:
     return n * ((ho + 1) // 2) * ((wo + 1) // 2)
 
 
-_weights_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+_weights_cache: dict[int, np.ndarray] = {}  # id(weight array) → its transform, while the array lives
 
 
 def _transformed(w: np.ndarray) -> np.ndarray:
-    """U for this weight array, computed once per array (keyed by identity; the array is kept
-    alive with its transform so the key cannot be reused by another array)."""
-    hit = _weights_cache.get(id(w))
-    if hit is not None and hit[0] is w:
-        return hit[1]
-    u = transform_weights(w)
-    if len(_weights_cache) > 4096:  # a bound for long-lived processes compiling many networks
-        _weights_cache.clear()
-    _weights_cache[id(w)] = (w, u)
+    """U for this weight array, computed once per array. Keyed by identity: the entry goes when the
+    array is freed (a finalizer), so it holds no weights alive and an id is never reused while
+    its entry stands."""
+    u = _weights_cache.get(id(w))
+    if u is None:
+        u = transform_weights(w)
+        _weights_cache[id(w)] = u
+        weakref.finalize(w, _weights_cache.pop, id(w), None)
     return u
 
 
