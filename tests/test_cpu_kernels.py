@@ -24,7 +24,7 @@ from netspec.ops.registry import RunContext, ShapeError, infer_output
 
 RTOL = ATOL = 1e-4  # fp32 kernel vs numpy reference, as DESIGN.md requires
 
-OP_NAMES = [op.name for op in ops.all_ops()]
+OP_NAMES = [op.name for op in ops.all_ops(internal=True)]  # with the fused ops passes make
 
 # --- shape and attribute strategies, one per op -----------------------------------------------
 
@@ -171,8 +171,31 @@ def linear_case(draw):
     return {"out": draw(st.integers(1, 6)), "bias": draw(st.booleans())}, [(draw(batch), draw(st.integers(1, 8)))]
 
 
+@st.composite
+def fused_case(draw, base: str, base_case):
+    """A fused op (ops/fused.py) over a case of its base op: a random activation, a residual, and for
+    a pointwise conv2d with groups 1 a squeeze-excitation gate."""
+    attrs, shapes = draw(base_case)
+    op = ops.get(base)
+    try:
+        out = infer_output(op, op.attrs.model_validate(attrs), [TensorType(s) for s in shapes])
+    except ShapeError:
+        assume(False)
+    act = draw(st.sampled_from([None, "identity", "relu", "relu6", "leaky_relu", "elu", "silu", "hardswish",
+                                "sigmoid", "tanh"]))
+    attrs = dict(attrs, activation=act, alpha=draw(st.floats(0.1, 1.0)), residual=draw(st.booleans()))
+    if base == "conv2d" and attrs["kernel"] == 1 and attrs["groups"] == 1 and draw(st.booleans()):
+        attrs["gate"] = True
+        shapes = shapes + [shapes[0][:2] + (1, 1)]
+    if attrs["residual"]:
+        shapes = shapes + [tuple(out.shape)]
+    return attrs, shapes
+
+
 CASES = {
     "conv2d": conv2d_case(),
+    "fused_conv2d": fused_case("conv2d", conv2d_case()),
+    "fused_linear": fused_case("linear", linear_case()),
     "conv_transpose2d": conv_transpose2d_case(),
     "maxpool2d": pool_case("max"),
     "avgpool2d": pool_case("avg"),
@@ -200,7 +223,7 @@ CASES = {
     "center_crop": center_crop_case(),
     "linear": linear_case(),
 }
-EXAMPLES = {"conv2d": 80, "conv_transpose2d": 60, "maxpool2d": 60, "avgpool2d": 60}
+EXAMPLES = {"conv2d": 80, "fused_conv2d": 80, "conv_transpose2d": 60, "maxpool2d": 60, "avgpool2d": 60}
 
 # --- helpers ------------------------------------------------------------------------------------
 

@@ -1,18 +1,19 @@
-"""Epilogue fusion in the CPU executor's plan (backends/executor.py `_fuse_epilogues`): a conv2d
-absorbs a following residual add and activation. Fused runs must give the same values, bit for
-bit, as the kernels run one after another; the fusion must not fire where it would change what
-another reader sees."""
+"""Epilogue fusion (passes/fuse.py): a conv2d or linear takes over a following residual add and
+activation, and a pointwise conv the squeeze-excitation gate before it. The pass must fire where it
+may, not fire where another reader or a graph output would see a different value, and the fused
+CPU kernels must give the value of the kernels run one after another: bit for bit for the residual
+and activation epilogues (the same float32 operations in the same order), within rounding for the
+gate (the CPU kernel scales the weights or the input, whichever is cheaper)."""
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 import pytest
 
 import netspec
 from netspec.backends.cpu import KERNELS
-from netspec.backends.executor import Executable
 from netspec.ops.registry import RunContext
+from netspec.passes.fuse import fuse_epilogues
+from netspec.passes.manager import optimize
 from netspec.weights import init_weights
 
 
@@ -26,21 +27,23 @@ def _unfused(graph, weights, x):
     return {name: values[name] for name in graph.outputs}
 
 
-def _compile(load_spec, text, seed=0):
-    graph = load_spec(text)
+def _weights(graph, seed=0):
     weights = init_weights(graph, seed)
     rng = np.random.default_rng(seed)
     for key in weights:
         if key.endswith(".bias"):
             weights[key] = rng.normal(0, 0.5, weights[key].shape).astype(np.float32)
-    return graph, weights, Executable(graph, weights, KERNELS)
+    return weights
 
 
-def _fused(exe):
-    """{conv name: its fused keyword arguments} and the names of the steps that hand on a value."""
-    fused = {s.node.name: s.kernel.keywords for s in exe.plan if isinstance(s.kernel, functools.partial)}
-    passed = {s.node.name for s in exe.plan if getattr(s.kernel, "__name__", "") == "_pass_through"}
-    return fused, passed
+def _fused(graph):
+    """{node name: its attributes} of the fused nodes of the optimized graph, and that graph."""
+    optimized, _ = optimize(graph.active("eval"), _weights(graph))
+    return {n.name: n.attrs for n in optimized.nodes if n.op.startswith("fused_")}, optimized
+
+
+def _reference(graph, weights, x):
+    return netspec.compile(graph, backend="reference", weights=weights, optimize=False).run(x)
 
 
 RESIDUAL = """
@@ -52,28 +55,30 @@ layers:
   - {op: relu, name: a_act}
   - {op: conv2d, name: b, out: 4, kernel: %s, padding: %s}
   - {op: add, name: sum, in: [b, a_act]}
-  - {op: %s, name: out_act}
+  - {op: %s, name: b_act}
+  - {op: maxpool2d, name: out, kernel: 3}
 """
 
 
 @pytest.mark.parametrize("kernel, padding", [(3, 1), (1, 0)])  # im2col and the pointwise GEMM path
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "silu", "sigmoid"])
 def test_residual_add_and_activation_fuse_bit_for_bit(load_spec, kernel, padding, act):
-    graph, weights, exe = _compile(load_spec, RESIDUAL % (kernel, padding, act))
-    fused, passed = _fused(exe)
-    assert fused["b"]["residual"] is True and "act" in fused["b"]
-    assert fused["a"]["act"] != 0 and "residual" not in fused["a"]
-    assert passed == {"a_act", "sum", "out_act"}
+    graph = load_spec(RESIDUAL % (kernel, padding, act))
+    fused, optimized = _fused(graph)
+    assert fused["b"].residual and fused["b"].activation == act and not fused["b"].gate
+    assert fused["a"].activation == "relu" and not fused["a"].residual
+    assert [n.name for n in optimized.nodes] == ["a", "b", "out"]
+    assert optimized.node("b").inputs == ("a", "a") and optimized.node("out").inputs == ("b",)
+    weights = _weights(graph)
     x = np.random.default_rng(1).standard_normal((2, 4, 9, 9), dtype=np.float32)
-    got, want = exe.run(x), _unfused(graph, weights, x)
-    np.testing.assert_array_equal(got["out_act"], want["out_act"])
-    ref = netspec.compile(graph, backend="reference", weights=weights, optimize=False).run(x)
-    np.testing.assert_allclose(got["out_act"], ref["out_act"], rtol=1e-4, atol=1e-4)
+    got = netspec.compile(graph, weights=weights, progress=False).run(x)["out"]
+    np.testing.assert_array_equal(got, _unfused(graph, weights, x)["out"])
+    np.testing.assert_allclose(got, _reference(graph, weights, x)["out"], rtol=1e-4, atol=1e-4)
 
 
 def test_residual_fuses_into_whichever_operand_comes_last(load_spec):
     # the shortcut conv runs after the main branch's conv (as ResNet's downsample does)
-    graph, weights, exe = _compile(load_spec, """
+    graph = load_spec("""
 netspec: 1
 name: late_shortcut
 input: {shape: [3, 8, 8]}
@@ -81,13 +86,16 @@ layers:
   - {op: conv2d, name: main, out: 4, kernel: 3, padding: 1}
   - {op: conv2d, name: shortcut, in: input, out: 4, kernel: 1}
   - {op: add, name: sum, in: [main, shortcut]}
-  - {op: relu, name: out}
+  - {op: relu, name: act}
+  - {op: global_avgpool, name: out}
 """)
-    fused, passed = _fused(exe)
-    assert set(fused) == {"shortcut"} and fused["shortcut"]["residual"] is True
-    assert [s.inputs for s in exe.plan if s.node.name == "shortcut"] == [["input", "main"]]
+    fused, optimized = _fused(graph)
+    assert set(fused) == {"shortcut"} and fused["shortcut"].residual
+    assert optimized.node("shortcut").inputs == ("input", "main")
+    weights = _weights(graph)
     x = np.random.default_rng(2).standard_normal((1, 3, 8, 8), dtype=np.float32)
-    np.testing.assert_array_equal(exe.run(x)["out"], _unfused(graph, weights, x)["out"])
+    got = netspec.compile(graph, weights=weights, progress=False).run(x)
+    np.testing.assert_array_equal(got["out"], _unfused(graph, weights, x)["out"])
 
 
 @pytest.mark.parametrize("layers, why", [
@@ -102,32 +110,128 @@ layers:
     # the conv's output is itself a network output
     ("""  - {op: conv2d, name: c, out: 4, kernel: 3, padding: 1}
   - {op: relu, name: out}
-outputs: [c, out]""", "output"),
+outputs: [c, out]""", "conv is an output"),
+    # the activation is the network output: its name must stay
+    ("""  - {op: conv2d, name: c, out: 4, kernel: 3, padding: 1}
+  - {op: relu, name: out}""", "activation is an output"),
+    # the gate's mul feeds a 3×3 conv (scaling weights per image only pays for pointwise convs)
+    ("""  - {op: global_avgpool, name: s}
+  - {op: mul, name: m, in: [input, s]}
+  - {op: conv2d, name: out, out: 4, kernel: 3, padding: 1}""", "gate before a 3×3 conv"),
+    # the gated input is read by another node too
+    ("""  - {op: global_avgpool, name: s}
+  - {op: mul, name: m, in: [input, s]}
+  - {op: conv2d, name: c, out: 4, kernel: 1}
+  - {op: add, name: out, in: [m, m]}""", "gated input read twice"),
+    # softmax is not elementwise
+    ("""  - {op: conv2d, name: c, out: 4, kernel: 1}
+  - {op: softmax, name: s}
+  - {op: global_avgpool, name: out}""", "softmax"),
 ])
 def test_fusion_does_not_fire_where_it_would_change_a_value(load_spec, layers, why):
-    text = "netspec: 1\nname: nofuse\ninput: {shape: [4, 4, 4]}\nlayers:\n" + layers + "\n"
-    graph, weights, exe = _compile(load_spec, text)
-    fused, passed = _fused(exe)
-    assert not fused and not passed, why
+    graph = load_spec("netspec: 1\nname: nofuse\ninput: {shape: [4, 4, 4]}\nlayers:\n" + layers + "\n")
+    active = graph.active("eval")
+    after, _ = fuse_epilogues(active, _weights(graph))
+    assert after is active, why  # nothing fused
+    weights = _weights(graph)
     x = np.random.default_rng(3).standard_normal((1, 4, 4, 4), dtype=np.float32)
-    got, want = exe.run(x), _unfused(graph, weights, x)
+    got, want = netspec.compile(graph, weights=weights, progress=False).run(x), _unfused(graph, weights, x)
     for key in want:
         np.testing.assert_array_equal(got[key], want[key])
 
 
 @pytest.mark.parametrize("hw, stride", [(9, 1), (48, 1), (48, 2), (13, 2)])  # flat and by-rows paths
 def test_depthwise_with_fused_activation_matches_reference(load_spec, hw, stride):
-    graph, weights, exe = _compile(load_spec, f"""
+    graph = load_spec(f"""
 netspec: 1
 name: dw
 input: {{shape: [6, {hw}, {hw}]}}
 layers:
   - {{op: conv2d, name: dw, out: 6, groups: 6, kernel: 3, stride: {stride}, padding: 1, dilation: {1 if stride == 2 else 2}}}
-  - {{op: silu, name: out}}
+  - {{op: silu, name: act}}
+  - {{op: global_avgpool, name: out}}
 """)
-    assert _fused(exe)[0]["dw"]["act"] != 0
+    assert _fused(graph)[0]["dw"].activation == "silu"
+    weights = _weights(graph)
     x = np.random.default_rng(4).standard_normal((2, 6, hw, hw), dtype=np.float32)
-    got = exe.run(x)["out"]
+    got = netspec.compile(graph, weights=weights, progress=False).run(x)["out"]
     np.testing.assert_array_equal(got, _unfused(graph, weights, x)["out"])
-    ref = netspec.compile(graph, backend="reference", weights=weights, optimize=False).run(x)["out"]
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, _reference(graph, weights, x)["out"], rtol=1e-4, atol=1e-4)
+
+
+SQUEEZE_EXCITE = """
+netspec: 1
+name: se
+input: {{shape: [{c}, {hw}, {hw}]}}
+layers:
+  - {{op: conv2d, name: dw, out: {c}, groups: {c}, kernel: 3, padding: 1}}
+  - {{op: silu, name: act}}
+  - {{op: global_avgpool, name: squeeze}}
+  - {{op: conv2d, name: reduce, out: 2, kernel: 1}}
+  - {{op: silu}}
+  - {{op: conv2d, name: excite, out: {c}, kernel: 1}}
+  - {{op: sigmoid, name: gate}}
+  - {{op: mul, name: scaled, in: [act, gate]}}
+  - {{op: conv2d, name: project, out: {out}, kernel: 1}}
+  - {{op: add, name: sum, in: [project, input]}}
+  - {{op: global_avgpool, name: out}}
+"""
+
+
+# out < H·W: the kernel scales the weights per image; out ≥ H·W: it scales the input
+@pytest.mark.parametrize("c, hw, out", [(8, 6, 8), (24, 3, 24)])
+def test_squeeze_excitation_gate_fuses_into_the_pointwise_conv(load_spec, c, hw, out):
+    graph = load_spec(SQUEEZE_EXCITE.format(c=c, hw=hw, out=out))
+    fused, optimized = _fused(graph)
+    assert fused["project"].gate and fused["project"].residual and fused["project"].activation is None
+    assert optimized.node("project").inputs == ("dw", "excite", "input")
+    assert "scaled" not in {n.name for n in optimized.nodes}
+    weights = _weights(graph)
+    x = np.random.default_rng(5).standard_normal((3, c, hw, hw), dtype=np.float32)
+    got = netspec.compile(graph, weights=weights, progress=False).run(x)["out"]
+    np.testing.assert_allclose(got, _unfused(graph, weights, x)["out"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, _reference(graph, weights, x)["out"], rtol=1e-4, atol=1e-4)
+
+
+def test_linear_takes_its_residual_and_activation(load_spec):
+    graph = load_spec("""
+netspec: 1
+name: mlp
+input: {shape: [3, 4, 4]}
+layers:
+  - {op: flatten, name: flat}
+  - {op: linear, name: fc1, out: 48}
+  - {op: add, name: sum, in: [fc1, flat]}
+  - {op: elu, name: act, alpha: 0.5}
+  - {op: linear, name: out, out: 5}
+""")
+    fused, optimized = _fused(graph)
+    assert fused["fc1"].residual and fused["fc1"].activation == "elu" and fused["fc1"].alpha == 0.5
+    assert optimized.node("fc1").op == "fused_linear" and optimized.node("out").inputs == ("fc1",)
+    weights = _weights(graph)
+    x = np.random.default_rng(6).standard_normal((2, 3, 4, 4), dtype=np.float32)
+    got = netspec.compile(graph, weights=weights, progress=False).run(x)["out"]
+    np.testing.assert_array_equal(got, _unfused(graph, weights, x)["out"])
+    np.testing.assert_allclose(got, _reference(graph, weights, x)["out"], rtol=1e-4, atol=1e-4)
+
+
+def test_a_spec_cannot_name_a_fused_op(write_spec, cli):
+    write_spec("""
+netspec: 1
+name: sneaky
+input: {shape: [3, 4, 4]}
+layers:
+  - {op: fused_conv2d, out: 4, kernel: 1, activation: relu}
+""")
+    r = cli("check", "spec.yaml")
+    assert r.code == 1 and "spec.yaml:5:10: error: unknown op 'fused_conv2d' (did you mean 'conv2d'?)" in r.err, r.err
+    assert "fused_conv2d" not in cli("ops").out
+
+
+def test_dump_passes_shows_the_fusion(write_spec, cli):
+    write_spec(RESIDUAL % (3, 1, "relu"))
+    r = cli("compile", "spec.yaml", "--dump-passes")
+    assert r.code == 0
+    assert "# after fuse_epilogues: 3 removed, 0 added, 3 changed → 3 nodes" in r.out
+    assert "#   removed: a_act, sum, b_act" in r.out
+    assert "b = fused_conv2d(a, a) {out=4" in r.out and "residual=True, activation=relu" in r.out

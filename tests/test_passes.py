@@ -139,7 +139,9 @@ def test_optimize_records_what_each_pass_changed(load_spec):
     by_name = {r.name: r for r in records}
     assert by_name["remove_identities"].removed == []  # `out` is the output: kept
     assert sorted(by_name["fold_bn"].removed) == ["bn", "bn_fc"]
-    assert len(optimized.nodes) == len(g.nodes) - 2
+    assert by_name["fuse_epilogues"].removed == ["act"] and by_name["fuse_epilogues"].changed == ["conv", "3"]
+    assert [r.name for r in records] == ["remove_identities", "fold_bn", "fuse_epilogues", "dce"]
+    assert len(optimized.nodes) == len(g.nodes) - 3
 
 
 def test_train_mode_keeps_batch_norm(load_spec):

@@ -6,7 +6,6 @@ tensor is released after its last use. The same loop runs the numpy references (
 """
 from __future__ import annotations
 
-import functools
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -25,7 +24,7 @@ class InputError(ValueError):
 
 
 def reference_kernels() -> dict[str, Kernel]:
-    return {op.name: op.reference for op in ops.all_ops() if op.reference is not None}
+    return {op.name: op.reference for op in ops.all_ops(internal=True) if op.reference is not None}
 
 
 def check_input(name: str, value, expected_dims: tuple[int, ...]) -> np.ndarray:
@@ -76,20 +75,13 @@ def node_rng(seed: int, node_name: str, step: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(node_name.encode()), step])
 
 
-def _pass_through(attrs, inputs, params, ctx) -> np.ndarray:
-    """The step of a node fused into its producer: the value is already computed."""
-    return inputs[0]
-
-
 @dataclass
 class Step:
-    """One kernel call of the plan: `kernel(node.attrs, [values[i] for i in inputs], params, ctx)`,
-    params read from the weights under `keys` ({param: "node.param"}). `inputs` are the node's own
-    unless a fusion gave the kernel more to read (a residual) or a fused node only hands on a value."""
+    """One kernel call of the plan: `kernel(node.attrs, [values[i] for i in node.inputs], params, ctx)`,
+    params read from the weights under `keys` ({param: "node.param"})."""
     node: Node
     kernel: Kernel
     keys: dict[str, str]
-    inputs: list[str]
 
 
 class Executable:
@@ -110,62 +102,14 @@ class Executable:
         for node in self.graph.nodes:
             op = ops.get(node.op)
             names = list(op.params(node.attrs, [self.graph.type_of(i) for i in node.inputs]))
-            self.plan.append(Step(node, kernels[node.op], {p: f"{node.name}.{p}" for p in names}, list(node.inputs)))
+            self.plan.append(Step(node, kernels[node.op], {p: f"{node.name}.{p}" for p in names}))
         keep = set(self.graph.outputs)
-        if mode == "eval":
-            self._fuse_epilogues(kernels, keep)
         last_use: dict[str, int] = {}
-        for index, step in enumerate(self.plan):
-            for name in step.inputs:
+        for index, node in enumerate(self.graph.nodes):
+            for name in node.inputs:
                 last_use[name] = index
-        self.release = [[name for name in dict.fromkeys(step.inputs) if last_use[name] == index and name not in keep]
-                        for index, step in enumerate(self.plan)]
-
-    def _fuse_epilogues(self, kernels: Mapping[str, Kernel], keep: set[str]) -> None:
-        """Epilogue fusion in the plan, for a producer whose kernel `fuses_epilogue` (the CPU conv2d):
-
-        - residual add: an `add` of two same-shaped tensors, one of them this producer's output
-          read by nothing else, the other computed earlier: the producer adds it (its kernel gets
-          `residual=True` and the other tensor as a second input);
-        - activation: a pointwise activation (kernel with an `activation` code) that is the only
-          reader of the producer's output, or of the fused add's: the producer applies it.
-
-        A fused node's step hands the producer's array on unchanged. The values are the same, bit
-        for bit, as running the kernels one after another: conv + bias, then + residual, then the
-        activation, in that order, each rounded to float32."""
-        readers: dict[str, list[Node]] = {}
-        for node in self.graph.nodes:
-            for name in dict.fromkeys(node.inputs):
-                readers.setdefault(name, []).append(node)
-        position = {step.node.name: i for i, step in enumerate(self.plan)}
-        born = {name: -1 for name in self.graph.inputs} | position
-
-        def sole_reader(name: str) -> Node | None:
-            users = readers.get(name, [])
-            return users[0] if len(users) == 1 and name not in keep else None
-
-        for i, step in enumerate(self.plan):
-            if not getattr(step.kernel, "fuses_epilogue", False):
-                continue
-            options: dict = {}
-            tail = step.node.name  # the value the fused chain ends in so far
-            user = sole_reader(tail)
-            if user is not None and user.op == "add" and len(user.inputs) == 2 and tail in user.inputs:
-                other = user.inputs[1] if user.inputs[0] == tail else user.inputs[0]
-                same = self.graph.type_of(other).shape == self.graph.type_of(tail).shape
-                if other != tail and same and born[other] < i:
-                    options["residual"] = True
-                    step.inputs = step.inputs + [other]
-                    self.plan[position[user.name]] = Step(user, _pass_through, {}, [tail])
-                    tail = user.name
-                    user = sole_reader(tail)
-            act = getattr(kernels[user.op], "activation", None) if user is not None else None
-            if act is not None and list(user.inputs) == [tail]:
-                code, attr = act
-                options.update(act=code, alpha=float(getattr(user.attrs, attr)) if attr else 0.0)
-                self.plan[position[user.name]] = Step(user, _pass_through, {}, [tail])
-            if options:
-                step.kernel = functools.partial(step.kernel, **options)
+        self.release = [[name for name in dict.fromkeys(node.inputs) if last_use[name] == index and name not in keep]
+                        for index, node in enumerate(self.graph.nodes)]
 
     @property
     def input_names(self) -> list[str]:
@@ -178,7 +122,7 @@ class Executable:
             node = step.node
             params = {p: self.weights[k] for p, k in step.keys.items()}
             ctx = RunContext(self.mode, self._rng(node.name) if self.mode == "train" else None)
-            values[node.name] = step.kernel(node.attrs, [values[i] for i in step.inputs], params, ctx)
+            values[node.name] = step.kernel(node.attrs, [values[i] for i in node.inputs], params, ctx)
             if self.mode == "train":  # batch norm hands back updated running statistics
                 for p, k in step.keys.items():
                     self.weights[k] = params[p]

@@ -1,6 +1,8 @@
 """Text forms of the IR: a compact description of a node's attributes, and a graph listing."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .graph import Graph, Node
 
 
@@ -15,6 +17,10 @@ def _kernel(v) -> str:
 def describe(node: Node) -> str:
     """A short label: `conv 3×3 /2, 64`, `maxpool 3×3 /2`, `linear 4096`, `dropout 0.5`."""
     a = node.attrs
+    if node.op in ("fused_conv2d", "fused_linear"):  # the base op's label and what it took over
+        parts = [describe(replace(node, op=node.op.removeprefix("fused_")))]
+        parts += ["gate"] * a.gate + ["residual"] * a.residual + [a.activation] * (a.activation is not None)
+        return " + ".join(parts)
     if node.op in ("conv2d", "conv_transpose2d"):
         name = "conv" if node.op == "conv2d" else "convT"
         text = f"{name} {_kernel(a.kernel)}"

@@ -13,8 +13,9 @@ def _same_shape(a, inputs):
 
 
 def _activation(name: str, doc: str, attrs=NoAttrs, aliases=(), category="activation", reference=None) -> None:
+    """An elementwise op: at most one attribute, a float (what a fused epilogue carries as `alpha`)."""
     register(OpDef(name=name, category=category, attrs=attrs, shape=_same_shape, doc=doc, aliases=aliases,
-                   reference=reference))
+                   reference=reference, elementwise=True))
 
 
 def _elementwise(f):

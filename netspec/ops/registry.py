@@ -124,6 +124,8 @@ class OpDef:
     window: WindowRule = _pointwise
     reference: Reference | None = None
     aliases: tuple[str, ...] = field(default=())
+    elementwise: bool = False  # an activation applied to each element alone (a fusable epilogue)
+    internal: bool = False  # made by a pass (ops/fused.py), never written in a spec
 
 
 _REGISTRY: dict[str, OpDef] = {}
@@ -141,19 +143,28 @@ def register(op: OpDef) -> OpDef:
 
 
 def get(name: str) -> OpDef | None:
+    """The op of a name or alias, internal ones included (a spec may not name those: `spec_op`)."""
     return _REGISTRY.get(_ALIASES.get(name, name))
+
+
+def spec_op(name: str) -> OpDef | None:
+    """The op a spec may name: None for unknown and for internal ops."""
+    op = get(name)
+    return None if op is None or op.internal else op
 
 
 def canonical_name(name: str) -> str:
     return _ALIASES.get(name, name)
 
 
-def all_ops() -> list[OpDef]:
-    return sorted(_REGISTRY.values(), key=lambda op: op.name)
+def all_ops(internal: bool = False) -> list[OpDef]:
+    """The ops a spec may use, by name; with `internal`, also those only passes make."""
+    return sorted((op for op in _REGISTRY.values() if internal or not op.internal), key=lambda op: op.name)
 
 
 def all_names() -> list[str]:
-    return sorted(list(_REGISTRY) + list(_ALIASES))
+    """Every name and alias a spec may use."""
+    return sorted([name for name, op in _REGISTRY.items() if not op.internal] + list(_ALIASES))
 
 
 def infer_output(op: OpDef, attrs: Attrs, inputs: Sequence[TensorType]) -> TensorType:

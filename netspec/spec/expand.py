@@ -248,7 +248,7 @@ class Expander:
                 self.error(scope, self.loc(entry, "init", key=True), "`init` sets an op's parameters; inside a "
                            "block, put it on the block's layers")
             return self.instantiate_block(entry, op_name, scope, full, inputs, extra, args, mode)
-        op = ops.get(op_name)
+        op = ops.registry.spec_op(op_name)
         if op is None:
             known = ops.all_names() + list(self.blocks)
             self.error(scope, self.loc(entry, "op"), f"unknown op '{op_name}'{did_you_mean(op_name, known)}")

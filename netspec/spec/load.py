@@ -107,7 +107,7 @@ def collect_blocks(spec: SpecFile, source: SourceFile, path: Path, errors: Colle
         file_spec, file_source, file_path = todo.pop(0)
         for name, block in file_spec.blocks.items():
             where = file_source.loc(("blocks", name), key=True)
-            if registry.get(name) is not None:
+            if registry.spec_op(name) is not None:
                 errors.error(where, f"block '{name}' has the name of a built-in op; choose another name")
             elif name in blocks:
                 errors.error(where, f"block '{name}' is defined twice (also at {defined_at[name]})")

@@ -57,7 +57,7 @@ from netspec.ops.registry import RunContext, ShapeError, infer_output
 RTOL = ATOL = 1e-4  # per op
 RTOL_NET = ATOL_NET = 1e-3  # end to end
 ROOT = Path(__file__).resolve().parents[2]
-OP_NAMES = [op.name for op in ops.all_ops()]
+OP_NAMES = [op.name for op in ops.all_ops(internal=True)]  # with the fused ops passes make
 
 
 def _cpu_cases():
@@ -222,6 +222,38 @@ def test_tiny_resnet_matches_the_reference_executor(tmp_path, mode, optimize):
         for key, value in ref.weights.items():
             np.testing.assert_allclose(gpu.weights[key], value, rtol=RTOL_NET, atol=ATOL_NET, err_msg=key)
         assert not np.allclose(gpu.weights["bn.running_mean"], 0)
+
+
+SE_NET = """
+netspec: 1
+name: se_net
+input: {shape: [6, 5, 5]}
+layers:
+  - {op: conv2d, name: expand, out: 8, kernel: 1}
+  - {op: silu, name: act}
+  - {op: global_avgpool, name: squeeze}
+  - {op: conv2d, name: reduce, out: 2, kernel: 1}
+  - {op: relu}
+  - {op: conv2d, name: excite, out: 8, kernel: 1}
+  - {op: sigmoid, name: gate}
+  - {op: mul, name: scaled, in: [act, gate]}
+  - {op: conv2d, name: project, out: 6, kernel: 1}
+  - {op: add, name: sum, in: [project, input]}
+  - {op: flatten}
+  - {op: linear, name: fc, out: 4}
+  - {op: leaky_relu, name: out, slope: 0.2}
+  - {op: linear, name: head, out: 3}
+"""
+
+
+def test_fused_gate_residual_and_linear_activation_match_the_reference(tmp_path):
+    path = tmp_path / "se_net.yaml"
+    path.write_text(SE_NET)
+    graph = netspec.load(path)
+    x = np.random.default_rng(4).standard_normal((2, 6, 5, 5), dtype=np.float32)
+    gpu, _ = _compare(graph, x)
+    fused = {n.name: n.attrs for n in gpu.graph.nodes if n.op.startswith("fused_")}
+    assert fused["project"].gate and fused["project"].residual and fused["fc"].activation == "leaky_relu"
 
 
 def test_buffer_plan_never_overwrites_a_live_tensor(tmp_path):

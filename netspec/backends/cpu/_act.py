@@ -25,10 +25,15 @@ NONE, RELU, RELU6, LEAKY_RELU, ELU, SILU, HARDSWISH, SIGMOID, TANH = range(9)
 # act_row, so a fused epilogue and the standalone activation compile the same arithmetic.
 FMA = {"contract"}
 
-# op name → (activation code, the attribute carrying its scalar or None): what a conv may absorb
-FUSABLE = {"relu": (RELU, None), "relu6": (RELU6, None), "leaky_relu": (LEAKY_RELU, "slope"),
-           "elu": (ELU, "alpha"), "silu": (SILU, None), "hardswish": (HARDSWISH, None),
-           "sigmoid": (SIGMOID, None), "tanh": (TANH, None)}
+# elementwise activation op → its code here (every one but identity, whose code is NONE)
+CODES = {"relu": RELU, "relu6": RELU6, "leaky_relu": LEAKY_RELU, "elu": ELU, "silu": SILU, "hardswish": HARDSWISH,
+         "sigmoid": SIGMOID, "tanh": TANH}
+
+
+def activation_code(op: str | None) -> int:
+    """The code of a fused epilogue's activation (ops/fused.py `activation`); None: no activation."""
+    return NONE if op in (None, "identity") else CODES[op]
+
 
 # --- a vectorisable float32 exp ----------------------------------------------------------------
 # (float32 globals: Numba types a Python float as float64, which would widen the whole loop)

@@ -12,7 +12,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import winograd
-from ._act import FMA, NONE, act_row
+from ...ops.fused import split_inputs
+from ._act import FMA, NONE, act_row, activation_code
 from ._util import bias_or_zeros, f32, window_out
 
 
@@ -288,12 +289,31 @@ def _buffer(name: str, size: int) -> np.ndarray:
     return buf[:size]
 
 
-def conv2d(attrs, inputs, params, ctx, act: int = NONE, alpha: float = 0.0, residual: bool = False):
-    """Convolution. The executor's plan may fuse what follows into the epilogue (the kernel
-    signature stays the op's): `residual` adds inputs[1] (same shape as the output), then `act`/
-    `alpha` (an activation code of `_act`) apply an activation."""
-    x = f32(inputs[0])
+def conv2d(attrs, inputs, params, ctx):
+    """Convolution: im2col + GEMM, 1×1 straight to GEMM, Winograd for 3×3, depthwise direct."""
+    return _convolve(attrs, f32(inputs[0]), f32(params["weight"]), params)
+
+
+def fused_conv2d(attrs, inputs, params, ctx):
+    """conv2d with what the fuse_epilogues pass gave it (ops/fused.py): y = act(conv(x · gate) + residual)."""
+    x, gate, residual = split_inputs(attrs, [f32(v) for v in inputs])
+    act, alpha = activation_code(attrs.activation), float(attrs.alpha)
     w = f32(params["weight"])
+    if gate is not None:  # pointwise, groups 1 (the pass fuses a gate only there)
+        n, c = x.shape[:2]
+        o, p = attrs.out, x.shape[2] * x.shape[3]
+        if o < p:  # scaling the weights per image is the cheaper side: O·C products instead of C·H·W
+            w = (w.reshape(1, o, c) * gate.reshape(n, 1, c)).reshape(n, o, c, 1, 1)
+        else:
+            x = _buffer("gated", x.size).reshape(x.shape)
+            np.multiply(inputs[0], gate, out=x)
+    return _convolve(attrs, x, w, params, act, alpha, residual)
+
+
+def _convolve(attrs, x, w, params, act: int = NONE, alpha: float = 0.0, residual=None):
+    """The convolution of x (N×C×H×W) by w (C_out×C/G×kh×kw, or N×C_out×C×1×1 for a pointwise conv
+    with per-image weights), + bias, + residual (output-shaped, or None), then the activation
+    `act` (a code of `_act`) with its scalar `alpha`."""
     n, c, h, wd = x.shape
     o, g = attrs.out, attrs.groups
     kh, kw = attrs.kernel
@@ -303,12 +323,11 @@ def conv2d(attrs, inputs, params, ctx, act: int = NONE, alpha: float = 0.0, resi
     ho = window_out(h, dh * (kh - 1) + 1, sh, pt, pb)
     wo = window_out(wd, dw * (kw - 1) + 1, sw, pl, pr)
     bias, has_bias = bias_or_zeros(params, o, attrs.bias)
-    alpha = float(alpha)
-    if residual:  # the convolution with its bias, then one pass: + residual, activation
-        res = f32(inputs[1]).reshape(n, o, ho * wo)
+    if residual is not None:  # the convolution with its bias, then one pass: + residual, activation
+        res = residual.reshape(n, o, ho * wo)
         pointwise = kh == kw == 1 and pt == pl == pb == pr == 0
-        own = {"weight": w} if pointwise else params  # (pointwise: the bias is added below instead)
-        y = conv2d(attrs, inputs[:1], own, ctx).reshape(n, o, ho * wo)
+        own = {} if pointwise else params  # (pointwise: the bias is added below instead)
+        y = _convolve(attrs, x, w, own).reshape(n, o, ho * wo)
         _bias_residual_act(y, bias, has_bias and pointwise, res, act, alpha)  # pointwise: bias here too
         return y.reshape(n, o, ho, wo)
 
@@ -333,7 +352,9 @@ def conv2d(attrs, inputs, params, ctx, act: int = NONE, alpha: float = 0.0, resi
         # sw-th column, copied), and the GEMM writes y directly
         if sh > 1 or sw > 1:
             x = np.ascontiguousarray(x[:, :, ::sh, ::sw][:, :, :ho, :wo])
-        if g == 1:
+        if w.ndim == 5:  # weights per image (a fused gate)
+            np.matmul(w.reshape(n, o, c), x.reshape(n, c, p), out=y)
+        elif g == 1:
             np.matmul(w.reshape(o, c), x.reshape(n, c, p), out=y)
         else:
             np.matmul(w.reshape(g, og, cg), x.reshape(n, g, cg, p), out=y.reshape(n, g, og, p))
@@ -378,10 +399,6 @@ def conv2d(attrs, inputs, params, ctx, act: int = NONE, alpha: float = 0.0, resi
                     _epilogue(t, y, n0, n1, gi * og, oh0 * wo, plen, bias, has_bias, act, alpha)
     return y.reshape(n, o, ho, wo)
 
-
-# The executor may fuse a following residual add and activation kernel (one with an `activation`
-# attribute) into this kernel's epilogue: conv2d(..., residual=True, act=code, alpha=scalar).
-conv2d.fuses_epilogue = True
 
 _CHUNK_BYTES = 32 << 20  # conv_transpose2d's column matrix: at most this much, unless one image needs more
 

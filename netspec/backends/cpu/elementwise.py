@@ -45,19 +45,19 @@ def _act_serial(x, y, act, alpha):
     act_row(x, y, np.float32(0.0), False, act, alpha)
 
 
+def activate(x: np.ndarray, code: int, alpha: float, out: np.ndarray | None = None) -> np.ndarray:
+    """out = act(x) for a C-contiguous float32 x (out: a new array, or x itself for in place)."""
+    y = np.empty_like(x) if out is None else out
+    run = _act_parallel if x.size >= (PARALLEL_MIN_CHEAP if code in _CHEAP else PARALLEL_MIN) else _act_serial
+    run(x.reshape(-1), y.reshape(-1), code, alpha)
+    return y
+
+
 def _pointwise(name, code, scalar=None):
     def kernel(attrs, inputs, params, ctx):
-        x = f32(inputs[0])
-        y = np.empty_like(x)
-        alpha = float(getattr(attrs, scalar)) if scalar else 0.0
-        run = _act_parallel if x.size >= (PARALLEL_MIN_CHEAP if code in _CHEAP else PARALLEL_MIN) else _act_serial
-        run(x.reshape(-1), y.reshape(-1), code, alpha)
-        return y
+        return activate(f32(inputs[0]), code, float(getattr(attrs, scalar)) if scalar else 0.0)
     kernel.__name__ = name
     kernel.__doc__ = f"{name}, elementwise (formula in _act.act_row)"
-    # what a producer with `fuses_epilogue` (conv2d) needs to apply this op in its epilogue:
-    # the activation code of `_act` and the attribute holding its scalar (or None)
-    kernel.activation = (code, scalar)
     return kernel
 
 

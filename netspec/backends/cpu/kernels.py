@@ -10,7 +10,6 @@ from ... import ops
 from ...ir.types import TensorType
 from ...ops.registry import RunContext, infer_output
 from . import conv, elementwise, linear, norm, pool, tensor
-from ._act import RELU
 
 # kernel(attrs, inputs, params, ctx) -> output: the `Reference` signature (NCHW float32 in and out)
 Kernel = Callable[[ops.Attrs, list[np.ndarray], dict[str, np.ndarray], RunContext], np.ndarray]
@@ -19,6 +18,7 @@ KERNELS: dict[str, Kernel] = {
     # convolution
     "conv2d": conv.conv2d,                       # im2col + GEMM; 1×1 → GEMM; depthwise direct
     "conv_transpose2d": conv.conv_transpose2d,   # GEMM (Wᵀ·X) + col2im
+    "fused_conv2d": conv.fused_conv2d,           # conv2d + gate, residual, activation (passes/fuse.py)
     # pooling
     "maxpool2d": pool.maxpool2d,
     "avgpool2d": pool.avgpool2d,
@@ -46,6 +46,7 @@ KERNELS: dict[str, Kernel] = {
     "concat": tensor.concat,
     # linear and reshapes
     "linear": linear.linear,
+    "fused_linear": linear.fused_linear,
     "flatten": tensor.flatten,
     "reshape": tensor.reshape,
     "center_crop": tensor.center_crop,
@@ -83,10 +84,18 @@ _WARM_CASES: dict[str, list[tuple[dict, list[tuple[int, ...]], tuple[str, ...]]]
     "mul": [({}, [_IMG, (1, 2, 1, 1)], ("eval",))],
     "concat": [({}, [_IMG, _IMG], ("eval",))],
     "linear": [({"out": 3}, [(1, 4)], ("eval",))],
+    "fused_linear": [({"out": 3, "residual": True, "activation": "relu"}, [(1, 4), (1, 3)], ("eval",))],
     "reshape": [({"shape": [-1]}, [_IMG], ("eval",))],
     "center_crop": [({"size": 2}, [_IMG], ("eval",))],
 }
 
+
+# A fused conv2d runs every path of conv2d, with an activation and (one pass) a residual or gate.
+_WARM_CASES["fused_conv2d"] = [({**attrs, "activation": "relu"}, shapes, modes)
+                               for attrs, shapes, modes in _WARM_CASES["conv2d"]] + [
+    ({"out": 2, "kernel": 3, "padding": 1, "residual": True, "activation": "relu"}, [_IMG, _IMG], ("eval",)),
+    ({"out": 2, "kernel": 1, "gate": True, "residual": True}, [_IMG, (1, 2, 1, 1), _IMG], ("eval",)),
+    ({"out": 32, "kernel": 1, "gate": True}, [(1, 2, 2, 2), (1, 2, 1, 1)], ("eval",))]
 
 # Pointwise activations switch to a parallel kernel on large inputs: warm that path too.
 _BIG = (1, 2, 128, 128)
@@ -109,9 +118,7 @@ def _warm_one(name: str) -> None:
             params = {p: (np.ones(spec.shape, np.float32) if p == "running_var"
                           else rng.standard_normal(spec.shape).astype(np.float32))
                       for p, spec in op.params(attrs, types).items()}
-            out = kernel(attrs, inputs, params, RunContext(mode, np.random.default_rng(0)))
-            if getattr(kernel, "fuses_epilogue", False) and mode == "eval":  # the residual epilogue
-                kernel(attrs, inputs + [out], params, RunContext(mode), residual=True, act=RELU)
+            kernel(attrs, inputs, params, RunContext(mode, np.random.default_rng(0)))
 
 
 def warm_up(op_names, progress: Callable[[int, int, str], None] | None = None) -> None:

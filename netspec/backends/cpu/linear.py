@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...ops.fused import split_inputs
+from ._act import NONE, activation_code
 from ._util import bias_or_zeros, f32
+from .elementwise import activate
 
 
 def linear(attrs, inputs, params, ctx):
@@ -14,4 +17,17 @@ def linear(attrs, inputs, params, ctx):
     bias, has_bias = bias_or_zeros(params, attrs.out, attrs.bias)
     if has_bias:
         y += bias
+    return y
+
+
+def fused_linear(attrs, inputs, params, ctx):
+    """linear with what the fuse_epilogues pass gave it (ops/fused.py): y = act(x Wᵀ + b + residual),
+    in float32 in that order, as the unfused kernels would."""
+    x, _, residual = split_inputs(attrs, inputs)
+    y = linear(attrs, [x], params, ctx)
+    if residual is not None:
+        y += f32(residual)
+    code = activation_code(attrs.activation)
+    if code != NONE:
+        activate(y, code, float(attrs.alpha), out=y)
     return y

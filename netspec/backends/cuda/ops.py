@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 from numba import cuda
 
+from ...ops.fused import activation_attrs, split_inputs
 from ...ops.registry import RunError
 from . import kernels as K
 from .kernels import blocks_for, tiles_for
@@ -359,6 +360,36 @@ STEPS: dict[str, Callable] = {
     "reshape": copy_step,
     "center_crop": center_crop_step,
 }
+
+
+
+def _fused(base_step):
+    """A fused op (ops/fused.py) as the launches of its parts: the gate's mul into a scratch buffer,
+    the base op into `out`, then the residual add and the activation in place on `out`."""
+    def step(a, in_shapes, out_shape, dp, mode):
+        x_shape = in_shapes[0]
+        base = base_step(a, [x_shape], out_shape, dp, mode)
+        gate = mul_step(a, [x_shape, in_shapes[1]], x_shape, dp, mode) if a.gate else None
+        gated = cuda.device_array(prod(x_shape), np.float32) if a.gate else None
+        residual = add_step(a, [out_shape, out_shape], out_shape, dp, mode) if a.residual else None
+        act = STEPS[a.activation](activation_attrs(a), [out_shape], out_shape, dp, mode) if a.activation else None
+
+        def run(ins, out, ctx):
+            x, g, r = split_inputs(a, ins)
+            if gate is not None:
+                gate([x, g], gated, ctx)
+                x = gated
+            base([x], out, ctx)
+            if residual is not None:
+                residual([out, r], out, ctx)
+            if act is not None:
+                act([out], out, ctx)
+        return run
+    return step
+
+
+STEPS["fused_conv2d"] = _fused(conv2d_step)
+STEPS["fused_linear"] = _fused(linear_step)
 
 UPLOADS: dict[str, Callable] = {
     "conv_transpose2d": conv_transpose2d_upload,

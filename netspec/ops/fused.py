@@ -1,0 +1,93 @@
+"""Fused ops, made by the fuse_epilogues pass (passes/fuse.py) and never written in a spec: a
+conv2d or linear that also does what the nodes after it did, so the value is made in one kernel
+call and one pass over memory.
+
+Inputs, in order: x; the gate, when `gate` (conv2d only); the residual, when `residual`. Value:
+
+    y = act(base(x · gate) + residual)
+
+- `gate` (squeeze-excitation): an N×C_in×1×1 tensor scaling x's channels before the convolution
+  (the `mul` that gated the conv's input);
+- `residual`: a tensor of the output's shape added after the bias (the residual `add`);
+- `activation`: an elementwise activation op applied last, `alpha` its one attribute, if it has one
+  (leaky_relu's slope, elu's alpha).
+
+Shapes, parameters, MACs and window are the base op's; the reference runs the base op's reference
+and then the fused ops' own references, so the reference value is exactly the unfused one's.
+"""
+from __future__ import annotations
+
+from .conv import Conv2dAttrs, conv2d_macs, conv2d_params, conv2d_reference, conv2d_shape, conv2d_window
+from .fields import Bool, Float
+from .linear import LinearAttrs, _linear_macs, _linear_params, _linear_reference, _linear_shape
+from .registry import GLOBAL, Attrs, OpDef, ShapeError, get, register
+
+
+class EpilogueAttrs(Attrs):
+    """The fused part of a fused op's attributes (mixed into the base op's attribute model)."""
+
+    gate: Bool = False
+    residual: Bool = False
+    activation: str | None = None
+    alpha: Float = 0.0
+
+
+class FusedConv2dAttrs(EpilogueAttrs, Conv2dAttrs):
+    pass
+
+
+class FusedLinearAttrs(EpilogueAttrs, LinearAttrs):
+    pass
+
+
+def activation_attrs(a: EpilogueAttrs):
+    """The fused activation's own attribute model (its one field set to `alpha`)."""
+    model = get(a.activation).attrs
+    fields = list(model.model_fields)
+    return model.model_validate({fields[0]: a.alpha} if fields else {})
+
+
+def split_inputs(a: EpilogueAttrs, inputs: list) -> tuple[object, object, object]:
+    """(x, gate or None, residual or None) from a fused op's inputs."""
+    gate = inputs[1] if a.gate else None
+    residual = inputs[1 + a.gate] if a.residual else None
+    return inputs[0], gate, residual
+
+
+def _fused(shape, params, macs, window, reference):
+    def check(a, inputs):
+        if len(inputs) != 1 + a.gate + a.residual:
+            raise ShapeError(f"takes {1 + a.gate + a.residual} inputs with gate={a.gate}, residual={a.residual}, "
+                             f"got {len(inputs)}")
+        if a.activation is not None and (get(a.activation) is None or not get(a.activation).elementwise):
+            raise ShapeError(f"'{a.activation}' is not an elementwise activation", "activation")
+        x, gate, residual = split_inputs(a, list(inputs))
+        out = shape(a, [x])
+        if gate is not None and gate.shape != (x.batch, x.dims[0], 1, 1):
+            raise ShapeError(f"the gate must be {x.batch}×{x.dims[0]}×1×1, got {gate}")
+        if residual is not None and residual.shape != out.shape:
+            raise ShapeError(f"the residual must have the output's shape {out}, got {residual}")
+        return out
+
+    def run_reference(a, inputs, p, ctx):
+        x, gate, residual = split_inputs(a, inputs)
+        if gate is not None:
+            x = get("mul").reference(a, [x, gate], {}, ctx)
+        y = reference(a, [x], p, ctx)
+        if residual is not None:
+            y = get("add").reference(a, [y, residual], {}, ctx)
+        if a.activation is not None:
+            y = get(a.activation).reference(activation_attrs(a), [y], {}, ctx)
+        return y
+
+    return dict(shape=check, params=lambda a, ins: params(a, ins[:1]), macs=lambda a, ins, out: macs(a, ins[:1], out),
+                window=lambda a, ins: window(a, ins[:1]), reference=run_reference, min_inputs=1, max_inputs=3,
+                internal=True)
+
+
+register(OpDef(name="fused_conv2d", category="convolution", attrs=FusedConv2dAttrs,
+               doc="conv2d with its input gate, residual add and activation (made by the fuse_epilogues pass).",
+               **_fused(conv2d_shape, conv2d_params, conv2d_macs, conv2d_window, conv2d_reference)))
+register(OpDef(name="fused_linear", category="linear", attrs=FusedLinearAttrs,
+               doc="linear with its residual add and activation (made by the fuse_epilogues pass).",
+               **_fused(_linear_shape, _linear_params, _linear_macs, lambda a, ins: GLOBAL, _linear_reference)))
