@@ -196,9 +196,28 @@ def _op_spec(shape, layers):
 
 def test_every_registered_op_has_an_export_and_a_case():
     registered = {op.name for op in ops.all_ops()}
-    assert registered == set(exportable_ops())
+    assert registered | {"fused_conv2d", "fused_linear"} == set(exportable_ops())  # (fused: tested below)
     covered = {case.split("-")[0] for case, _, _ in OP_CASES}
     assert registered <= covered
+
+
+@pytest.mark.parametrize("name, params", [("efficientnet", {"resolution": 32}), ("resnet18", {"resolution": 32}),
+                                          ("alexnet", {"resolution": 96})])
+def test_an_optimized_graph_with_fused_ops_exports(name, params):
+    # gate, residual and activation epilogues (EfficientNet, ResNet), linear + relu (AlexNet)
+    graph = _zoo_graph(name, None, tuple(sorted(params.items())))
+    exe = netspec.compile(graph, backend="cpu", weights=_random_weights(graph), progress=False)
+    fused = [n for n in exe.graph.nodes if n.op.startswith("fused_")]
+    assert fused
+    model = export_onnx(exe.graph, exe.weights, batch=2)
+    assert [n.name for n in model.graph.node if "/" not in n.name] == [n.name for n in exe.graph.nodes]
+    (input_name, input_type), = graph.inputs.items()
+    x = np.random.default_rng(1).standard_normal((2,) + input_type.dims, dtype=np.float32)
+    got = _session(_checked_bytes(model), optimize=False).run(None, {input_name: x})
+    want = exe.run(x)
+    for key, value in zip(exe.graph.outputs, got):
+        scale = max(1.0, float(np.abs(want[key]).max()))
+        np.testing.assert_allclose(value, want[key], rtol=1e-3, atol=1e-3 * scale)
 
 
 @pytest.mark.parametrize("case,shape,layers", OP_CASES, ids=[c for c, _, _ in OP_CASES])

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..ir.graph import Graph, Node
+from ..ops.fused import activation_attrs, split_inputs
 from ..ops.pool import adaptive_bins
 
 OPSET = 17
@@ -190,6 +191,26 @@ class _Builder:
     def op_linear(self, node, ins, a, name):
         inputs = ins + [self.param(node, "weight")] + ([self.param(node, "bias")] if a.bias else [])
         self.add("Gemm", inputs, name, name, transB=1)
+
+    def _fused(base: str):
+        """A fused op (ops/fused.py) as its parts: Mul by the gate, the base op, Add of the residual, the
+        activation; the last one writes the node's value."""
+        def method(self, node, ins, a, name):
+            x, gate, residual = split_inputs(a, ins)
+            if gate is not None:
+                x = self.add("Mul", [x, gate], f"{name}/gated", f"{name}/gated")
+            parts = [base] + ["residual"] * a.residual + [a.activation] * (a.activation is not None)
+            value = name if len(parts) == 1 else f"{name}/{base}"
+            getattr(self, f"op_{base}")(node, [x], a, value)
+            if residual is not None:
+                out = name if parts[-1] == "residual" else f"{name}/residual"
+                value = self.add("Add", [value, residual], out, out)
+            if a.activation is not None:
+                getattr(self, f"op_{a.activation}")(node, [value], activation_attrs(a), name)
+        return method
+
+    op_fused_conv2d = _fused("conv2d")
+    op_fused_linear = _fused("linear")
 
     def op_flatten(self, node, ins, a, name):
         self.add("Flatten", ins, name, name, axis=1)
