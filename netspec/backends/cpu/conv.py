@@ -305,8 +305,8 @@ def fused_conv2d(attrs, inputs, params, ctx):
         if o < p:  # scaling the weights per image is the cheaper side: O·C products instead of C·H·W
             w = (w.reshape(1, o, c) * gate.reshape(n, 1, c)).reshape(n, o, c, 1, 1)
         else:
-            x = _buffer("gated", x.size).reshape(x.shape)
-            np.multiply(inputs[0], gate, out=x)
+            gated = _buffer("gated", x.size).reshape(x.shape)
+            x = np.multiply(x, gate, out=gated)
     return _convolve(attrs, x, w, params, act, alpha, residual)
 
 
