@@ -42,8 +42,13 @@ def _fused(graph):
     return {n.name: n.attrs for n in optimized.nodes if n.op.startswith("fused_")}, optimized
 
 
-def _reference(graph, weights, x):
-    return netspec.compile(graph, backend="reference", weights=weights, optimize=False).run(x)
+def _three_ways(graph, x):
+    """Output `out` of the compiled CPU executable, of the CPU kernels run one by one (unfused), and of
+    the reference executor on the graph as written, all with the same weights."""
+    weights = _weights(graph)
+    got = netspec.compile(graph, weights=weights, progress=False).run(x)["out"]
+    reference = netspec.compile(graph, backend="reference", weights=weights, optimize=False).run(x)["out"]
+    return got, _unfused(graph, weights, x)["out"], reference
 
 
 RESIDUAL = """
@@ -69,11 +74,10 @@ def test_residual_add_and_activation_fuse_bit_for_bit(load_spec, kernel, padding
     assert fused["a"].activation == "relu" and not fused["a"].residual
     assert [n.name for n in optimized.nodes] == ["a", "b", "out"]
     assert optimized.node("b").inputs == ("a", "a") and optimized.node("out").inputs == ("b",)
-    weights = _weights(graph)
     x = np.random.default_rng(1).standard_normal((2, 4, 9, 9), dtype=np.float32)
-    got = netspec.compile(graph, weights=weights, progress=False).run(x)["out"]
-    np.testing.assert_array_equal(got, _unfused(graph, weights, x)["out"])
-    np.testing.assert_allclose(got, _reference(graph, weights, x)["out"], rtol=1e-4, atol=1e-4)
+    got, unfused, reference = _three_ways(graph, x)
+    np.testing.assert_array_equal(got, unfused)
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
 
 
 def test_residual_fuses_into_whichever_operand_comes_last(load_spec):
@@ -152,11 +156,10 @@ layers:
   - {{op: global_avgpool, name: out}}
 """)
     assert _fused(graph)[0]["dw"].activation == "silu"
-    weights = _weights(graph)
     x = np.random.default_rng(4).standard_normal((2, 6, hw, hw), dtype=np.float32)
-    got = netspec.compile(graph, weights=weights, progress=False).run(x)["out"]
-    np.testing.assert_array_equal(got, _unfused(graph, weights, x)["out"])
-    np.testing.assert_allclose(got, _reference(graph, weights, x)["out"], rtol=1e-4, atol=1e-4)
+    got, unfused, reference = _three_ways(graph, x)
+    np.testing.assert_array_equal(got, unfused)
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
 
 
 SQUEEZE_EXCITE = """
@@ -186,11 +189,10 @@ def test_squeeze_excitation_gate_fuses_into_the_pointwise_conv(load_spec, c, hw,
     assert fused["project"].gate and fused["project"].residual and fused["project"].activation is None
     assert optimized.node("project").inputs == ("dw", "excite", "input")
     assert "scaled" not in {n.name for n in optimized.nodes}
-    weights = _weights(graph)
     x = np.random.default_rng(5).standard_normal((3, c, hw, hw), dtype=np.float32)
-    got = netspec.compile(graph, weights=weights, progress=False).run(x)["out"]
-    np.testing.assert_allclose(got, _unfused(graph, weights, x)["out"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(got, _reference(graph, weights, x)["out"], rtol=1e-4, atol=1e-4)
+    got, unfused, reference = _three_ways(graph, x)
+    np.testing.assert_allclose(got, unfused, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
 
 
 def test_linear_takes_its_residual_and_activation(load_spec):
@@ -208,11 +210,10 @@ layers:
     fused, optimized = _fused(graph)
     assert fused["fc1"].residual and fused["fc1"].activation == "elu" and fused["fc1"].alpha == 0.5
     assert optimized.node("fc1").op == "fused_linear" and optimized.node("out").inputs == ("fc1",)
-    weights = _weights(graph)
     x = np.random.default_rng(6).standard_normal((2, 3, 4, 4), dtype=np.float32)
-    got = netspec.compile(graph, weights=weights, progress=False).run(x)["out"]
-    np.testing.assert_array_equal(got, _unfused(graph, weights, x)["out"])
-    np.testing.assert_allclose(got, _reference(graph, weights, x)["out"], rtol=1e-4, atol=1e-4)
+    got, unfused, reference = _three_ways(graph, x)
+    np.testing.assert_array_equal(got, unfused)
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
 
 
 def test_a_spec_cannot_name_a_fused_op(write_spec, cli):

@@ -40,8 +40,15 @@ class FusedLinearAttrs(EpilogueAttrs, LinearAttrs):
     pass
 
 
+def activation_alpha(attrs: Attrs) -> float:
+    """An elementwise activation's one attribute (leaky_relu's slope, elu's alpha), 0.0 if it has none:
+    what a fused op carries as `alpha`."""
+    fields = list(type(attrs).model_fields)
+    return float(getattr(attrs, fields[0])) if fields else 0.0
+
+
 def activation_attrs(a: EpilogueAttrs):
-    """The fused activation's own attribute model (its one field set to `alpha`)."""
+    """The fused activation's own attribute model (its one attribute set to `alpha`)."""
     model = get(a.activation).attrs
     fields = list(model.model_fields)
     return model.model_validate({fields[0]: a.alpha} if fields else {})

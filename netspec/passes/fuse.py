@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from .. import ops
 from ..ir.graph import Graph, Node
+from ..ops.fused import activation_alpha
 from .manager import Weights
 
 FUSED = {"conv2d": "fused_conv2d", "linear": "fused_linear"}
@@ -46,7 +47,7 @@ def fuse_epilogues(graph: Graph, weights: Weights) -> tuple[Graph, Weights]:
         if node.op not in FUSED:
             continue
         inputs, epilogue = [node.inputs[0]], {}
-        mul = graph.node(node.inputs[0]) if node.inputs[0] in position and position[node.inputs[0]] >= 0 else None
+        mul = None if node.inputs[0] in graph.inputs else graph.node(node.inputs[0])
         if node.op == "conv2d" and _pointwise(node.attrs) and mul is not None and mul.op == "mul" \
                 and sole_reader(mul.name) is node:
             x_type = graph.type_of(mul.name)
@@ -65,9 +66,8 @@ def fuse_epilogues(graph: Graph, weights: Weights) -> tuple[Graph, Weights]:
                 tail, user = user.name, sole_reader(user.name)
         act = ops.get(user.op) if user is not None else None
         if act is not None and act.category == "activation" and act.elementwise and user.inputs == (tail,):
-            fields = list(type(user.attrs).model_fields)
             epilogue["activation"] = user.op
-            epilogue["alpha"] = float(getattr(user.attrs, fields[0])) if fields else 0.0
+            epilogue["alpha"] = activation_alpha(user.attrs)
             absorbed[user.name] = node.name
         if epilogue:
             op = ops.get(FUSED[node.op])

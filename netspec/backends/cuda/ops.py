@@ -362,7 +362,6 @@ STEPS: dict[str, Callable] = {
 }
 
 
-
 def _fused(base_step):
     """A fused op (ops/fused.py) as the launches of its parts: the gate's mul into a scratch buffer,
     the base op into `out`, then the residual add and the activation in place on `out`."""
