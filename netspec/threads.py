@@ -1,7 +1,9 @@
-"""The thread policy, owned in one place: how many threads BLAS (the GEMMs) and Numba may use.
+"""The thread policy, owned in one place: how many threads netspec's CPU kernels use.
 
-netspec calls BLAS and its Numba kernels one after the other, never at the same time, so the two
-pools never compete for the cores; `set_threads(n)` caps both at n (`netspec run --threads N`).
+Every CPU kernel runs on Numba's thread pool, the GEMMs included (backends/cpu/gemm.py calls
+OpenBLAS single-threaded from Numba's threads), so one pool owns the cores and its workers can
+spin between kernels instead of sleeping. `set_threads(n)` caps it at n (`netspec run --threads N`),
+and BLAS too, for GEMMs numpy runs itself (gemm.py's fallback, other code in the process).
 """
 from __future__ import annotations
 
@@ -11,30 +13,36 @@ from typing import Iterator
 
 _started = False
 
+# How long Numba's idle workers spin before they sleep, in GNU OpenMP's spin iterations (~30 ns
+# each here: about 3 ms). An inference's kernels follow each other within microseconds, so the
+# workers stay awake through one; waking a sleeping worker costs 35–90 µs on this class of machine,
+# once per kernel. After the last kernel the spinning ends within milliseconds. (OpenMP's default,
+# 300,000, would keep a core busy about 10 ms after every call; passive waiting, 0, pays the
+# wake-up every kernel.)
+SPIN_COUNT = 100_000
+
 
 def start_numba_threads() -> None:
-    """Start Numba's thread pool with OpenMP's passive wait policy (unless the user chose one).
+    """Start Numba's thread pool with the spin count above (unless the user chose a wait policy).
 
-    GNU OpenMP's default active wait keeps Numba's workers spinning after every parallel region,
-    taking the cores from the BLAS threads of the GEMM that follows: 4–40× slower alternation
-    between the two on a busy machine. libgomp reads the policy once, when it is loaded, so the
-    variable is set just for that moment (other OpenMP users, e.g. PyTorch's own libgomp, keep theirs).
-    Call before anything else starts Numba's threads (numba.get_num_threads does).
+    libgomp reads the policy once, when it is loaded, so the variable is set just for that moment
+    (other OpenMP users, e.g. PyTorch's own libgomp, keep theirs). Call before anything else
+    starts Numba's threads (numba.get_num_threads does).
     """
     global _started
     if _started:
         return
     _started = True
-    if "OMP_WAIT_POLICY" in os.environ:
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return
-    os.environ["OMP_WAIT_POLICY"] = "passive"
+    os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
     try:
         from numba.np.ufunc import parallel
         parallel._launch_threads()
     except Exception:  # a Numba without this hook: the threads start on first use, default policy
         pass
     finally:
-        os.environ.pop("OMP_WAIT_POLICY", None)
+        os.environ.pop("GOMP_SPINCOUNT", None)
 
 
 @contextlib.contextmanager

@@ -1,8 +1,8 @@
 """Convolutions: conv2d (im2col + GEMM, 1×1 straight to GEMM, direct depthwise) and
 conv_transpose2d (GEMM + col2im).
 
-The GEMMs are numpy's matmul (OpenBLAS sgemm) called from Python — `np.dot` inside `@njit`
-needs SciPy. Everything around them (patch extraction, scatter, bias) is Numba.
+The GEMMs are `gemm.matmul` (OpenBLAS's sgemm in blocks on Numba's threads, the bias, residual
+and activation fused per block). Everything around them (patch extraction, scatter) is Numba.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import threading
 import numpy as np
 from numba import njit, prange
 
-from . import winograd
+from . import gemm, winograd
 from ...ops.fused import split_inputs
 from ._act import FMA, NONE, act_row, activation_code
 from ._util import bias_or_zeros, f32, window_out
@@ -104,56 +104,6 @@ def _epilogue(t, y, n0, n1, o0, p0, plen, bias, has_bias, act, alpha):
         m = idx - o * nn
         act_row(t[o, m * plen:(m + 1) * plen], y[n0 + m, o0 + o, p0:p0 + plen], bias[o0 + o], has_bias,
                 act, alpha)
-
-
-@njit(cache=True, fastmath=FMA, parallel=True)
-def _bias_act_parallel(y, bias, has_bias, act, alpha):
-    """In place: y[n, c, :] = act(y[n, c, :] + bias[c]) for y: N×C×P (the GEMM epilogue)."""
-    n_, c_ = y.shape[0], y.shape[1]
-    for idx in prange(n_ * c_):
-        n = idx // c_
-        c = idx - n * c_
-        row = y[n, c]
-        act_row(row, row, bias[c], has_bias, act, alpha)
-
-
-@njit(cache=True, fastmath=FMA)
-def _bias_act_serial(y, bias, has_bias, act, alpha):
-    """_bias_act_parallel in one thread, for small outputs (the same arithmetic)."""
-    for n in range(y.shape[0]):
-        for c in range(y.shape[1]):
-            row = y[n, c]
-            act_row(row, row, bias[c], has_bias, act, alpha)
-
-
-# Outputs smaller than this get their epilogue in one thread: waking the pool (~15 µs) would cost
-# more than the work (squeeze-excitation's 1×1 maps, late layers at batch 1).
-_PARALLEL_EPILOGUE_MIN = 1 << 15
-
-
-def _bias_act(y, bias, has_bias, act, alpha):
-    (_bias_act_parallel if y.size >= _PARALLEL_EPILOGUE_MIN else _bias_act_serial)(y, bias, has_bias, act, alpha)
-
-
-@njit(cache=True, fastmath=FMA, parallel=True)
-def _bias_residual_act(y, bias, has_bias, res, act, alpha):
-    """In place: y[n, c, :] = act((y[n, c, :] + bias[c]) + res[n, c, :]) for y, res: N×C×P (the
-    epilogue with a residual add fused in; the additions in the order of the unfused ops)."""
-    n_, c_ = y.shape[0], y.shape[1]
-    for idx in prange(n_ * c_):
-        n = idx // c_
-        c = idx - n * c_
-        row = y[n, c]
-        r = res[n, c]
-        if has_bias:
-            b = bias[c]
-            for i in range(row.shape[0]):
-                row[i] = (row[i] + b) + r[i]
-        else:
-            for i in range(row.shape[0]):
-                row[i] = row[i] + r[i]
-        if act != NONE:
-            act_row(row, row, np.float32(0.0), False, act, alpha)
 
 
 @njit(cache=True, fastmath=FMA, parallel=True)
@@ -323,12 +273,10 @@ def _convolve(attrs, x, w, params, act: int = NONE, alpha: float = 0.0, residual
     ho = window_out(h, dh * (kh - 1) + 1, sh, pt, pb)
     wo = window_out(wd, dw * (kw - 1) + 1, sw, pl, pr)
     bias, has_bias = bias_or_zeros(params, o, attrs.bias)
-    if residual is not None:  # the convolution with its bias, then one pass: + residual, activation
-        res = residual.reshape(n, o, ho * wo)
-        pointwise = kh == kw == 1 and pt == pl == pb == pr == 0
-        own = {} if pointwise else params  # (pointwise: the bias is added below instead)
-        y = _convolve(attrs, x, w, own).reshape(n, o, ho * wo)
-        _bias_residual_act(y, bias, has_bias and pointwise, res, act, alpha)  # pointwise: bias here too
+    pointwise = kh == kw == 1 and pt == pl == pb == pr == 0 and not (g > 1 and g == c and o == c)
+    if residual is not None and not pointwise:  # the convolution with its bias, then one pass: + residual, activation
+        y = _convolve(attrs, x, w, params).reshape(n, o, ho * wo)
+        gemm.epilogue(y, None, residual.reshape(n, o, ho * wo), act, alpha)
         return y.reshape(n, o, ho, wo)
 
     if g > 1 and g == c and o == c:  # depthwise: a direct kernel, no GEMM
@@ -347,19 +295,18 @@ def _convolve(attrs, x, w, params, act: int = NONE, alpha: float = 0.0, residual
     cg, og = c // g, o // g
     p = ho * wo
     y = np.empty((n, o, p), np.float32)
-    if kh == 1 and kw == 1 and pt == pl == pb == pr == 0:
-        # pointwise: the input already is the GEMM's right-hand side (strided: its every sh-th row and
-        # sw-th column, copied), and the GEMM writes y directly
+    if pointwise:
+        # the input already is the GEMM's right-hand side (strided: its every sh-th row and sw-th
+        # column, copied), and the GEMM writes y directly, its epilogue fused
         if sh > 1 or sw > 1:
             x = np.ascontiguousarray(x[:, :, ::sh, ::sw][:, :, :ho, :wo])
+        res = None if residual is None else residual.reshape(n * g, og, p)
         if w.ndim == 5:  # weights per image (a fused gate)
-            np.matmul(w.reshape(n, o, c), x.reshape(n, c, p), out=y)
-        elif g == 1:
-            np.matmul(w.reshape(o, c), x.reshape(n, c, p), out=y)
+            a = w.reshape(n, o, c)
         else:
-            np.matmul(w.reshape(g, og, cg), x.reshape(n, g, cg, p), out=y.reshape(n, g, og, p))
-        if has_bias or act != NONE:
-            _bias_act(y, bias, has_bias, act, alpha)
+            a = w.reshape(g, og, cg)
+        gemm.matmul(a, x.reshape(n * g, cg, p), y.reshape(n * g, og, p), bias=bias.reshape(g, og) if has_bias else None,
+                    residual=res, act=act, alpha=alpha)
         return y.reshape(n, o, ho, wo)
 
     if winograd.applies(attrs, c, o, winograd.tiles(n, ho, wo)):
@@ -390,12 +337,11 @@ def _convolve(attrs, x, w, params, act: int = NONE, alpha: float = 0.0, residual
             for gi in range(g):
                 _im2col(xp, gi * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, wd, wo, n0, n1, oh0, oh1, cols)
                 if direct:
-                    np.matmul(wg[gi], cols, out=y[n0])
-                    if has_bias or act != NONE:
-                        _bias_act(y[n0:n1], bias, has_bias, act, alpha)
+                    gemm.matmul(wg[None, gi], cols[None], y[n0:n0 + 1], bias=bias[None] if has_bias else None,
+                                act=act, alpha=alpha)
                 else:
                     t = _buffer("gemm", og * cols.shape[1]).reshape(og, cols.shape[1])
-                    np.matmul(wg[gi], cols, out=t)
+                    gemm.matmul(wg[None, gi], cols[None], t[None])
                     _epilogue(t, y, n0, n1, gi * og, oh0 * wo, plen, bias, has_bias, act, alpha)
     return y.reshape(n, o, ho, wo)
 
@@ -456,15 +402,15 @@ def conv_transpose2d(attrs, inputs, params, ctx):
     wo = (wd - 1) * sw - 2 * pw + dw * (kw - 1) + 1 + opw
     cg, og = c // g, o // g
     k = og * kh * kw
-    # GEMM: per group, Wᵀ (O/G·kh·kw × C/G) · X (C/G × H·W); BLAS reads the transposed view directly
-    wt = w.reshape(g, cg, k).transpose(0, 2, 1)
-    xg = x.reshape(n, g, cg, h * wd)
+    # GEMM: per group, Wᵀ (O/G·kh·kw × C/G) · X (C/G × H·W); BLAS reads W transposed
+    wg = w.reshape(g, cg, k)
+    xg = x.reshape(n * g, cg, h * wd)
     bias, has_bias = bias_or_zeros(params, o, attrs.bias)
     y = np.empty((n, o, ho, wo), np.float32)
     step = max(1, min(n, _CHUNK_BYTES // max(1, 4 * g * k * h * wd)))
     cols = _buffer("cols", step * g * k * h * wd).reshape(step, g, k, h * wd)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
-        np.matmul(wt, xg[n0:n1], out=cols[:n1 - n0])  # images × G × k × (H·W)
+        gemm.matmul(wg, xg[n0 * g:n1 * g], cols[:n1 - n0].reshape((n1 - n0) * g, k, h * wd), trans_a=True)
         _col2im(cols[:n1 - n0], bias, has_bias, h, wd, kh, kw, sh, sw, ph, pw, dh, dw, y[n0:n1])
     return y

@@ -71,7 +71,7 @@ _WARM_CASES: dict[str, list[tuple[dict, list[tuple[int, ...]], tuple[str, ...]]]
                ({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [_IMG], ("eval",)),   # depthwise, flat
                ({"out": 2, "kernel": 3, "groups": 2, "stride": 2}, [_IMG], ("eval",)),    # depthwise, by rows
                ({"out": 16, "kernel": 3, "padding": 1}, [(1, 16, 16, 16)], ("eval",)),    # Winograd
-               ({"out": 2, "kernel": 1}, [(1, 2, 128, 128)], ("eval",))],   # parallel epilogue
+               ({"out": 4, "kernel": 1}, [(1, 4, 128, 128)], ("eval",))],   # GEMM in parallel blocks
     "conv_transpose2d": [({"out": 2, "kernel": 2, "stride": 2}, [_IMG], ("eval",))],
     "maxpool2d": [({"kernel": 2}, [_IMG], ("eval",))],
     "avgpool2d": [({"kernel": 2}, [_IMG], ("eval",))],

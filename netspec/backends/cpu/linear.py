@@ -1,10 +1,11 @@
-"""Fully connected layers: y = x Wᵀ (numpy matmul, BLAS reads Wᵀ as a view) + bias (numpy: the
+"""Fully connected layers: y = x Wᵀ (gemm.matmul, BLAS reads W transposed) + bias (numpy: the
 output is small, one row per image)."""
 from __future__ import annotations
 
 import numpy as np
 
 from ...ops.fused import split_inputs
+from . import gemm
 from ._act import NONE, activation_code
 from ._util import bias_or_zeros, f32
 from .elementwise import activate
@@ -13,7 +14,8 @@ from .elementwise import activate
 def linear(attrs, inputs, params, ctx):
     x = f32(inputs[0])
     w = f32(params["weight"])  # out × in
-    y = np.matmul(x, w.T)  # N × out, C-contiguous
+    y = np.empty((x.shape[0], w.shape[0]), np.float32)
+    gemm.matmul(x[None], w[None], y[None], trans_b=True)
     bias, has_bias = bias_or_zeros(params, attrs.out, attrs.bias)
     if has_bias:
         y += bias

@@ -1,0 +1,204 @@
+"""GEMMs on Numba's thread pool: one pool runs every CPU kernel, matrix products included.
+
+numpy's matmul would run each GEMM on OpenBLAS's own threads, and the kernels between the GEMMs on
+Numba's. Two pools on the same cores fight: whichever pool's workers are still spinning or asleep
+when the other needs the cores costs the next kernel a wake-up or a scheduler slice (on 2 cores,
+measured: a depthwise kernel right after a GEMM ran at half speed, and netspec could not let
+Numba's workers spin between kernels without starving the GEMMs). So the GEMMs here are cut into
+blocks, one task per thread, and each block is one single-threaded `cblas_sgemm` call made from
+inside a Numba `prange`, with its epilogue (bias, residual, activation) run on the block while it
+is in cache. OpenBLAS's own pool is held at one thread for the call.
+
+The sgemm is the one numpy already loaded (numpy's wheels bundle OpenBLAS, 64-bit integer
+interface, as `scipy_cblas_sgemm64_`). It is handed to Numba by name (an LLVM symbol), so kernels
+calling it stay in Numba's on-disk cache. A numpy without that library (one built on another BLAS)
+gets numpy's matmul and a separate epilogue instead: the same results, the old speed.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import math
+import os
+
+import numpy as np
+from llvmlite import binding
+from numba import get_num_threads, njit, prange, types
+
+from ._act import FMA, NONE, act_row
+
+_SYMBOL = "netspec_cblas_sgemm"  # the name Numba's code calls; bound to numpy's sgemm below
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+def _find_openblas() -> ctypes.CDLL | None:
+    """numpy's bundled OpenBLAS (already loaded by numpy), or None."""
+    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas64_*"))):
+        try:
+            lib = ctypes.CDLL(path)
+            lib.scipy_cblas_sgemm64_, lib.scipy_openblas_set_num_threads64_  # noqa: B018 (both must exist)
+            lib.scipy_openblas_get_num_threads64_
+            return lib
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+_LIB = _find_openblas()
+AVAILABLE = _LIB is not None
+if AVAILABLE:
+    binding.add_symbol(_SYMBOL, ctypes.cast(_LIB.scipy_cblas_sgemm64_, ctypes.c_void_p).value)
+    _get_blas_threads = _LIB.scipy_openblas_get_num_threads64_
+    _set_blas_threads = _LIB.scipy_openblas_set_num_threads64_
+    _get_blas_threads.restype = ctypes.c_int
+    _set_blas_threads.argtypes = [ctypes.c_int]
+
+# void cblas_sgemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), 64-bit
+# integers; the pointers are passed as 64-bit integers (the same registers in the C calling convention)
+_i32, _i64, _f32 = types.int32, types.int64, types.float32
+_sgemm = types.ExternalFunction(_SYMBOL, types.void(_i32, _i32, _i32, _i64, _i64, _i64, _f32, _i64, _i64, _i64,
+                                                    _i64, _f32, _i64, _i64))
+
+
+@njit(cache=True, fastmath=FMA)
+def _epilogue(c, i, r0, r1, q0, q1, bias, has_bias, res, has_res, act, alpha):
+    """In place over rows r0 .. r1 − 1, columns q0 .. q1 − 1 of product i: + bias (per row), then
+    + residual, then the activation: the order, and so the float32 results, of the unfused ops."""
+    bi = i % bias.shape[0]
+    for r in range(r0, r1):
+        row = c[i, r, q0:q1]
+        if has_res:
+            rr = res[i, r, q0:q1]
+            if has_bias:
+                bv = bias[bi, r]
+                for q in range(row.shape[0]):
+                    row[q] = (row[q] + bv) + rr[q]
+            else:
+                for q in range(row.shape[0]):
+                    row[q] = row[q] + rr[q]
+            if act != NONE:
+                act_row(row, row, np.float32(0.0), False, act, alpha)
+        else:
+            act_row(row, row, bias[bi, r], has_bias, act, alpha)
+
+
+@njit(cache=True, fastmath=FMA)
+def _run_tasks(t0, t1, a, b, c, trans_a, trans_b, split_m, parts, bias, has_bias, res, has_res, act, alpha):
+    """Tasks t0 .. t1 − 1 of the GEMM: task t is block t % parts of product t // parts, a block of
+    rows of C (split_m) or of columns. Then the block's epilogue, row by row (see `matmul`)."""
+    m, n = c.shape[1], c.shape[2]
+    k = a.shape[1] if trans_a else a.shape[2]
+    isz = 4
+    for t in range(t0, t1):
+        i = t // parts
+        part = t - i * parts
+        ai = i % a.shape[0]
+        if split_m:  # rows in multiples of 8 (the sgemm kernel's row tile), columns all
+            step = ((m + parts - 1) // parts + 7) // 8 * 8
+            r0, r1, q0, q1 = part * step, min(m, (part + 1) * step), 0, n
+        else:  # columns in multiples of 16 (two vectors)
+            step = ((n + parts - 1) // parts + 15) // 16 * 16
+            r0, r1, q0, q1 = 0, m, part * step, min(n, (part + 1) * step)
+        if r1 <= r0 or q1 <= q0:
+            continue
+        if trans_a:  # a: K×M per product (C = Aᵀ·B)
+            pa = a.ctypes.data + (ai * a.strides[0] + r0 * a.strides[2])
+            ta = _TRANS
+        else:
+            pa = a.ctypes.data + (ai * a.strides[0] + r0 * a.strides[1])
+            ta = _NO_TRANS
+        lda = a.strides[1] // isz
+        if trans_b:  # b: N×K per product (C = A·Bᵀ)
+            pb = b.ctypes.data + (i * b.strides[0] + q0 * b.strides[1])
+            tb = _TRANS
+        else:
+            pb = b.ctypes.data + (i * b.strides[0] + q0 * b.strides[2])
+            tb = _NO_TRANS
+        ldb = b.strides[1] // isz
+        pc = c.ctypes.data + (i * c.strides[0] + r0 * c.strides[1] + q0 * c.strides[2])
+        _sgemm(_ROW_MAJOR, ta, tb, r1 - r0, q1 - q0, k, np.float32(1.0), pa, lda, pb, ldb,
+               np.float32(0.0), pc, c.strides[1] // isz)
+        if has_bias or has_res or act != NONE:
+            _epilogue(c, i, r0, r1, q0, q1, bias, has_bias, res, has_res, act, alpha)
+
+
+@njit(cache=True, fastmath=FMA, parallel=True)
+def _run_parallel(threads, tasks, a, b, c, trans_a, trans_b, split_m, parts, bias, has_bias, res, has_res, act, alpha):
+    for w in prange(threads):  # one contiguous run of tasks per thread
+        _run_tasks(tasks * w // threads, tasks * (w + 1) // threads, a, b, c, trans_a, trans_b, split_m, parts, bias,
+                   has_bias, res, has_res, act, alpha)
+
+
+# Products smaller than this (multiply-adds) run in the calling thread: waking the pool costs more.
+_PARALLEL_MIN = 1 << 17
+
+_NO_BIAS = np.zeros((1, 1), np.float32)
+_NO_RES = np.zeros((1, 1, 1), np.float32)
+
+
+def matmul(a, b, c, *, trans_a=False, trans_b=False, bias=None, residual=None, act=NONE, alpha=0.0):
+    """c[i] = act(a[i % A] · b[i] + bias[i % Bb, :, None] + residual[i]) for stacks of matrices:
+    a: A×M×K (A×K×M with trans_a: a's transpose), b: P×K×N (P×N×K with trans_b), c: P×M×N; bias: Bb×M or None,
+    residual: like c or None; `act` an activation code of `_act` with its `alpha`. Every matrix has
+    unit stride along its rows (a row stride of its own is fine: sub-blocks of larger arrays)."""
+    p, m, n = c.shape
+    k = a.shape[1] if trans_a else a.shape[2]
+    if not AVAILABLE or min(p, m, n, k) == 0:
+        _numpy_matmul(a, b, c, trans_a, trans_b, bias, residual, act, alpha)
+        return c
+    a, b = _unit_rows(a), _unit_rows(b)
+    assert c.dtype == np.float32 and c.strides[2] == 4, "c: float32 rows of unit stride"
+    threads = get_num_threads() if p * m * n * k >= _PARALLEL_MIN else 1
+    # per product, as many parts as make the total a multiple of the threads: tasks share out evenly
+    parts = threads // math.gcd(p, threads)
+    split_m = m * 2 >= n  # cut the longer side (skinny late layers: rows; wide early ones: columns)
+    has_bias, has_res = bias is not None, residual is not None
+    args = (a, b, c, trans_a, trans_b, split_m, parts, bias if has_bias else _NO_BIAS, has_bias,
+            residual if has_res else _NO_RES, has_res, act, np.float32(alpha))
+    previous = _get_blas_threads()
+    _set_blas_threads(1)
+    try:
+        if threads == 1:
+            _run_tasks(0, p * parts, *args)
+        else:
+            _run_parallel(threads, p * parts, *args)
+    finally:
+        _set_blas_threads(previous)
+    return c
+
+
+def _unit_rows(x):
+    """x as float32 with unit stride along its rows (a copy only when it has not)."""
+    if x.dtype != np.float32 or x.strides[2] != 4:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    return x
+
+
+def _numpy_matmul(a, b, c, trans_a, trans_b, bias, residual, act, alpha):
+    """The fallback without a callable sgemm: numpy's matmul, then the same epilogue."""
+    a = np.swapaxes(a, 1, 2) if trans_a else a
+    bt = np.swapaxes(b, 1, 2) if trans_b else b
+    if a.shape[0] == 1:
+        np.matmul(a[0], bt, out=c)
+    else:
+        reps = c.shape[0] // a.shape[0]
+        np.matmul(a.reshape((1, -1) + a.shape[1:]), bt.reshape((reps, a.shape[0]) + bt.shape[1:]),
+                  out=c.reshape((reps, a.shape[0]) + c.shape[1:]))
+    epilogue(c, bias, residual, act, alpha)
+
+
+def epilogue(c, bias, residual, act, alpha):
+    """In place: the epilogue of `matmul` over all of c (P×M×N) — for a product computed elsewhere."""
+    if bias is not None or residual is not None or act != NONE:
+        _epilogue_rows(c, bias if bias is not None else _NO_BIAS, bias is not None,
+                       residual if residual is not None else _NO_RES, residual is not None, act, np.float32(alpha))
+
+
+@njit(cache=True, fastmath=FMA, parallel=True)
+def _epilogue_rows(c, bias, has_bias, res, has_res, act, alpha):
+    p, m = c.shape[0], c.shape[1]
+    for idx in prange(p * m):
+        i = idx // m
+        r = idx - i * m
+        _epilogue(c, i, r, r + 1, 0, c.shape[2], bias, has_bias, res, has_res, act, alpha)
