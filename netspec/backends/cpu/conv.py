@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from . import gemm, winograd
 from ...ops.fused import split_inputs
@@ -107,120 +107,108 @@ def _epilogue(t, y, n0, n1, o0, p0, plen, bias, has_bias, act, alpha):
 
 
 @njit(cache=True, fastmath=FMA, parallel=True)
-def _depthwise_rows(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, los, his, act, alpha, y, y_planes):
+def _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads):
     """Direct depthwise convolution (one filter per channel), x: N×C×H×W, w: C×1×kh×kw → y: N×C×ho×wo,
-    row by row, each sum starting from the bias, the activation applied over each finished plane
-    (y_planes: y as N×C×(ho·wo)): for wide rows at stride 1.
-
-    Parallel over (image, channel) planes. Each tap is one multiply-add over the output columns it
-    keeps inside the input (los/his, precomputed), on slices, so the loop index starts at 0: Numba
-    guards a possibly negative index (wraparound), which would stop LLVM from vectorising the loop.
-    """
-    n_, c_, h_, w_ = x.shape
-    ho, wo = y.shape[2], y.shape[3]
-    for idx in prange(n_ * c_):
-        n = idx // c_
-        c = idx - n * c_
-        xc = x[n, c]
-        yc = y[n, c]
-        wc = w[c, 0]
-        b = bias[c] if has_bias else np.float32(0.0)
-        for oh in range(ho):
-            dst = yc[oh]
-            for ow in range(wo):  # the sum starts from the bias: one pass less over the row
-                dst[ow] = b
-            for i in range(kh):
-                ih = oh * sh - pt + i * dh
-                if ih < 0 or ih >= h_:
-                    continue
-                src = xc[ih]
-                for j in range(kw):
-                    lo, hi = los[j], his[j]
-                    if hi <= lo:
-                        continue
-                    wv = wc[i, j]
-                    first = lo * sw + j * dw - pl
-                    d = dst[lo:hi]
-                    if sw == 1:  # a contiguous slice: Numba types a stepped one as strided, slower
-                        s = src[first:first + hi - lo]
-                        for k in range(hi - lo):
-                            d[k] += wv * s[k]
-                    else:
-                        t = src[first:first + (hi - lo - 1) * sw + 1:sw]
-                        for k in range(hi - lo):
-                            d[k] += wv * t[k]
-        if act != NONE:
-            plane = y_planes[n, c]
-            act_row(plane, plane, np.float32(0.0), False, act, alpha)
-
-
-@njit(cache=True, fastmath=FMA, parallel=True)
-def _depthwise_flat(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, y_planes):
-    """Depthwise convolution for small or strided planes, where output rows are too short (or their
-    taps too scattered) to vectorise well, as long runs over flat phase planes.
+    as long runs over flat phase planes, the bias and then one row of taps added per pass.
 
     The zero-padded plane P is split into sh×sw phases, phase (a, b) holding P[r·sh + a, q·sw + b]
     in a flat buffer of row length wq (for stride 1, one phase: P itself). Output (oh, ow) at flat
     position oh·wq + ow then reads tap (i, j) at that position + (i·dh // sh)·wq + j·dw // sw of
-    phase (i·dh % sh, j·dw % sw), so each tap is one multiply-add over ho·wq values starting from
-    the bias (the wq − wo extra columns per row are computed and dropped). The activation runs
-    once over the finished output plane (y_planes: y as N×C×(ho·wo))."""
+    phase (i·dh % sh, j·dw % sw), so each tap is one multiply-add over ho·wq values (the wq − wo
+    extra columns per row are computed and dropped). A 3- or 5-wide row of taps is one pass (the
+    sum kept in a register, added tap by tap: the rounding of one pass per tap); the activation is
+    applied as the finished rows are copied out.
+
+    Parallel over (image, channel) planes, one run of planes per thread, so each thread allocates
+    its buffers once: their padding is written once, as zeros, and only the inside per plane."""
     n_, c_, h_, w_ = x.shape
     ho, wo = y.shape[2], y.shape[3]
     hq = ho + ((kh - 1) * dh) // sh  # rows per phase the windows reach
     wq = wo + ((kw - 1) * dw) // sw  # columns per phase the windows reach
     size = hq * wq + wq  # one spare row: the last tap's run ends past hq·wq
     m = ho * wq
-    for idx in prange(n_ * c_):
-        n = idx // c_
-        c = idx - n * c_
-        xc = x[n, c]
+    planes = n_ * c_
+    for t in prange(threads):
         phases = np.zeros((sh, sw, size), np.float32)
-        for a in range(sh):
-            for r in range(hq):
-                ih = r * sh + a - pt
-                if ih < 0 or ih >= h_:
+        acc = np.empty(m, np.float32)
+        for idx in range(planes * t // threads, planes * (t + 1) // threads):
+            n = idx // c_
+            c = idx - n * c_
+            _fill_phases(x[n, c], sh, sw, pt, pl, hq, wq, phases)
+            b0 = bias[c] if has_bias else np.float32(0.0)
+            for k in range(m):
+                acc[k] = b0
+            wc = w[c, 0]
+            for i in range(kh):
+                a = (i * dh) % sh
+                row0 = ((i * dh) // sh) * wq
+                if kw == 3:
+                    s0, s1, s2 = (_tap_run(phases, a, row0, 0, dw, sw, m), _tap_run(phases, a, row0, 1, dw, sw, m),
+                                  _tap_run(phases, a, row0, 2, dw, sw, m))
+                    w0, w1, w2 = wc[i, 0], wc[i, 1], wc[i, 2]
+                    for k in range(m):
+                        v = acc[k]
+                        v += w0 * s0[k]
+                        v += w1 * s1[k]
+                        v += w2 * s2[k]
+                        acc[k] = v
+                elif kw == 5:
+                    s0, s1, s2 = (_tap_run(phases, a, row0, 0, dw, sw, m), _tap_run(phases, a, row0, 1, dw, sw, m),
+                                  _tap_run(phases, a, row0, 2, dw, sw, m))
+                    s3, s4 = _tap_run(phases, a, row0, 3, dw, sw, m), _tap_run(phases, a, row0, 4, dw, sw, m)
+                    w0, w1, w2, w3, w4 = wc[i, 0], wc[i, 1], wc[i, 2], wc[i, 3], wc[i, 4]
+                    for k in range(m):
+                        v = acc[k]
+                        v += w0 * s0[k]
+                        v += w1 * s1[k]
+                        v += w2 * s2[k]
+                        v += w3 * s3[k]
+                        v += w4 * s4[k]
+                        acc[k] = v
+                else:
+                    for j in range(kw):
+                        wv = wc[i, j]
+                        s = _tap_run(phases, a, row0, j, dw, sw, m)
+                        for k in range(m):
+                            acc[k] += wv * s[k]
+            yc = y[n, c]
+            for oh in range(ho):
+                act_row(acc[oh * wq:oh * wq + wo], yc[oh], np.float32(0.0), False, act, alpha)
+
+
+@njit(cache=True, fastmath=FMA, inline="always")
+def _tap_run(phases, a, row0, j, dw, sw, m):
+    """The m values tap column j reads, in phase row a (see _depthwise), from flat row offset row0."""
+    start = row0 + (j * dw) // sw
+    return phases[a, (j * dw) % sw, start:start + m]
+
+
+@njit(cache=True, fastmath=FMA)
+def _fill_phases(xc, sh, sw, pt, pl, hq, wq, phases):
+    """Copy the plane xc (H×W) into its phases (see _depthwise); the padding is left as it is (zero)."""
+    h_, w_ = xc.shape
+    for a in range(sh):
+        for r in range(hq):
+            ih = r * sh + a - pt
+            if ih < 0 or ih >= h_:
+                continue
+            for b in range(sw):
+                # phase column q is input column q·sw + b − pl: the q that land inside the input
+                q_lo = max(0, (pl - b + sw - 1) // sw)
+                q_hi = min(wq, (w_ - 1 + pl - b) // sw + 1)
+                if q_hi <= q_lo:
                     continue
-                for b in range(sw):
-                    # phase column q is input column q·sw + b − pl: the q that land inside the input
-                    q_lo = max(0, (pl - b + sw - 1) // sw)
-                    q_hi = min(wq, (w_ - 1 + pl - b) // sw + 1)
-                    if q_hi <= q_lo:
-                        continue
-                    dst = phases[a, b, r * wq + q_lo:r * wq + q_hi]
-                    first = q_lo * sw + b - pl
-                    if sw == 1:
-                        src = xc[ih, first:first + q_hi - q_lo]
-                        for k in range(q_hi - q_lo):
-                            dst[k] = src[k]
-                    else:
-                        src_s = xc[ih, first:first + (q_hi - q_lo - 1) * sw + 1:sw]
-                        for k in range(q_hi - q_lo):
-                            dst[k] = src_s[k]
-        acc = np.full(m, bias[c] if has_bias else np.float32(0.0), np.float32)
-        wc = w[c, 0]
-        for i in range(kh):
-            for j in range(kw):
-                wv = wc[i, j]
-                start = ((i * dh) // sh) * wq + (j * dw) // sw
-                s = phases[(i * dh) % sh, (j * dw) % sw, start:start + m]
-                for k in range(m):
-                    acc[k] += wv * s[k]
-        yc = y[n, c]
-        for oh in range(ho):
-            src_row = acc[oh * wq:oh * wq + wo]
-            dst_row = yc[oh]
-            for k in range(wo):
-                dst_row[k] = src_row[k]
-        if act != NONE:
-            plane = y_planes[n, c]
-            act_row(plane, plane, np.float32(0.0), False, act, alpha)
+                dst = phases[a, b, r * wq + q_lo:r * wq + q_hi]
+                first = q_lo * sw + b - pl
+                if sw == 1:  # a contiguous slice: Numba types a stepped one as strided, slower
+                    src = xc[ih, first:first + q_hi - q_lo]
+                    for k in range(q_hi - q_lo):
+                        dst[k] = src[k]
+                else:
+                    src_s = xc[ih, first:first + (q_hi - q_lo - 1) * sw + 1:sw]
+                    for k in range(q_hi - q_lo):
+                        dst[k] = src_s[k]
 
-
-# Stride-1 depthwise planes narrower than this, and all strided ones, go through the flat kernel
-# (measured at stride 1: 14×14 planes 2.7× faster than by rows, 56×56 the same, 112×112 slower: the
-# padded copy costs more than short rows do; at stride 2, 14×14 planes 2× faster than by strided rows).
-_FLAT_BELOW = 40
 
 # A column tile's patch matrix holds at most about this much (large images are cut into bands of
 # output rows). Few large GEMMs beat many cache-sized ones here: each switch between Numba and BLAS
@@ -281,15 +269,7 @@ def _convolve(attrs, x, w, params, act: int = NONE, alpha: float = 0.0, residual
 
     if g > 1 and g == c and o == c:  # depthwise: a direct kernel, no GEMM
         y = np.empty((n, o, ho, wo), np.float32)
-        if sh > 1 or sw > 1 or wo < _FLAT_BELOW:
-            _depthwise_flat(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y,
-                            y.reshape(n, o, ho * wo))
-            return y
-        los, his = np.empty(kw, np.int64), np.empty(kw, np.int64)
-        for j in range(kw):
-            los[j], his[j] = _valid_range(j * dw - pl, sw, wd, wo)
-        _depthwise_rows(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, los, his, act, alpha, y,
-                        y.reshape(n, o, ho * wo))
+        _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, get_num_threads())
         return y
 
     cg, og = c // g, o // g
