@@ -2,17 +2,6 @@
 analysed, run and drawn."""
 from __future__ import annotations
 
-import os as _os
-import sys as _sys
-
-# OpenBLAS (numpy's GEMM) keeps its worker threads spinning for about 2^28 cycles (~0.1 s) after each
-# GEMM; netspec runs a Numba kernel right after most GEMMs, and on a small machine those spinning
-# threads take its cores (the kernels ran 1.5–3× slower). OpenBLAS reads the spin time once, when
-# numpy loads it, so this only takes effect when netspec is imported before numpy (as the CLI is);
-# set OPENBLAS_THREAD_TIMEOUT yourself otherwise (README: Performance).
-if "numpy" not in _sys.modules:
-    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # 2^4 cycles: sleep at once
-
 from .ir.graph import Graph, Node
 from .ir.types import TensorType
 from .spec.errors import SpecError

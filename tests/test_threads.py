@@ -27,21 +27,3 @@ def test_none_leaves_the_defaults_and_zero_is_refused():
     with pytest.raises(ValueError):
         with set_threads(0):
             pass
-
-
-@pytest.mark.parametrize("preset, numpy_first, expected", [
-    (None, False, "4"),       # imported before numpy: OpenBLAS's workers stop spinning at once
-    ("30", False, "30"),      # the user's own setting wins
-    (None, True, None),       # numpy already loaded OpenBLAS: too late, so nothing is changed
-])
-def test_openblas_spin_time_is_set_only_where_it_can_take_effect(preset, numpy_first, expected):
-    import os
-    import subprocess
-    import sys
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    if preset is not None:
-        env["OPENBLAS_THREAD_TIMEOUT"] = preset
-    code = ("import numpy\n" if numpy_first else "") + \
-        "import os, netspec; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == str(expected)

@@ -122,55 +122,58 @@ def _tanh(x):
 
 @njit(cache=True, fastmath=FMA, inline="always")
 def act_row(src, dst, b, has_bias, act, alpha):
-    if has_bias:
-        for i in range(dst.shape[0]):
-            dst[i] = src[i] + b
-        if act != NONE:
-            _act(dst, dst, act, alpha)
-    elif act == NONE:
-        for i in range(dst.shape[0]):  # (callers working in place skip the call)
-            dst[i] = src[i]
+    if act == NONE:
+        if has_bias:
+            for i in range(dst.shape[0]):
+                dst[i] = src[i] + b
+        else:
+            for i in range(dst.shape[0]):  # (callers working in place skip the call)
+                dst[i] = src[i]
     else:
-        _act(src, dst, act, alpha)
+        _act(src, dst, b if has_bias else _ZERO, act, alpha)
 
 
 @njit(cache=True, fastmath=FMA, inline="always")
-def _act(src, dst, act, alpha):
-    # one loop per activation, the test on `act` outside it; selects, not branches, inside
+def _act(src, dst, b, act, alpha):
+    # One loop per activation, the test on `act` outside it; selects, not branches, inside. Every
+    # loop reads v = src[i] + b, with b = +0 when there is no bias: then a result equal to the
+    # input it read (relu of a positive value, in place) is still a new value to LLVM, which
+    # would otherwise drop that store and leave a conditional one, unvectorised (7x slower). The
+    # only value + 0 changes is −0 (to +0).
     n = dst.shape[0]
     if act == RELU:
         for i in range(n):
-            v = src[i]
+            v = src[i] + b
             dst[i] = v if (v > _ZERO or v != v) else _ZERO  # NaN stays NaN, as np.maximum
     elif act == RELU6:
         for i in range(n):
-            v = src[i]
+            v = src[i] + b
             v = _ZERO if v < _ZERO else v
             dst[i] = _SIX if v > _SIX else v
     elif act == LEAKY_RELU:
         s = _F(alpha)
         for i in range(n):
-            v = src[i]
+            v = src[i] + b
             dst[i] = v if v > _ZERO else v * s
     elif act == ELU:
         a = _F(alpha)
         for i in range(n):
-            v = src[i]
+            v = src[i] + b
             dst[i] = v if v > _ZERO else a * _expm1(v)
     elif act == SILU:
         for i in range(n):
-            v = src[i]
+            v = src[i] + b
             dst[i] = _div(v, _ONE + _exp(-v))  # e^−v = inf for v ≤ −89: −0.0, not NaN
     elif act == HARDSWISH:
         for i in range(n):
-            v = src[i]
+            v = src[i] + b
             r = v + _F(3.0)
             r = _ZERO if r < _ZERO else r
             r = _SIX if r > _SIX else r
             dst[i] = v * r / _SIX  # (a constant divisor: no zero test)
     elif act == SIGMOID:
         for i in range(n):
-            dst[i] = _div(_ONE, _ONE + _exp(-src[i]))
+            dst[i] = _div(_ONE, _ONE + _exp(-(src[i] + b)))
     else:  # TANH
         for i in range(n):
-            dst[i] = _tanh(src[i])
+            dst[i] = _tanh(src[i] + b)

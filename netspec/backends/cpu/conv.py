@@ -116,8 +116,8 @@ def _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha,
     position oh·wq + ow then reads tap (i, j) at that position + (i·dh // sh)·wq + j·dw // sw of
     phase (i·dh % sh, j·dw % sw), so each tap is one multiply-add over ho·wq values (the wq − wo
     extra columns per row are computed and dropped). A 3- or 5-wide row of taps is one pass (the
-    sum kept in a register, added tap by tap: the rounding of one pass per tap); the activation is
-    applied as the finished rows are copied out.
+    sum kept in a register, added tap by tap: the rounding of one pass per tap); the activation
+    runs over the finished run, before its rows are copied out (rows of 7 or 14 would not vectorise).
 
     Parallel over (image, channel) planes, one run of planes per thread, so each thread allocates
     its buffers once: their padding is written once, as zeros, and only the inside per plane."""
@@ -171,9 +171,13 @@ def _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha,
                         s = _tap_run(phases, a, row0, j, dw, sw, m)
                         for k in range(m):
                             acc[k] += wv * s[k]
+            if act != NONE:  # over the whole run, dropped columns too: one long vectorised loop
+                act_row(acc, acc, np.float32(0.0), False, act, alpha)
             yc = y[n, c]
             for oh in range(ho):
-                act_row(acc[oh * wq:oh * wq + wo], yc[oh], np.float32(0.0), False, act, alpha)
+                src, dst = acc[oh * wq:oh * wq + wo], yc[oh]
+                for k in range(wo):
+                    dst[k] = src[k]
 
 
 @njit(cache=True, fastmath=FMA, inline="always")
