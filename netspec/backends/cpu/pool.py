@@ -9,7 +9,7 @@ knows, brings in its wraparound test and keeps the loop scalar (measured: 5–10
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from ._util import f32, window_out
 
@@ -114,25 +114,28 @@ def _pad_plane(xc, ph, pw, hp, wp, fill, xp):
 
 
 @njit(cache=True, fastmath=False, parallel=True)
-def _maxpool(x, kh, kw, sh, sw, ph, pw, dh, dw, hp, wp, flat, y):
+def _maxpool(x, kh, kw, sh, sw, ph, pw, dh, dw, hp, wp, flat, y, threads):
     """Max over each window (padding and the ceil-mode overhang act as −inf; a NaN wins, as in
     PyTorch). Each plane is copied into an hp×wp buffer padded with −inf, unless it needs no
-    padding (hp == 0: pooled in place)."""
+    padding (hp == 0: pooled in place). Parallel over planes, one run of planes per thread, so
+    each thread allocates its buffers once."""
     n_, c_, h_, w_ = x.shape
     ho, wo = y.shape[2], y.shape[3]
     wv = wp if hp else w_
-    for idx in prange(n_ * c_):  # each thread its own planes
-        n = idx // c_
-        c = idx - n * c_
-        mv = ho * wv
+    mv = ho * wv
+    planes = n_ * c_
+    for t in prange(threads):
         buf = np.empty(2 * mv + hp * wp, np.float32)  # v, q and the padded plane: one allocation
         v, q = buf[:mv], buf[mv:2 * mv]
-        if hp:
-            src = buf[2 * mv:]
-            _pad_plane(x[n, c], ph, pw, hp, wp, np.float32(-np.inf), src)
-        else:
-            src = x[n, c].reshape(h_ * w_)
-        _pool_plane(src, wv, ho, wo, kh, kw, sh, sw, dh, dw, flat, True, v, q, y[n, c])
+        for idx in range(planes * t // threads, planes * (t + 1) // threads):
+            n = idx // c_
+            c = idx - n * c_
+            if hp:
+                src = buf[2 * mv:]
+                _pad_plane(x[n, c], ph, pw, hp, wp, np.float32(-np.inf), src)
+            else:
+                src = x[n, c].reshape(h_ * w_)
+            _pool_plane(src, wv, ho, wo, kh, kw, sh, sw, dh, dw, flat, True, v, q, y[n, c])
 
 
 @njit(inline="always")
@@ -150,37 +153,39 @@ def _divisors(size, kernel, stride, pad, out, count_include_pad):
 
 
 @njit(cache=True, fastmath=False, parallel=True)
-def _avgpool(x, kh, kw, sh, sw, ph, pw, hp, wp, flat, count_include_pad, y):
+def _avgpool(x, kh, kw, sh, sw, ph, pw, hp, wp, flat, count_include_pad, y, threads):
     """PyTorch's avg_pool2d: window sums (float64, padding as zeros, the terms in the same order as
-    a direct loop) over the divisor hdiv[oh]·wdiv[ow]."""
+    a direct loop) over the divisor hdiv[oh]·wdiv[ow]. Parallel as _maxpool."""
     n_, c_, h_, w_ = x.shape
     ho, wo = y.shape[2], y.shape[3]
     hdiv = _divisors(h_, kh, sh, ph, ho, count_include_pad)
     wdiv = _divisors(w_, kw, sw, pw, wo, count_include_pad)
     wv = wp if hp else w_
-    for idx in prange(n_ * c_):
-        n = idx // c_
-        c = idx - n * c_
-        mv = ho * wv
-        m = hp * wp if hp else h_ * w_
+    mv = ho * wv
+    m = hp * wp if hp else h_ * w_
+    planes = n_ * c_
+    for t in prange(threads):
         buf = np.empty(2 * mv + ho * wo + m, np.float64)  # v, q, the sums, the (padded) plane
         v, q = buf[:mv], buf[mv:2 * mv]
         sums = buf[2 * mv:2 * mv + ho * wo].reshape(ho, wo)
         src = buf[2 * mv + ho * wo:]
-        if hp:
-            _pad_plane(x[n, c], ph, pw, hp, wp, 0.0, src)
-        else:  # float64 sums: the plane converted once
-            xs = x[n, c].reshape(h_ * w_)
-            for k in range(m):
-                src[k] = xs[k]
-        _pool_plane(src, wv, ho, wo, kh, kw, sh, sw, 1, 1, flat, False, v, q, sums)
-        yc = y[n, c]
-        for oh in range(ho):
-            d = yc[oh]
-            sr = sums[oh]
-            hd = hdiv[oh]
-            for k in range(wo):
-                d[k] = sr[k] / (hd * wdiv[k])
+        for idx in range(planes * t // threads, planes * (t + 1) // threads):
+            n = idx // c_
+            c = idx - n * c_
+            if hp:
+                _pad_plane(x[n, c], ph, pw, hp, wp, 0.0, src)
+            else:  # float64 sums: the plane converted once
+                xs = x[n, c].reshape(h_ * w_)
+                for k in range(m):
+                    src[k] = xs[k]
+            _pool_plane(src, wv, ho, wo, kh, kw, sh, sw, 1, 1, flat, False, v, q, sums)
+            yc = y[n, c]
+            for oh in range(ho):
+                d = yc[oh]
+                sr = sums[oh]
+                hd = hdiv[oh]
+                for k in range(wo):
+                    d[k] = sr[k] / (hd * wdiv[k])
 
 
 @njit(cache=True, fastmath=False, parallel=True)
@@ -258,7 +263,7 @@ def maxpool2d(attrs, inputs, params, ctx):
     wo = window_out(w, dw * (kw - 1) + 1, sw, pw, pw, attrs.ceil_mode)
     y = np.empty((n, c, ho, wo), np.float32)
     hp, wp, flat = _plane_layout(h, w, ho, wo, attrs.kernel, attrs.stride, attrs.padding, attrs.dilation)
-    _maxpool(x, kh, kw, sh, sw, ph, pw, dh, dw, hp, wp, flat, y)
+    _maxpool(x, kh, kw, sh, sw, ph, pw, dh, dw, hp, wp, flat, y, get_num_threads())
     return y
 
 
@@ -272,7 +277,7 @@ def avgpool2d(attrs, inputs, params, ctx):
     wo = window_out(w, kw, sw, pw, pw, attrs.ceil_mode)
     y = np.empty((n, c, ho, wo), np.float32)
     hp, wp, flat = _plane_layout(h, w, ho, wo, attrs.kernel, attrs.stride, attrs.padding, (1, 1))
-    _avgpool(x, kh, kw, sh, sw, ph, pw, hp, wp, flat, bool(attrs.count_include_pad), y)
+    _avgpool(x, kh, kw, sh, sw, ph, pw, hp, wp, flat, bool(attrs.count_include_pad), y, get_num_threads())
     return y
 
 
