@@ -29,6 +29,7 @@ from ._act import FMA, NONE, act_row
 
 _SYMBOL = "netspec_cblas_sgemm"  # the name Numba's code calls; bound to numpy's sgemm below
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_NEEDED = ("scipy_cblas_sgemm64_", "scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_")
 
 
 def _find_openblas() -> ctypes.CDLL | None:
@@ -37,11 +38,10 @@ def _find_openblas() -> ctypes.CDLL | None:
     for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas64_*"))):
         try:
             lib = ctypes.CDLL(path)
-            lib.scipy_cblas_sgemm64_, lib.scipy_openblas_set_num_threads64_  # noqa: B018 (both must exist)
-            lib.scipy_openblas_get_num_threads64_
-            return lib
-        except (OSError, AttributeError):
+        except OSError:
             continue
+        if all(hasattr(lib, name) for name in _NEEDED):
+            return lib
     return None
 
 
@@ -148,7 +148,11 @@ def matmul(a, b, c, *, trans_a=False, trans_b=False, bias=None, residual=None, a
         _numpy_matmul(a, b, c, trans_a, trans_b, bias, residual, act, alpha)
         return c
     a, b = _unit_rows(a), _unit_rows(b)
-    assert c.dtype == np.float32 and c.strides[2] == 4, "c: float32 rows of unit stride"
+    if not _rows_ok(c):  # (an output BLAS cannot address: computed aside, then copied in)
+        tmp = np.empty(c.shape, np.float32)
+        matmul(a, b, tmp, trans_a=trans_a, trans_b=trans_b, bias=bias, residual=residual, act=act, alpha=alpha)
+        c[...] = tmp
+        return c
     threads = get_num_threads() if p * m * n * k >= _PARALLEL_MIN else 1
     # per product, as many parts as make the total a multiple of the threads: tasks share out evenly
     parts = threads // math.gcd(p, threads)
@@ -168,23 +172,28 @@ def matmul(a, b, c, *, trans_a=False, trans_b=False, bias=None, residual=None, a
     return c
 
 
+def _rows_ok(x) -> bool:
+    """Whether BLAS can address x (P×rows×cols float32) as rows of unit stride, one leading
+    dimension apart (numpy lets a length-1 axis have any stride, 0 included; BLAS does not)."""
+    return (x.dtype == np.float32 and x.strides[2] == 4 and x.strides[1] % 4 == 0
+            and x.strides[1] >= 4 * max(1, x.shape[2]))
+
+
 def _unit_rows(x):
-    """x as float32 with unit stride along its rows (a copy only when it has not)."""
-    if x.dtype != np.float32 or x.strides[2] != 4:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    return x
+    """x as BLAS can address it (see _rows_ok): a contiguous copy only when it cannot already."""
+    if _rows_ok(x):
+        return x
+    y = np.empty(x.shape, np.float32)  # (fresh strides: ascontiguousarray keeps a length-1 axis's)
+    y[...] = x
+    return y
 
 
 def _numpy_matmul(a, b, c, trans_a, trans_b, bias, residual, act, alpha):
     """The fallback without a callable sgemm: numpy's matmul, then the same epilogue."""
     a = np.swapaxes(a, 1, 2) if trans_a else a
     bt = np.swapaxes(b, 1, 2) if trans_b else b
-    if a.shape[0] == 1:
-        np.matmul(a[0], bt, out=c)
-    else:
-        reps = c.shape[0] // a.shape[0]
-        np.matmul(a.reshape((1, -1) + a.shape[1:]), bt.reshape((reps, a.shape[0]) + bt.shape[1:]),
-                  out=c.reshape((reps, a.shape[0]) + c.shape[1:]))
+    for i in range(c.shape[0]):
+        np.matmul(a[i % a.shape[0]], bt[i], out=c[i])
     epilogue(c, bias, residual, act, alpha)
 
 
