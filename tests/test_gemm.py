@@ -313,6 +313,24 @@ def test_sub_blocks_with_row_strides(monkeypatch, parallel_min, trans_a):
     assert np.array_equal(big[outside], before[outside])
 
 
+@pytest.mark.parametrize("parallel_min", [gemm._PARALLEL_MIN, 0], ids=["serial", "parallel"])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m, n", [(1, 300), (300, 1), (1, 1)], ids=["row", "column", "dot"])
+def test_single_row_or_column_products(monkeypatch, parallel_min, trans_a, trans_b, m, n):
+    """One row of C (a linear layer at batch 1) or one column (a 1×1 map) goes through sgemv, each
+    operand layout with its own increments; with bias, residual and an activation."""
+    monkeypatch.setattr(gemm, "_PARALLEL_MIN", parallel_min)
+    rng = np.random.default_rng(11)
+    a, b = random_case(rng, 2, 1, m, 70, n, trans_a, trans_b)
+    bias = rng.uniform(-1, 1, (1, m)).astype(np.float32)
+    residual = rng.uniform(-1, 1, (2, m, n)).astype(np.float32)
+    c = np.full((2, m, n), np.nan, np.float32)
+    gemm.matmul(a, b, c, trans_a=trans_a, trans_b=trans_b, bias=bias, residual=residual, act=ELU, alpha=1.0)
+    want, mag = reference(a, b, trans_a=trans_a, trans_b=trans_b, bias=bias, residual=residual, act=ELU, alpha=1.0)
+    assert_close_to_reference(c, want, mag)
+
+
 @pytest.mark.parametrize("case", ["b_broadcast_row", "a_transposed_row", "c_transposed_row"])
 def test_length_one_axes_with_any_stride(case):
     """numpy lets a length-1 axis have any stride (0 included), which BLAS refuses as a leading

@@ -5,9 +5,10 @@ Numba's. Two pools on the same cores fight: whichever pool's workers are still s
 when the other needs the cores costs the next kernel a wake-up or a scheduler slice (on 2 cores,
 measured: a depthwise kernel right after a GEMM ran at half speed, and netspec could not let
 Numba's workers spin between kernels without starving the GEMMs). So the GEMMs here are cut into
-blocks, one task per thread, and each block is one single-threaded `cblas_sgemm` call made from
-inside a Numba `prange`, with its epilogue (bias, residual, activation) run on the block while it
-is in cache. OpenBLAS's own pool is held at one thread for the call.
+blocks, one task per thread, and each block is one single-threaded `cblas_sgemm` call (`cblas_sgemv`
+for a single row or column) made from inside a Numba `prange`, with its epilogue (bias, residual,
+activation) run on the block while it is in cache. OpenBLAS's own pool is held at one thread for
+the call.
 
 The sgemm is the one numpy already loaded (numpy's wheels bundle OpenBLAS, 64-bit integer
 interface, as `scipy_cblas_sgemm64_`). It is handed to Numba by name (an LLVM symbol), so kernels
@@ -27,9 +28,9 @@ from numba import get_num_threads, njit, prange, types
 
 from ._act import FMA, NONE, act_row
 
-_SYMBOL = "netspec_cblas_sgemm"  # the name Numba's code calls; bound to numpy's sgemm below
+_SGEMM, _SGEMV = "netspec_cblas_sgemm", "netspec_cblas_sgemv"  # the names Numba's code calls; bound below
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
-_NEEDED = ("scipy_cblas_sgemm64_", "scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_")
+_NEEDED = ("scipy_cblas_sgemm64_", "scipy_cblas_sgemv64_", "scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_")
 
 
 def _find_openblas() -> ctypes.CDLL | None:
@@ -48,17 +49,21 @@ def _find_openblas() -> ctypes.CDLL | None:
 _LIB = _find_openblas()
 AVAILABLE = _LIB is not None
 if AVAILABLE:
-    binding.add_symbol(_SYMBOL, ctypes.cast(_LIB.scipy_cblas_sgemm64_, ctypes.c_void_p).value)
+    binding.add_symbol(_SGEMM, ctypes.cast(_LIB.scipy_cblas_sgemm64_, ctypes.c_void_p).value)
+    binding.add_symbol(_SGEMV, ctypes.cast(_LIB.scipy_cblas_sgemv64_, ctypes.c_void_p).value)
     _get_blas_threads = _LIB.scipy_openblas_get_num_threads64_
     _set_blas_threads = _LIB.scipy_openblas_set_num_threads64_
     _get_blas_threads.restype = ctypes.c_int
     _set_blas_threads.argtypes = [ctypes.c_int]
 
-# void cblas_sgemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), 64-bit
-# integers; the pointers are passed as 64-bit integers (the same registers in the C calling convention)
+# void cblas_sgemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) and
+# void cblas_sgemv(order, trans, M, N, alpha, A, lda, x, incx, beta, y, incy), 64-bit integers; the
+# pointers are passed as 64-bit integers (the same registers in the C calling convention)
 _i32, _i64, _f32 = types.int32, types.int64, types.float32
-_sgemm = types.ExternalFunction(_SYMBOL, types.void(_i32, _i32, _i32, _i64, _i64, _i64, _f32, _i64, _i64, _i64,
-                                                    _i64, _f32, _i64, _i64))
+_sgemm = types.ExternalFunction(_SGEMM, types.void(_i32, _i32, _i32, _i64, _i64, _i64, _f32, _i64, _i64, _i64,
+                                                   _i64, _f32, _i64, _i64))
+_sgemv = types.ExternalFunction(_SGEMV, types.void(_i32, _i32, _i64, _i64, _f32, _i64, _i64, _i64, _i64, _f32,
+                                                   _i64, _i64))
 
 
 @njit(cache=True, fastmath=FMA)
@@ -117,8 +122,24 @@ def _run_tasks(t0, t1, a, b, c, trans_a, trans_b, split_m, parts, bias, has_bias
             tb = _NO_TRANS
         ldb = b.strides[1] // isz
         pc = c.ctypes.data + (i * c.strides[0] + r0 * c.strides[1] + q0 * c.strides[2])
-        _sgemm(_ROW_MAJOR, ta, tb, r1 - r0, q1 - q0, k, np.float32(1.0), pa, lda, pb, ldb,
-               np.float32(0.0), pc, c.strides[1] // isz)
+        ldc = c.strides[1] // isz
+        one, zero = np.float32(1.0), np.float32(0.0)
+        # one row or one column of C (a linear layer at batch 1, a 1×1 map): a matrix-vector
+        # product, which streams the matrix once; sgemm would first copy it into its packed form
+        if r1 - r0 == 1:  # c row = a row · op(B)
+            inc_a = lda if trans_a else 1
+            if trans_b:
+                _sgemv(_ROW_MAJOR, _NO_TRANS, q1 - q0, k, one, pb, ldb, pa, inc_a, zero, pc, 1)
+            else:
+                _sgemv(_ROW_MAJOR, _TRANS, k, q1 - q0, one, pb, ldb, pa, inc_a, zero, pc, 1)
+        elif q1 - q0 == 1:  # c column = op(A) · b column
+            inc_b = 1 if trans_b else ldb
+            if trans_a:
+                _sgemv(_ROW_MAJOR, _TRANS, k, r1 - r0, one, pa, lda, pb, inc_b, zero, pc, ldc)
+            else:
+                _sgemv(_ROW_MAJOR, _NO_TRANS, r1 - r0, k, one, pa, lda, pb, inc_b, zero, pc, ldc)
+        else:
+            _sgemm(_ROW_MAJOR, ta, tb, r1 - r0, q1 - q0, k, one, pa, lda, pb, ldb, zero, pc, ldc)
         if has_bias or has_res or act != NONE:
             _epilogue(c, i, r0, r1, q0, q1, bias, has_bias, res, has_res, act, alpha)
 
