@@ -161,8 +161,8 @@ _NO_RES = np.zeros((1, 1, 1), np.float32)
 def matmul(a, b, c, *, trans_a=False, trans_b=False, bias=None, residual=None, act=NONE, alpha=0.0):
     """c[i] = act(a[i % A] · b[i] + bias[i % Bb, :, None] + residual[i]) for stacks of matrices:
     a: A×M×K (A×K×M with trans_a: a's transpose), b: P×K×N (P×N×K with trans_b), c: P×M×N; bias: Bb×M or None,
-    residual: like c or None; `act` an activation code of `_act` with its `alpha`. Every matrix has
-    unit stride along its rows (a row stride of its own is fine: sub-blocks of larger arrays)."""
+    residual: like c or None; `act` an activation code of `_act` with its `alpha`. Matrices with rows
+    of unit stride go to BLAS as they are (sub-blocks of larger arrays included); others are copied."""
     p, m, n = c.shape
     k = a.shape[1] if trans_a else a.shape[2]
     if not AVAILABLE or min(p, m, n, k) == 0:
