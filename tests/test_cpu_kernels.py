@@ -61,9 +61,9 @@ def conv2d_case(draw):
     attrs = {"out": out, "groups": g, "bias": draw(st.booleans())}
     if kind == "pointwise":  # 1×1, stride 1, unpadded: straight to GEMM
         attrs.update(kernel=1, padding=draw(st.sampled_from([0, "valid", "same"])))
-    else:
-        attrs.update(kernel=draw(pair(1, 3)), stride=draw(pair(1, 3)), dilation=draw(pair(1, 2)),
-                     padding=draw(st.one_of(st.sampled_from(["same", "valid"]), pair(0, 2))))
+    else:  # (depthwise up to 5 wide: its kernel has its own loops for rows of 3 and 5 taps)
+        attrs.update(kernel=draw(pair(1, 5 if kind == "depthwise" else 3)), stride=draw(pair(1, 3)),
+                     dilation=draw(pair(1, 2)), padding=draw(st.one_of(st.sampled_from(["same", "valid"]), pair(0, 2))))
         if attrs["padding"] == "same":
             attrs["stride"] = 1  # 'same' needs stride 1, as in PyTorch
     return attrs, [draw(image(c=c, hw=(1, 8)))]
