@@ -88,6 +88,12 @@ def _epilogue(c, i, r0, r1, q0, q1, bias, has_bias, res, has_res, act, alpha):
             act_row(row, row, bias[bi, r], has_bias, act, alpha)
 
 
+@njit(inline="always")
+def _address(x, i, r, q):
+    """The address of x[i, r, q] (any strides), as BLAS takes it."""
+    return x.ctypes.data + (i * x.strides[0] + r * x.strides[1] + q * x.strides[2])
+
+
 @njit(cache=True, fastmath=FMA)
 def _run_tasks(t0, t1, a, b, c, trans_a, trans_b, split_m, parts, bias, has_bias, res, has_res, act, alpha):
     """Tasks t0 .. t1 − 1 of the GEMM: task t is block t % parts of product t // parts, a block of
@@ -107,22 +113,13 @@ def _run_tasks(t0, t1, a, b, c, trans_a, trans_b, split_m, parts, bias, has_bias
             r0, r1, q0, q1 = 0, m, part * step, min(n, (part + 1) * step)
         if r1 <= r0 or q1 <= q0:
             continue
-        if trans_a:  # a: K×M per product (C = Aᵀ·B)
-            pa = a.ctypes.data + (ai * a.strides[0] + r0 * a.strides[2])
-            ta = _TRANS
-        else:
-            pa = a.ctypes.data + (ai * a.strides[0] + r0 * a.strides[1])
-            ta = _NO_TRANS
-        lda = a.strides[1] // isz
-        if trans_b:  # b: N×K per product (C = A·Bᵀ)
-            pb = b.ctypes.data + (i * b.strides[0] + q0 * b.strides[1])
-            tb = _TRANS
-        else:
-            pb = b.ctypes.data + (i * b.strides[0] + q0 * b.strides[2])
-            tb = _NO_TRANS
-        ldb = b.strides[1] // isz
-        pc = c.ctypes.data + (i * c.strides[0] + r0 * c.strides[1] + q0 * c.strides[2])
-        ldc = c.strides[1] // isz
+        # the block's corners: row r0 of op(A) (a column of a stored K×M), column q0 of op(B)
+        pa = _address(a, ai, 0, r0) if trans_a else _address(a, ai, r0, 0)
+        pb = _address(b, i, q0, 0) if trans_b else _address(b, i, 0, q0)
+        pc = _address(c, i, r0, q0)
+        ta = _TRANS if trans_a else _NO_TRANS
+        tb = _TRANS if trans_b else _NO_TRANS
+        lda, ldb, ldc = a.strides[1] // isz, b.strides[1] // isz, c.strides[1] // isz
         one, zero = np.float32(1.0), np.float32(0.0)
         # one row or one column of C (a linear layer at batch 1, a 1×1 map): a matrix-vector
         # product, which streams the matrix once; sgemm would first copy it into its packed form
