@@ -204,6 +204,28 @@ def test_fused_epilogue_is_bit_exact_with_unfused_float32_ops(monkeypatch, paral
     assert not np.array_equal(fused, other)
 
 
+@pytest.mark.parametrize("parallel_min", [gemm._PARALLEL_MIN, 0], ids=["serial", "parallel"])
+@pytest.mark.parametrize("p, m, n", [(2, 300, 1), (1, 4, 17)], ids=["column", "last-block-one-column"])
+@pytest.mark.parametrize("act", [RELU, SIGMOID])
+def test_epilogue_down_a_single_column_is_bit_exact(monkeypatch, parallel_min, p, m, n, act):
+    """A block of one column (a matrix-vector product, or the last block of a column split: 17
+    columns in two parts are 16 + 1) takes the epilogue down the column: still bit for bit
+    act((c + bias) + residual), for the column of a wider matrix too (row stride n)."""
+    monkeypatch.setattr(gemm, "_PARALLEL_MIN", parallel_min)
+    rng = np.random.default_rng(5)
+    a, b = random_case(rng, p, 1, m, 33, n)
+    bias = rng.standard_normal((1, m)).astype(np.float32) * 3
+    residual = rng.standard_normal((p, m, n)).astype(np.float32) * 3
+    fused = np.empty((p, m, n), np.float32)
+    gemm.matmul(a, b, fused, bias=bias, residual=residual, act=act)
+    plain = np.empty((p, m, n), np.float32)
+    gemm.matmul(a, b, plain)
+    summed = (plain + bias[0][None, :, None]) + residual
+    unfused = summed.copy()
+    gemm.epilogue(unfused, None, None, act, 0.0)  # the activation alone, over whole rows
+    assert np.array_equal(fused, unfused)
+
+
 # --- 3. serial and parallel paths -----------------------------------------------------------------
 
 
