@@ -497,6 +497,7 @@ def test_winograd_keeps_small_maps_and_other_convolutions_on_im2col():
     from netspec.backends.cpu import winograd
     attrs = ops.get("conv2d").attrs.model_validate
     assert not winograd.applies(attrs({"out": 512, "kernel": 3, "padding": 1}), 512, 512, winograd.tiles(1, 7, 7))
+    assert winograd.applies(attrs({"out": 256, "kernel": 3, "padding": 1}), 256, 256, winograd.tiles(1, 14, 14))
     assert winograd.applies(attrs({"out": 512, "kernel": 3, "padding": 1}), 512, 512, winograd.tiles(8, 7, 7))
     for other in ({"kernel": 3, "stride": 2}, {"kernel": 3, "dilation": 2}, {"kernel": 3, "groups": 2}, {"kernel": 5}):
         assert not winograd.applies(attrs({"out": 64, **other}), 64, 64, winograd.tiles(1, 56, 56))

@@ -119,15 +119,15 @@ def _output_transform(m, th, tw, bias, has_bias, act, alpha, y):
 
 def applies(attrs, c: int, o: int, tiles: int) -> bool:
     """Whether a conv2d goes through Winograd: 3×3, stride 1, no dilation, one group, channels
-    enough for the GEMMs to dominate, and tiles enough for them to run well (measured on 2 cores:
-    1.5–1.8× faster than im2col on ResNet's 56², 28² and 14² layers, 0.9× on 7² at batch 1, where
-    16 tiles of 4 outputs cover 49)."""
+    enough for the GEMMs to dominate, and tiles enough for them to run well (measured on 2 cores
+    at batch 1: 1.3–1.5× faster than im2col on ResNet's 56², 28² and 14² layers — 14² is 49
+    tiles — and 0.85× on 7², where 16 tiles of 4 outputs cover 49)."""
     return (tuple(attrs.kernel) == (3, 3) and tuple(attrs.stride) == (1, 1) and tuple(attrs.dilation) == (1, 1)
             and attrs.groups == 1 and min(c, o) >= MIN_CHANNELS and tiles >= MIN_TILES)
 
 
 MIN_CHANNELS = 16
-MIN_TILES = 64
+MIN_TILES = 32
 
 
 def tiles(n: int, ho: int, wo: int) -> int:
