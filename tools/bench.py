@@ -7,6 +7,7 @@ so that a slow spell of the (shared, noisy) machine falls on both sides of it.
 
     python tools/bench.py                                    # every zoo spec, batch 1 and 8, 2 threads
     python tools/bench.py resnet18 unet --batch 8 --runs 5 --json out.json
+    python tools/bench.py specs/resnet50.yaml my_net.yaml    # spec files, zoo or your own
 
 The PyTorch side is built from the netspec graph itself (torch.nn.functional per node), so all three
 run the identical network; the largest output difference (relative to the output's scale) is printed
@@ -21,9 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-import netspec  # first: it sets OpenBLAS's thread spin time, which numpy's OpenBLAS reads when loaded
+import numpy as np
 
-import numpy as np  # noqa: E402
+import netspec
+from netspec.spec.errors import SpecError
 from netspec.threads import set_threads
 from netspec.weights import init_weights
 
@@ -174,22 +176,36 @@ def gemm_gflops(threads: int, size: int = 1024, runs: int = 10) -> float:
     return 2 * size**3 / seconds / 1e9
 
 
+def spec_path(arg: str) -> Path:
+    """A spec given as a zoo name (`resnet50`) or as a file's path (`specs/resnet50.yaml`)."""
+    path = Path(arg)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    return ROOT / "specs" / f"{arg}.yaml"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("specs", nargs="*", default=ZOO)
+    parser.add_argument("specs", nargs="*", default=ZOO, help="zoo names or spec files (default: the whole zoo)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
     parser.add_argument("--runs", type=int, default=5,
                         help="rounds; in each, every engine runs untimed for 0.3 s, then once timed; medians are kept")
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     parser.add_argument("--json", help="also write the rows as JSON")
     args = parser.parse_args(argv)
+    graphs = {}
+    for arg in args.specs:  # every spec loads before anything is timed: a typo costs no waiting
+        try:
+            graphs[spec_path(arg).stem] = netspec.load(spec_path(arg))
+        except SpecError as error:
+            print(error, file=sys.stderr)
+            return 2
     gemm = gemm_gflops(args.threads)
     print(f"GEMM (numpy/OpenBLAS sgemm, {args.threads} threads): {gemm:.0f} GFLOP/s")
     print(f"{'spec':<14}{'batch':>6}{'GMACs':>9}{'netspec ms':>12}{'GFLOP/s':>9}{'ORT ms':>9}{'/ORT':>6}"
           f"{'torch ms':>10}{'/torch':>7}{'max |diff|':>11}")
     rows = []
-    for name in args.specs:
-        graph = netspec.load(ROOT / "specs" / f"{name}.yaml")
+    for name, graph in graphs.items():
         weights = init_weights(graph, 0)
         for batch in args.batch:
             x = np.random.default_rng(0).standard_normal((batch,) + next(iter(graph.inputs.values())).dims,
