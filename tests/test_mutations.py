@@ -106,6 +106,13 @@ def names_in(data):
     return sorted({v for _, v in paths(data) if isinstance(v, str) and v.isidentifier()} | {"input", "nowhere"})
 
 
+def fresh(value):
+    """A copy of a drawn value: the tree is mutated in place, and a later mutation of a shared []
+    or {} would change VALUES itself, so that hypothesis, replaying an example, draws differently
+    (FlakyStrategyDefinition)."""
+    return copy.deepcopy(value)
+
+
 def mutate(data, draw):
     all_paths = [p for p, _ in paths(data) if p]
     if not all_paths:
@@ -116,7 +123,7 @@ def mutate(data, draw):
     if kind == "delete":
         del parent[key]
     elif kind == "type":
-        parent[key] = draw(st.sampled_from(VALUES))
+        parent[key] = fresh(draw(st.sampled_from(VALUES)))
     elif kind == "rename":
         parent[key] = draw(st.sampled_from(names_in(data)))
     elif kind == "number":
@@ -138,7 +145,7 @@ def mutate(data, draw):
         target = get(data, draw(st.sampled_from(dicts)))
         target[draw(st.sampled_from(["in", "repeat", "when", "mode", "first", "layers", "op", "name", "kernal",
                                      "groups", "in_channels", "extends", "imports", "outputs"]))] = \
-            draw(st.sampled_from(VALUES + NUMBERS))
+            fresh(draw(st.sampled_from(VALUES + NUMBERS)))
     return data
 
 
