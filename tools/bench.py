@@ -195,8 +195,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     graphs = {}
     for arg in args.specs:  # every spec loads before anything is timed: a typo costs no waiting
+        path = spec_path(arg)
         try:
-            graphs[spec_path(arg).stem] = netspec.load(spec_path(arg))
+            graphs[path.stem if path.stem not in graphs else str(path)] = netspec.load(path)
         except SpecError as error:
             print(error, file=sys.stderr)
             return 2
