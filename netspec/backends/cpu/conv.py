@@ -215,8 +215,8 @@ def _fill_phases(xc, sh, sw, pt, pl, hq, wq, phases):
 
 
 # A column tile's patch matrix holds at most about this much (large images are cut into bands of
-# output rows). Few large GEMMs beat many cache-sized ones here: each switch between Numba and BLAS
-# threads costs a wake-up, and on a busy machine a scheduler slice.
+# output rows). Few large GEMMs: each gemm.matmul call has a fixed cost (~10 µs of Python and
+# dispatch), and cache-sized tiles measured no faster on one thread pool (stop 12, inconclusive).
 _TILE_BYTES = 128 << 20
 _work = threading.local()
 
@@ -265,13 +265,14 @@ def _convolve(attrs, x, w, params, act: int = NONE, alpha: float = 0.0, residual
     ho = window_out(h, dh * (kh - 1) + 1, sh, pt, pb)
     wo = window_out(wd, dw * (kw - 1) + 1, sw, pl, pr)
     bias, has_bias = bias_or_zeros(params, o, attrs.bias)
-    pointwise = kh == kw == 1 and pt == pl == pb == pr == 0 and not (g > 1 and g == c and o == c)
+    depthwise = g > 1 and g == c and o == c
+    pointwise = kh == kw == 1 and pt == pl == pb == pr == 0 and not depthwise
     if residual is not None and not pointwise:  # the convolution with its bias, then one pass: + residual, activation
         y = _convolve(attrs, x, w, params).reshape(n, o, ho * wo)
         gemm.epilogue(y, None, residual.reshape(n, o, ho * wo), act, alpha)
         return y.reshape(n, o, ho, wo)
 
-    if g > 1 and g == c and o == c:  # depthwise: a direct kernel, no GEMM
+    if depthwise:  # a direct kernel, no GEMM
         y = np.empty((n, o, ho, wo), np.float32)
         _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, get_num_threads())
         return y

@@ -30,7 +30,8 @@ from ._act import FMA, NONE, act_row
 
 _SGEMM, _SGEMV = "netspec_cblas_sgemm", "netspec_cblas_sgemv"  # the names Numba's code calls; bound below
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
-_NEEDED = ("scipy_cblas_sgemm64_", "scipy_cblas_sgemv64_", "scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_")
+_NEEDED = ("scipy_cblas_sgemm64_", "scipy_cblas_sgemv64_", "scipy_openblas_get_num_threads64_",
+           "scipy_openblas_set_num_threads64_")
 
 
 def _find_openblas() -> ctypes.CDLL | None:
@@ -156,7 +157,8 @@ def _run_tasks(t0, t1, a, b, c, trans_a, trans_b, split_m, parts, bias, has_bias
 
 
 @njit(cache=True, fastmath=FMA, parallel=True)
-def _run_parallel(threads, tasks, a, b, c, trans_a, trans_b, split_m, parts, bias, has_bias, res, has_res, act, alpha):
+def _run_parallel(threads, tasks, a, b, c, trans_a, trans_b, split_m, parts, bias, has_bias, res, has_res, act,
+                  alpha):
     for w in prange(threads):  # one contiguous run of tasks per thread
         _run_tasks(tasks * w // threads, tasks * (w + 1) // threads, a, b, c, trans_a, trans_b, split_m, parts, bias,
                    has_bias, res, has_res, act, alpha)
