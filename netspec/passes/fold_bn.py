@@ -34,10 +34,13 @@ def fold_batchnorm(graph: Graph, weights: Weights) -> tuple[Graph, Weights]:
         gamma = weights[f"{bn.name}.weight"] if a.affine else np.ones_like(weights[f"{bn.name}.running_var"])
         beta = weights[f"{bn.name}.bias"] if a.affine else np.zeros_like(gamma)
         mean, var = weights[f"{bn.name}.running_mean"], weights[f"{bn.name}.running_var"]
+        # the per-channel vectors in float64; the weight product in float32 (w · float32(s): one
+        # rounding more than a float64 product, and no float64 copy of the weights, which cost
+        # ResNet-50 0.18 s of start-up)
         scale = (gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + a.eps))
-        w = weights[f"{conv.name}.weight"].astype(np.float64)
+        w = weights[f"{conv.name}.weight"]
         b = weights.get(f"{conv.name}.bias", np.zeros(w.shape[0], np.float32)).astype(np.float64)
-        weights[f"{conv.name}.weight"] = (w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+        weights[f"{conv.name}.weight"] = w * scale.astype(np.float32).reshape((-1,) + (1,) * (w.ndim - 1))
         weights[f"{conv.name}.bias"] = (scale * (b - mean) + beta).astype(np.float32)
         for key in ("weight", "bias", "running_mean", "running_var"):
             weights.pop(f"{bn.name}.{key}", None)
