@@ -112,13 +112,16 @@ def _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha,
     as long runs over flat phase planes, the bias and then one row of taps added per pass.
 
     The zero-padded plane P is split into sh×sw phases, phase (a, b) holding P[r·sh + a, q·sw + b]
-    in a flat buffer of row length wq (for stride 1, one phase: P itself). Output (oh, ow) at flat
-    position oh·wq + ow then reads tap (i, j) at that position + (i·dh // sh)·wq + j·dw // sw of
-    phase (i·dh % sh, j·dw % sw), so each tap is one multiply-add over ho·wq values (the wq − wo
-    extra columns per row are computed and dropped). A 3- or 5-wide row of taps is one pass (the
-    sum kept in a register, added tap by tap: the rounding of one pass per tap); the activation
-    runs over the finished run, before its rows are copied out (rows of 7 or 14 would not vectorise).
+    in a flat run of `size` values with row length wq (for stride 1, one phase: P itself). Output
+    (oh, ow) at flat position oh·wq + ow then reads tap (i, j) at that position + (i·dh // sh)·wq +
+    j·dw // sw of phase (i·dh % sh, j·dw % sw), so each tap is one multiply-add over ho·wq values
+    (the wq − wo extra columns per row are computed and dropped). A 3- or 5-wide row of taps is one
+    pass (the sum kept in a register, added tap by tap: the rounding of one pass per tap); the
+    activation runs over the finished run, before its rows are copied out (rows of 7 or 14 would
+    not vectorise).
 
+    Where each tap reads and where each input row goes are worked out once per call, not per plane:
+    on 7² and 14² planes the per-plane integer divisions and bounds cost as much as the taps.
     Parallel over (image, channel) planes, one run of planes per thread, so each thread allocates
     its buffers once: their padding is written once, as zeros, and only the inside per plane."""
     n_, c_, h_, w_ = x.shape
@@ -128,69 +131,15 @@ def _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha,
     size = hq * wq + wq  # one spare row: the last tap's run ends past hq·wq
     m = ho * wq
     planes = n_ * c_
-    for t in prange(threads):
-        phases = np.zeros((sh, sw, size), np.float32)
-        acc = np.empty(m, np.float32)
-        for idx in range(planes * t // threads, planes * (t + 1) // threads):
-            n = idx // c_
-            c = idx - n * c_
-            _fill_phases(x[n, c], sh, sw, pt, pl, hq, wq, phases)
-            b0 = bias[c] if has_bias else np.float32(0.0)
-            for k in range(m):
-                acc[k] = b0
-            wc = w[c, 0]
-            for i in range(kh):
-                a = (i * dh) % sh
-                row0 = ((i * dh) // sh) * wq
-                if kw == 3:
-                    s0, s1, s2 = (_tap_run(phases, a, row0, 0, dw, sw, m), _tap_run(phases, a, row0, 1, dw, sw, m),
-                                  _tap_run(phases, a, row0, 2, dw, sw, m))
-                    w0, w1, w2 = wc[i, 0], wc[i, 1], wc[i, 2]
-                    for k in range(m):
-                        v = acc[k]
-                        v += w0 * s0[k]
-                        v += w1 * s1[k]
-                        v += w2 * s2[k]
-                        acc[k] = v
-                elif kw == 5:
-                    s0, s1, s2 = (_tap_run(phases, a, row0, 0, dw, sw, m), _tap_run(phases, a, row0, 1, dw, sw, m),
-                                  _tap_run(phases, a, row0, 2, dw, sw, m))
-                    s3, s4 = _tap_run(phases, a, row0, 3, dw, sw, m), _tap_run(phases, a, row0, 4, dw, sw, m)
-                    w0, w1, w2, w3, w4 = wc[i, 0], wc[i, 1], wc[i, 2], wc[i, 3], wc[i, 4]
-                    for k in range(m):
-                        v = acc[k]
-                        v += w0 * s0[k]
-                        v += w1 * s1[k]
-                        v += w2 * s2[k]
-                        v += w3 * s3[k]
-                        v += w4 * s4[k]
-                        acc[k] = v
-                else:
-                    for j in range(kw):
-                        wv = wc[i, j]
-                        s = _tap_run(phases, a, row0, j, dw, sw, m)
-                        for k in range(m):
-                            acc[k] += wv * s[k]
-            if act != NONE:  # over the whole run, dropped columns too: one long vectorised loop
-                act_row(acc, acc, np.float32(0.0), False, act, alpha)
-            yc = y[n, c]
-            for oh in range(ho):
-                src, dst = acc[oh * wq:oh * wq + wo], yc[oh]
-                for k in range(wo):
-                    dst[k] = src[k]
-
-
-@njit(cache=True, fastmath=FMA, inline="always")
-def _tap_run(phases, a, row0, j, dw, sw, m):
-    """The m values tap column j reads, in phase row a (see _depthwise), from flat row offset row0."""
-    start = row0 + (j * dw) // sw
-    return phases[a, (j * dw) % sw, start:start + m]
-
-
-@njit(cache=True, fastmath=FMA)
-def _fill_phases(xc, sh, sw, pt, pl, hq, wq, phases):
-    """Copy the plane xc (H×W) into its phases (see _depthwise); the padding is left as it is (zero)."""
-    h_, w_ = xc.shape
+    taps = np.empty(kh * kw, np.int64)  # tap (i, j) reads phases[taps[i·kw + j]:][:m]
+    for i in range(kh):
+        for j in range(kw):
+            phase = ((i * dh) % sh) * sw + (j * dw) % sw
+            taps[i * kw + j] = phase * size + ((i * dh) // sh) * wq + (j * dw) // sw
+    # the input rows' runs inside the phases: (first value in phases, input row, first input column,
+    # count), the columns of each run sw apart
+    fills = np.empty((sh * hq * sw, 4), np.int64)
+    nf = 0
     for a in range(sh):
         for r in range(hq):
             ih = r * sh + a - pt
@@ -200,18 +149,71 @@ def _fill_phases(xc, sh, sw, pt, pl, hq, wq, phases):
                 # phase column q is input column q·sw + b − pl: the q that land inside the input
                 q_lo = max(0, (pl - b + sw - 1) // sw)
                 q_hi = min(wq, (w_ - 1 + pl - b) // sw + 1)
-                if q_hi <= q_lo:
-                    continue
-                dst = phases[a, b, r * wq + q_lo:r * wq + q_hi]
-                first = q_lo * sw + b - pl
+                if q_hi > q_lo:
+                    fills[nf, 0] = (a * sw + b) * size + r * wq + q_lo
+                    fills[nf, 1] = ih
+                    fills[nf, 2] = q_lo * sw + b - pl
+                    fills[nf, 3] = q_hi - q_lo
+                    nf += 1
+    for t in prange(threads):
+        phases = np.zeros(sh * sw * size, np.float32)
+        acc = np.empty(m, np.float32)
+        for idx in range(planes * t // threads, planes * (t + 1) // threads):
+            n = idx // c_
+            c = idx - n * c_
+            xc = x[n, c]
+            for f in range(nf):
+                d0, ih, first, count = fills[f, 0], fills[f, 1], fills[f, 2], fills[f, 3]
+                dst = phases[d0:d0 + count]
                 if sw == 1:  # a contiguous slice: Numba types a stepped one as strided, slower
-                    src = xc[ih, first:first + q_hi - q_lo]
-                    for k in range(q_hi - q_lo):
+                    src = xc[ih, first:first + count]
+                    for k in range(count):
                         dst[k] = src[k]
                 else:
-                    src_s = xc[ih, first:first + (q_hi - q_lo - 1) * sw + 1:sw]
-                    for k in range(q_hi - q_lo):
+                    src_s = xc[ih, first:first + (count - 1) * sw + 1:sw]
+                    for k in range(count):
                         dst[k] = src_s[k]
+            b0 = bias[c] if has_bias else np.float32(0.0)
+            wc = w[c, 0]
+            for i in range(kh):
+                t0 = taps[i * kw:(i + 1) * kw]
+                if kw == 3 or kw == 5:
+                    s0, s1, s2 = phases[t0[0]:t0[0] + m], phases[t0[1]:t0[1] + m], phases[t0[2]:t0[2] + m]
+                    w0, w1, w2 = wc[i, 0], wc[i, 1], wc[i, 2]
+                    if kw == 3:
+                        for k in range(m):
+                            v = b0 if i == 0 else acc[k]  # (the first row of taps starts from the bias)
+                            v += w0 * s0[k]
+                            v += w1 * s1[k]
+                            v += w2 * s2[k]
+                            acc[k] = v
+                    else:
+                        s3, s4 = phases[t0[3]:t0[3] + m], phases[t0[4]:t0[4] + m]
+                        w3, w4 = wc[i, 3], wc[i, 4]
+                        for k in range(m):
+                            v = b0 if i == 0 else acc[k]
+                            v += w0 * s0[k]
+                            v += w1 * s1[k]
+                            v += w2 * s2[k]
+                            v += w3 * s3[k]
+                            v += w4 * s4[k]
+                            acc[k] = v
+                else:
+                    if i == 0:
+                        for k in range(m):
+                            acc[k] = b0
+                    for j in range(kw):
+                        wv = wc[i, j]
+                        s = phases[t0[j]:t0[j] + m]
+                        for k in range(m):
+                            acc[k] += wv * s[k]
+            if act != NONE:  # over the whole run, dropped columns too: one long vectorised loop
+                act_row(acc, acc, np.float32(0.0), False, act, alpha)
+            yc = y[n, c]
+            for oh in range(ho):
+                src, dst = acc[oh * wq:oh * wq + wo], yc[oh]
+                for k in range(wo):
+                    dst[k] = src[k]
 
 
 # A column tile's patch matrix holds at most about this much (large images are cut into bands of
