@@ -504,6 +504,18 @@ def test_winograd_keeps_small_maps_and_other_convolutions_on_im2col():
     assert not winograd.applies(attrs({"out": 64, "kernel": 3}), 3, 64, winograd.tiles(1, 56, 56))  # RGB input
 
 
+def test_winograd_weight_transform_is_g_times_filter_times_g_transposed():
+    """U = G g Gᵀ per (output, input) filter, as the textbook writes it (the kernel computes it as
+    one product by G ⊗ G): to within float32 rounding of the float64 result."""
+    from netspec.backends.cpu import winograd
+    g = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+    w = np.random.default_rng(3).standard_normal((5, 4, 3, 3)).astype(np.float32)
+    want = np.einsum("ai,ocij,bj->aboc", g, w.astype(np.float64), g).reshape(16, 5, 4)
+    got = winograd.transform_weights(w)
+    assert got.dtype == np.float32 and got.shape == (16, 5, 4) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-30)
+
+
 def test_winograd_weight_transform_is_reused_and_released_with_its_array():
     import gc
 

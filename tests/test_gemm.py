@@ -403,6 +403,17 @@ def test_blas_thread_count_is_restored(n):
     assert blas_threads() == before
 
 
+def test_single_threaded_product_is_numpys_and_restores_the_thread_count():
+    """gemm.single_threaded (numpy's a @ b with OpenBLAS held at one thread: Winograd's weight
+    transform) gives numpy's product and leaves the thread count as it found it."""
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((16, 9)), rng.standard_normal((9, 300))
+    with set_threads(2):
+        before = blas_threads()
+        np.testing.assert_array_equal(gemm.single_threaded(a, b), a @ b)
+        assert blas_threads() == before
+
+
 # --- 7. the thread policy's environment variable --------------------------------------------------
 
 _PROBE = """
