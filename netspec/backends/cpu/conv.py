@@ -137,13 +137,23 @@ def _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha,
             phase = ((i * dh) % sh) * sw + (j * dw) % sw
             taps[i * kw + j] = phase * size + ((i * dh) // sh) * wq + (j * dw) // sw
     # the input rows' runs inside the phases: (first value in phases, input row, first input column,
-    # count), the columns of each run sw apart
+    # count), the columns of each run sw apart; for sw == 2, one entry per phase row instead: (where
+    # its even input columns go, input row, where its odd ones go), see _deinterleave
     fills = np.empty((sh * hq * sw, 4), np.int64)
     nf = 0
+    even = pl % 2  # the column phase of the even input columns (sw == 2)
+    n_even = max(0, min((w_ + 1) // 2, wq - pl // 2))  # how many of them, and of the odd ones, the
+    n_odd = max(0, min(w_ // 2, wq - (pl + 1) // 2))  # windows reach
     for a in range(sh):
         for r in range(hq):
             ih = r * sh + a - pt
             if ih < 0 or ih >= h_:
+                continue
+            if sw == 2:
+                fills[nf, 0] = (a * 2 + even) * size + r * wq + pl // 2
+                fills[nf, 1] = ih
+                fills[nf, 2] = (a * 2 + 1 - even) * size + r * wq + (pl + 1) // 2
+                nf += 1
                 continue
             for b in range(sw):
                 # phase column q is input column q·sw + b − pl: the q that land inside the input
@@ -164,6 +174,9 @@ def _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha,
             xc = x[n, c]
             for f in range(nf):
                 d0, ih, first, count = fills[f, 0], fills[f, 1], fills[f, 2], fills[f, 3]
+                if sw == 2:
+                    _deinterleave(xc[ih], phases, d0, first, n_even, n_odd)
+                    continue
                 dst = phases[d0:d0 + count]
                 if sw == 1:  # a contiguous slice: Numba types a stepped one as strided, slower
                     src = xc[ih, first:first + count]
@@ -214,6 +227,25 @@ def _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha,
                 src, dst = acc[oh * wq:oh * wq + wo], yc[oh]
                 for k in range(wo):
                     dst[k] = src[k]
+
+
+@njit(cache=True, fastmath=FMA, inline="always")
+def _deinterleave(row, out, even0, odd0, n_even, n_odd):
+    """out[even0 + k] = row[2k] for k < n_even and out[odd0 + k] = row[2k + 1] for k < n_odd: both
+    column phases of a stride-2 row in one pass that reads the row contiguously, which LLVM
+    vectorises (a strided copy per phase stays scalar: stride-2 depthwise layers spent most of
+    their time there). Unsigned indices, so that Numba leaves out its negative-index test."""
+    e = out[even0:even0 + n_even]
+    o = out[odd0:odd0 + n_odd]
+    both = min(n_even, n_odd)
+    for k in range(both):
+        ku = np.uint64(k)
+        e[ku] = row[np.uint64(2) * ku]
+        o[ku] = row[np.uint64(2) * ku + np.uint64(1)]
+    for k in range(both, n_even):
+        e[k] = row[2 * k]
+    for k in range(both, n_odd):
+        o[k] = row[2 * k + 1]
 
 
 # A column tile's patch matrix holds at most about this much (large images are cut into bands of
