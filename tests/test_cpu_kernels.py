@@ -469,6 +469,30 @@ def test_pools_on_wide_planes_and_large_windows(name, attrs, hw):
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(c=st.integers(1, 11), h=st.integers(1, 24), w=st.integers(1, 24), kernel=st.sampled_from([1, 2, 3, 5]),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), dilation=st.integers(1, 2),
+       pads=st.tuples(st.integers(0, 4), st.integers(0, 4)), seed=st.integers(0, 2**32 - 1))
+def test_depthwise_matches_reference_on_wider_planes_and_strides(c, h, w, kernel, stride, dilation, pads, seed):
+    """The direct depthwise kernel on planes wider than the generic property test's, padding 0–4 per
+    axis: odd and even widths and paddings at stride 2 exercise how a row's even and odd columns are
+    split between the phases (conv.py `_deinterleave`), and the columns no window reaches."""
+    op = ops.get("conv2d")
+    a = op.attrs.model_validate({"out": c, "groups": c, "kernel": kernel, "stride": list(stride),
+                                 "dilation": dilation, "padding": list(pads)})
+    ho = (h + 2 * pads[0] - dilation * (kernel - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * pads[1] - dilation * (kernel - 1) - 1) // stride[1] + 1
+    assume(ho >= 1 and wo >= 1)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, c, h, w)).astype(np.float32)
+    params = {"weight": rng.standard_normal((c, 1, kernel, kernel)).astype(np.float32),
+              "bias": rng.standard_normal(c).astype(np.float32)}
+    got = KERNELS["conv2d"](a, [x], params, RunContext())
+    want = op.reference(a, [x], params, RunContext())
+    assert got.shape == want.shape == (2, c, ho, wo)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(c=st.integers(16, 40), o=st.integers(16, 40), h=st.integers(17, 40), w=st.integers(17, 40),
        batch=st.integers(1, 2), pads=st.tuples(st.integers(0, 2), st.integers(0, 2)), bias=st.booleans(),

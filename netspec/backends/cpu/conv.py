@@ -131,40 +131,7 @@ def _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha,
     size = hq * wq + wq  # one spare row: the last tap's run ends past hq·wq
     m = ho * wq
     planes = n_ * c_
-    taps = np.empty(kh * kw, np.int64)  # tap (i, j) reads phases[taps[i·kw + j]:][:m]
-    for i in range(kh):
-        for j in range(kw):
-            phase = ((i * dh) % sh) * sw + (j * dw) % sw
-            taps[i * kw + j] = phase * size + ((i * dh) // sh) * wq + (j * dw) // sw
-    # the input rows' runs inside the phases: (first value in phases, input row, first input column,
-    # count), the columns of each run sw apart; for sw == 2, one entry per phase row instead: (where
-    # its even input columns go, input row, where its odd ones go), see _deinterleave
-    fills = np.empty((sh * hq * sw, 4), np.int64)
-    nf = 0
-    even = pl % 2  # the column phase of the even input columns (sw == 2)
-    n_even = max(0, min((w_ + 1) // 2, wq - pl // 2))  # how many of them, and of the odd ones, the
-    n_odd = max(0, min(w_ // 2, wq - (pl + 1) // 2))  # windows reach
-    for a in range(sh):
-        for r in range(hq):
-            ih = r * sh + a - pt
-            if ih < 0 or ih >= h_:
-                continue
-            if sw == 2:
-                fills[nf, 0] = (a * 2 + even) * size + r * wq + pl // 2
-                fills[nf, 1] = ih
-                fills[nf, 2] = (a * 2 + 1 - even) * size + r * wq + (pl + 1) // 2
-                nf += 1
-                continue
-            for b in range(sw):
-                # phase column q is input column q·sw + b − pl: the q that land inside the input
-                q_lo = max(0, (pl - b + sw - 1) // sw)
-                q_hi = min(wq, (w_ - 1 + pl - b) // sw + 1)
-                if q_hi > q_lo:
-                    fills[nf, 0] = (a * sw + b) * size + r * wq + q_lo
-                    fills[nf, 1] = ih
-                    fills[nf, 2] = q_lo * sw + b - pl
-                    fills[nf, 3] = q_hi - q_lo
-                    nf += 1
+    taps, fills, n_even, n_odd = _phase_plan(h_, w_, kh, kw, sh, sw, pt, pl, dh, dw, hq, wq, size)
     for t in prange(threads):
         phases = np.zeros(sh * sw * size, np.float32)
         acc = np.empty(m, np.float32)
@@ -172,9 +139,9 @@ def _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha,
             n = idx // c_
             c = idx - n * c_
             xc = x[n, c]
-            for f in range(nf):
+            for f in range(fills.shape[0]):
                 d0, ih, first, count = fills[f, 0], fills[f, 1], fills[f, 2], fills[f, 3]
-                if sw == 2:
+                if sw == 2:  # (then `first` is where the odd input columns go: see _phase_plan)
                     _deinterleave(xc[ih], phases, d0, first, n_even, n_odd)
                     continue
                 dst = phases[d0:d0 + count]
@@ -227,6 +194,48 @@ def _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha,
                 src, dst = acc[oh * wq:oh * wq + wo], yc[oh]
                 for k in range(wo):
                     dst[k] = src[k]
+
+
+@njit(cache=True)
+def _phase_plan(h_, w_, kh, kw, sh, sw, pt, pl, dh, dw, hq, wq, size):
+    """What _depthwise works out once per call, not per plane (see there for the phases):
+    taps[i·kw + j], where tap (i, j)'s run starts in the phases; fills, the input rows' runs in the
+    phases: (first value in the phases, input row, first input column, count), the columns of a run
+    sw apart; for sw == 2, one entry per phase row instead: (where its even input columns go,
+    input row, where its odd ones go, unused), with n_even and n_odd, how many of each the windows
+    reach (see _deinterleave)."""
+    taps = np.empty(kh * kw, np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            phase = ((i * dh) % sh) * sw + (j * dw) % sw
+            taps[i * kw + j] = phase * size + ((i * dh) // sh) * wq + (j * dw) // sw
+    fills = np.zeros((sh * hq * sw, 4), np.int64)
+    nf = 0
+    even = pl % 2  # the column phase of the even input columns (sw == 2)
+    n_even = max(0, min((w_ + 1) // 2, wq - pl // 2))
+    n_odd = max(0, min(w_ // 2, wq - (pl + 1) // 2))
+    for a in range(sh):
+        for r in range(hq):
+            ih = r * sh + a - pt
+            if ih < 0 or ih >= h_:
+                continue
+            if sw == 2:
+                fills[nf, 0] = (a * 2 + even) * size + r * wq + pl // 2
+                fills[nf, 1] = ih
+                fills[nf, 2] = (a * 2 + 1 - even) * size + r * wq + (pl + 1) // 2
+                nf += 1
+                continue
+            for b in range(sw):
+                # phase column q is input column q·sw + b − pl: the q that land inside the input
+                q_lo = max(0, (pl - b + sw - 1) // sw)
+                q_hi = min(wq, (w_ - 1 + pl - b) // sw + 1)
+                if q_hi > q_lo:
+                    fills[nf, 0] = (a * sw + b) * size + r * wq + q_lo
+                    fills[nf, 1] = ih
+                    fills[nf, 2] = q_lo * sw + b - pl
+                    fills[nf, 3] = q_hi - q_lo
+                    nf += 1
+    return taps, fills[:nf], n_even, n_odd
 
 
 @njit(cache=True, fastmath=FMA, inline="always")
