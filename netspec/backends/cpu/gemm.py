@@ -194,16 +194,24 @@ def matmul(a, b, c, *, trans_a=False, trans_b=False, bias=None, residual=None, a
     has_bias, has_res = bias is not None, residual is not None
     args = (a, b, c, trans_a, trans_b, split_m, parts, bias if has_bias else _NO_BIAS, has_bias,
             residual if has_res else _NO_RES, has_res, act, np.float32(alpha))
-    previous = _get_blas_threads()
-    _set_blas_threads(1)
-    try:
+    with _OneBlasThread():
         if threads == 1:
             _run_tasks(0, p * parts, *args)
         else:
             _run_parallel(threads, p * parts, *args)
-    finally:
-        _set_blas_threads(previous)
     return c
+
+
+class _OneBlasThread:
+    """Within the block, OpenBLAS's own pool is held at one thread; on leaving it (an exception
+    too), the count it had comes back. (Only where AVAILABLE: it calls numpy's OpenBLAS directly.)"""
+
+    def __enter__(self):
+        self.previous = _get_blas_threads()
+        _set_blas_threads(1)
+
+    def __exit__(self, *exc):
+        _set_blas_threads(self.previous)
 
 
 def single_threaded(a, b):
@@ -212,12 +220,8 @@ def single_threaded(a, b):
     from Winograd's weight transforms)."""
     if not AVAILABLE:
         return a @ b
-    previous = _get_blas_threads()
-    _set_blas_threads(1)
-    try:
+    with _OneBlasThread():
         return a @ b
-    finally:
-        _set_blas_threads(previous)
 
 
 def _rows_ok(x) -> bool:
