@@ -470,6 +470,26 @@ def test_pools_on_wide_planes_and_large_windows(name, attrs, hw):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(planes=st.sampled_from([1, 3, 7, 120]), h=st.integers(1, 30), w=st.integers(1, 30),
+       pads=st.tuples(st.integers(0, 3), st.integers(0, 3)), seed=st.integers(0, 2**32 - 1))
+def test_maxpool_same_size_matches_reference_exactly(planes, h, w, pads, seed):
+    """Stride-1 max pooling with a centred window (pool.py `_maxpool_same`: flat passes over runs
+    of planes, then each plane's border rows and columns redone): equal to the reference, NaN and
+    −inf included, with planes smaller than the window, and runs of many planes (120 planes of
+    up to 30² span several runs per thread)."""
+    op = ops.get("maxpool2d")
+    a = op.attrs.model_validate({"kernel": [2 * pads[0] + 1, 2 * pads[1] + 1], "stride": 1, "padding": list(pads)})
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, planes, h, w)).astype(np.float32)
+    x.flat[rng.integers(0, x.size, 3)] = np.nan
+    x.flat[rng.integers(0, x.size, 3)] = -np.inf
+    got = KERNELS["maxpool2d"](a, [x], {}, RunContext())
+    want = op.reference(a, [x], {}, RunContext())
+    assert got.shape == want.shape == x.shape
+    np.testing.assert_array_equal(got, want)  # (NaNs compare equal here)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(c=st.integers(1, 11), h=st.integers(1, 24), w=st.integers(1, 24), kernel=st.sampled_from([1, 2, 3, 5]),
        stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), dilation=st.integers(1, 2),
        pads=st.tuples(st.integers(0, 4), st.integers(0, 4)), seed=st.integers(0, 2**32 - 1))

@@ -138,6 +138,57 @@ def _maxpool(x, kh, kw, sh, sw, ph, pw, dh, dw, hp, wp, flat, y, threads):
             _pool_plane(src, wv, ho, wo, kh, kw, sh, sw, dh, dw, flat, True, v, q, y[n, c])
 
 
+@njit(cache=True, fastmath=False)
+def _max_same_run(x, ph, pw, h_, w_, v, y):
+    """`_maxpool_same` over a run of whole planes, flat: x, y (planes·h·w) and the scratch v."""
+    size = x.shape[0]
+    plane = h_ * w_
+    # rows: one pass over the run, each output row the max of the kh input rows around it; the
+    # first and last ph rows of each plane read a neighbouring plane there and are redone, with
+    # the rows inside the plane only
+    n = size - 2 * ph * w_
+    if n > 0:
+        _taps(v[ph * w_:ph * w_ + n], x, 0, w_, 1, n, 2 * ph + 1, True)
+    for r in range(h_):
+        if ph <= r < h_ - ph:
+            continue
+        lo, hi = max(0, r - ph), min(h_, r + ph + 1)
+        for start in range(0, size, plane):
+            _taps(v[start + r * w_:start + (r + 1) * w_], x, start + lo * w_, w_, 1, w_, hi - lo, True)
+    # columns: the same over v; the first and last pw columns redone down all the run's rows at once
+    n = size - 2 * pw
+    if n > 0:
+        _taps(y[pw:pw + n], v, 0, 1, 1, n, 2 * pw + 1, True)
+    for q in range(w_):
+        if pw <= q < w_ - pw:
+            continue
+        lo, hi = max(0, q - pw), min(w_, q + pw + 1)
+        _taps(y[q::w_], v, lo, 1, w_, size // w_, hi - lo, True)
+
+
+@njit(cache=True, fastmath=False, parallel=True)
+def _maxpool_same(x, ph, pw, y, threads):
+    """Max pooling with stride 1, no dilation and a (2·ph + 1)×(2·pw + 1) window centred on each
+    output (padding ph, pw: the output is the input's size), the padding left out of each max.
+
+    The general kernel copies every plane into a padded buffer and pools it as rows of 7–28
+    values; here the rows pass and the columns pass each run once over many planes at a time,
+    flat, and only the border rows and columns are redone, clamped (GoogLeNet's 3×3 pools in
+    every inception block: 3.3× ORT's time before). Runs of planes of about 64 KiB, in cache
+    between the two passes; parallel over runs."""
+    n_, c_, h_, w_ = x.shape
+    planes = n_ * c_
+    plane = h_ * w_
+    per = max(1, (64 << 10) // (4 * plane))
+    runs = (planes + per - 1) // per
+    xf, yf = x.reshape(planes * plane), y.reshape(planes * plane)
+    for t in prange(threads):
+        v = np.empty(per * plane, np.float32)
+        for run in range(runs * t // threads, runs * (t + 1) // threads):
+            p0, p1 = run * per, min(planes, (run + 1) * per)
+            _max_same_run(xf[p0 * plane:p1 * plane], ph, pw, h_, w_, v[:(p1 - p0) * plane], yf[p0 * plane:p1 * plane])
+
+
 @njit(inline="always")
 def _divisors(size, kernel, stride, pad, out, count_include_pad):
     """The divisor along one axis, per output: the window clipped to the input and its padding
@@ -262,6 +313,9 @@ def maxpool2d(attrs, inputs, params, ctx):
     ho = window_out(h, dh * (kh - 1) + 1, sh, ph, ph, attrs.ceil_mode)
     wo = window_out(w, dw * (kw - 1) + 1, sw, pw, pw, attrs.ceil_mode)
     y = np.empty((n, c, ho, wo), np.float32)
+    if (sh, sw, dh, dw) == (1, 1, 1, 1) and (kh, kw) == (2 * ph + 1, 2 * pw + 1) and x.size:
+        _maxpool_same(x, ph, pw, y, get_num_threads())
+        return y
     hp, wp, flat = _plane_layout(h, w, ho, wo, attrs.kernel, attrs.stride, attrs.padding, attrs.dilation)
     _maxpool(x, kh, kw, sh, sw, ph, pw, dh, dw, hp, wp, flat, y, get_num_threads())
     return y
