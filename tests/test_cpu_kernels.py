@@ -469,6 +469,23 @@ def test_pools_on_wide_planes_and_large_windows(name, attrs, hw):
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("x_shape, out", [((2, 512, 16, 16), 40),  # O < H·W: the weights scaled per image
+                                           ((2, 400, 7, 7), 64)])  # else the input scaled per channel
+def test_gated_pointwise_conv_on_layer_sized_inputs(x_shape, out):
+    """A fused squeeze-excitation gate (conv.py `_scale`) on inputs large enough for the parallel
+    path, each side of the choice between scaling the weights and scaling the input."""
+    rng = np.random.default_rng(21)
+    op = ops.get("fused_conv2d")
+    a = op.attrs.model_validate({"out": out, "kernel": 1, "gate": True, "activation": "silu"})
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    gate = rng.uniform(0, 1, x_shape[:2] + (1, 1)).astype(np.float32)
+    params = {"weight": rng.standard_normal((out, x_shape[1], 1, 1)).astype(np.float32),
+              "bias": rng.standard_normal(out).astype(np.float32)}
+    got = KERNELS["fused_conv2d"](a, [x, gate], params, RunContext())
+    want = op.reference(a, [x, gate], params, RunContext())
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(planes=st.sampled_from([1, 3, 7, 120]), h=st.integers(1, 30), w=st.integers(1, 30),
        pads=st.tuples(st.integers(0, 3), st.integers(0, 3)), seed=st.integers(0, 2**32 - 1))

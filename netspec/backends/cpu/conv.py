@@ -287,12 +287,53 @@ def fused_conv2d(attrs, inputs, params, ctx):
     if gate is not None:  # pointwise, groups 1 (the pass fuses a gate only there)
         n, c = x.shape[:2]
         o, p = attrs.out, x.shape[2] * x.shape[3]
+        g = gate.reshape(n, c)
         if o < p:  # scaling the weights per image is the cheaper side: O·C products instead of C·H·W
-            w = (w.reshape(1, o, c) * gate.reshape(n, 1, c)).reshape(n, o, c, 1, 1)
+            gated = _buffer("gated", n * o * c).reshape(n, o, c)
+            _scale(w.reshape(1, o, c), g, False, gated, o * c * n >= _SCALE_PARALLEL)
+            w = gated.reshape(n, o, c, 1, 1)
         else:
-            gated = _buffer("gated", x.size).reshape(x.shape)
-            x = np.multiply(x, gate, out=gated)
+            gated = _buffer("gated", x.size).reshape(n, c, p)
+            _scale(x.reshape(n, c, p), g, True, gated, x.size >= _SCALE_PARALLEL)
+            x = gated.reshape(x.shape)
     return _convolve(attrs, x, w, params, act, alpha, residual)
+
+
+_SCALE_PARALLEL = 1 << 15  # elements: below this, waking the thread pool costs more than it saves
+
+
+@njit(cache=True, fastmath=FMA, parallel=True)
+def _scale_parallel(a, s, rows, out):
+    for idx in prange(out.shape[0] * out.shape[1]):
+        _scale_row(a, s, rows, out, idx)
+
+
+@njit(cache=True, fastmath=FMA)
+def _scale_serial(a, s, rows, out):
+    for idx in range(out.shape[0] * out.shape[1]):
+        _scale_row(a, s, rows, out, idx)
+
+
+@njit(inline="always")
+def _scale_row(a, s, rows, out, idx):
+    i = idx // out.shape[1]
+    r = idx - i * out.shape[1]
+    src, dst, si = a[i % a.shape[0], r], out[i, r], s[i]
+    if rows:
+        f = si[r]
+        for q in range(dst.shape[0]):
+            dst[q] = src[q] * f
+    else:
+        for q in range(dst.shape[0]):
+            dst[q] = src[q] * si[q]
+
+
+def _scale(a, s, rows: bool, out, parallel: bool):
+    """out[i] = a[i % A] times s[i] (P×R×Q from A×R×Q and P×R or P×Q): row r times s[i, r] if
+    `rows`, else column q times s[i, q] — a fused squeeze-excitation gate applied to the input
+    (rows: channels) or to the weights (columns: input channels). Numba, into a reused buffer:
+    numpy's broadcast multiply into a fresh array took 100–160 µs a layer in EfficientNet-B0."""
+    (_scale_parallel if parallel else _scale_serial)(a, s, rows, out)
 
 
 def _convolve(attrs, x, w, params, act: int = NONE, alpha: float = 0.0, residual=None):
