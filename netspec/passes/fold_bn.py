@@ -40,7 +40,8 @@ def fold_batchnorm(graph: Graph, weights: Weights) -> tuple[Graph, Weights]:
         scale = (gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + a.eps))
         w = weights[f"{conv.name}.weight"]
         b = weights.get(f"{conv.name}.bias", np.zeros(w.shape[0], np.float32)).astype(np.float64)
-        weights[f"{conv.name}.weight"] = w * scale.astype(np.float32).reshape((-1,) + (1,) * (w.ndim - 1))
+        weights[f"{conv.name}.weight"] = (w * scale.astype(np.float32).reshape((-1,) + (1,) * (w.ndim - 1))).astype(
+            np.float32, copy=False)  # (float32 whatever the caller's weights were; no copy when they are)
         weights[f"{conv.name}.bias"] = (scale * (b - mean) + beta).astype(np.float32)
         for key in ("weight", "bias", "running_mean", "running_var"):
             weights.pop(f"{bn.name}.{key}", None)
