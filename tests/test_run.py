@@ -120,3 +120,44 @@ def test_float64_input_is_accepted(load_spec):
     exe = netspec.compile(load_spec(TRAIN_SPEC), backend="reference")
     out = exe.run(np.ones((1, 3, 8, 8)))["drop"]
     assert out.dtype == np.float32 and out.shape == (1, 4, 8, 8)
+
+
+PREPARED_SPEC = """
+input: {shape: [8, 12, 12]}
+layers:
+  - {op: conv2d, name: pw, out: 24, kernel: 1}
+  - {op: relu}
+  - {op: conv2d, name: wino, out: 24, kernel: 3, padding: 1}
+  - {op: conv2d, name: strided, out: 16, kernel: 3, stride: 2, padding: 1}
+  - {op: conv2d, name: dw, out: 16, kernel: 3, groups: 16, padding: 1}
+"""
+
+
+def test_prepared_steps_follow_batch_threads_and_replaced_weights(load_spec):
+    """Eval mode runs each node as prepared once (its weights bound, conv layers planned per input
+    shape and thread count): a new batch size or thread count gets its own plan, and a weight
+    array replaced in `weights` after compiling is used, not the one the plan was made with."""
+    from netspec.backends.cpu import conv, winograd
+    from netspec.threads import set_threads
+
+    graph = load_spec(PREPARED_SPEC)
+    weights = _random_weights(graph)
+    exe = netspec.compile(graph, backend="cpu", weights=dict(weights), optimize=False)
+    assert all(step.prepared is not None for step in exe.plan)
+    assert sum(isinstance(step.prepared, conv._Layer) for step in exe.plan) == 4
+    assert winograd.applies(graph.node("wino").attrs, 24, 24, winograd.tiles(1, 12, 12))  # each conv path runs
+    rng = np.random.default_rng(2)
+
+    def check(batch, threads):
+        x = rng.standard_normal((batch, 8, 12, 12), dtype=np.float32)
+        with set_threads(threads):
+            got = exe.run(x)["dw"]
+        want = netspec.compile(graph, backend="reference", weights=exe.weights, optimize=False).run(x)["dw"]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+    for batch, threads in [(1, 2), (3, 2), (1, 1), (3, 1), (1, 2)]:
+        check(batch, threads)
+    layer = next(step.prepared for step in exe.plan if step.node.name == "wino")
+    assert len(layer.plans) == 4  # (batch, threads): planned once each, reused on the fifth run
+    exe.weights["wino.weight"] = -exe.weights["wino.weight"]  # a new array: the next run rebinds
+    check(2, 2)

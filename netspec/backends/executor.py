@@ -75,13 +75,25 @@ def node_rng(seed: int, node_name: str, step: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(node_name.encode()), step])
 
 
+_EVAL = RunContext("eval", None)
+
+
+def _bind(kernel: Kernel, attrs, params: dict[str, np.ndarray]) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """An eval-mode kernel call with its node's attributes and weights bound."""
+    return lambda inputs: kernel(attrs, inputs, params, _EVAL)
+
+
 @dataclass
 class Step:
     """One kernel call of the plan: `kernel(node.attrs, [values[i] for i in node.inputs], params, ctx)`,
-    params read from the weights under `keys` ({param: "node.param"})."""
+    params read from the weights under `keys` ({param: "node.param"}). In eval mode the call is
+    `prepared(inputs)`, bound to the node once: a kernel with a `prepare(attrs, params)` (a CPU
+    convolution, say) is made ready for this node and its weights, the work that does not depend
+    on the inputs done then, not every run."""
     node: Node
     kernel: Kernel
     keys: dict[str, str]
+    prepared: Callable[[list[np.ndarray]], np.ndarray] | None = None
 
 
 class Executable:
@@ -103,6 +115,8 @@ class Executable:
             op = ops.get(node.op)
             names = list(op.params(node.attrs, [self.graph.type_of(i) for i in node.inputs]))
             self.plan.append(Step(node, kernels[node.op], {p: f"{node.name}.{p}" for p in names}))
+        self._bound: list[tuple[str, np.ndarray]] = []  # the weights the prepared steps hold
+        self._prepare()
         keep = set(self.graph.outputs)
         last_use: dict[str, int] = {}
         for index, node in enumerate(self.graph.nodes):
@@ -115,17 +129,36 @@ class Executable:
     def input_names(self) -> list[str]:
         return list(self.graph.inputs)
 
+    def _prepare(self) -> None:
+        """Eval mode: bind every step to its node's weights as they are now, through the kernel's
+        `prepare` where it has one (see Step), so that a run reads no weights and builds no context."""
+        if self.mode != "eval":
+            return
+        self._bound = []
+        for step in self.plan:
+            params = {p: self.weights[k] for p, k in step.keys.items()}
+            prepare = getattr(step.kernel, "prepare", None)
+            step.prepared = (prepare(step.node.attrs, params) if prepare is not None
+                             else _bind(step.kernel, step.node.attrs, params))
+            self._bound += [(k, params[p]) for p, k in step.keys.items()]
+
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = check_inputs(self.graph, inputs)
         self.steps += 1
+        if any(self.weights[k] is not array for k, array in self._bound):  # weights replaced since
+            self._prepare()
         for step, release in zip(self.plan, self.release):
             node = step.node
-            params = {p: self.weights[k] for p, k in step.keys.items()}
-            ctx = RunContext(self.mode, self._rng(node.name) if self.mode == "train" else None)
-            values[node.name] = step.kernel(node.attrs, [values[i] for i in node.inputs], params, ctx)
-            if self.mode == "train":  # batch norm hands back updated running statistics
-                for p, k in step.keys.items():
-                    self.weights[k] = params[p]
+            inputs = [values[i] for i in node.inputs]
+            if step.prepared is not None:
+                values[node.name] = step.prepared(inputs)
+            else:
+                params = {p: self.weights[k] for p, k in step.keys.items()}
+                ctx = RunContext(self.mode, self._rng(node.name) if self.mode == "train" else None)
+                values[node.name] = step.kernel(node.attrs, inputs, params, ctx)
+                if self.mode == "train":  # batch norm hands back updated running statistics
+                    for p, k in step.keys.items():
+                        self.weights[k] = params[p]
             for name in release:
                 del values[name]
         return {name: values[name] for name in self.graph.outputs}

@@ -1,8 +1,9 @@
-"""Convolutions: conv2d (im2col + GEMM, 1×1 straight to GEMM, direct depthwise) and
-conv_transpose2d (GEMM + col2im).
+"""Convolutions: conv2d (im2col + GEMM, 1×1 straight to GEMM, Winograd for 3×3, direct
+depthwise) and conv_transpose2d (GEMM + col2im).
 
-The GEMMs are `gemm.matmul` (OpenBLAS's sgemm in blocks on Numba's threads, the bias, residual
-and activation fused per block). Everything around them (patch extraction, scatter) is Numba.
+The GEMMs are `gemm`'s (OpenBLAS's sgemm in blocks on Numba's threads, the bias, residual and
+activation fused per block). Everything around them (patch extraction, scatter) is Numba. A
+conv2d layer is planned once per input shape (`_Layer`, `_plan`): a run is its kernel calls.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from . import gemm, winograd
-from ...ops.fused import split_inputs
 from ._act import FMA, NONE, act_row, activation_code
 from ._util import bias_or_zeros, f32, window_out
 
@@ -258,8 +258,8 @@ def _deinterleave(row, out, even0, odd0, n_even, n_odd):
 
 
 # A column tile's patch matrix holds at most about this much (large images are cut into bands of
-# output rows). Few large GEMMs: each gemm.matmul call has a fixed cost (~10 µs of Python and
-# dispatch), and cache-sized tiles measured no faster on one thread pool (stop 12, inconclusive).
+# output rows). Few large GEMMs: each GEMM call has a fixed cost (Python and dispatch), and
+# cache-sized tiles measured no faster on one thread pool (stop 12, inconclusive).
 _TILE_BYTES = 128 << 20
 _work = threading.local()
 
@@ -275,28 +275,49 @@ def _buffer(name: str, size: int) -> np.ndarray:
 
 
 def conv2d(attrs, inputs, params, ctx):
-    """Convolution: im2col + GEMM, 1×1 straight to GEMM, Winograd for 3×3, depthwise direct."""
-    return _convolve(attrs, f32(inputs[0]), f32(params["weight"]), params)
+    """conv2d, and fused_conv2d: conv2d with what the fuse_epilogues pass gave it (ops/fused.py),
+    y = act(conv(x · gate) + residual). im2col + GEMM, 1×1 straight to GEMM, Winograd for 3×3,
+    depthwise direct; one call is `prepare` and one run."""
+    return prepare(attrs, params)(inputs)
 
 
-def fused_conv2d(attrs, inputs, params, ctx):
-    """conv2d with what the fuse_epilogues pass gave it (ops/fused.py): y = act(conv(x · gate) + residual)."""
-    x, gate, residual = split_inputs(attrs, [f32(v) for v in inputs])
-    act, alpha = activation_code(attrs.activation), float(attrs.alpha)
-    w = f32(params["weight"])
-    if gate is not None:  # pointwise, groups 1 (the pass fuses a gate only there)
-        n, c = x.shape[:2]
-        o, p = attrs.out, x.shape[2] * x.shape[3]
-        g = gate.reshape(n, c)
-        if o < p:  # scaling the weights per image is the cheaper side: O·C products instead of C·H·W
-            gated = _buffer("gated", n * o * c).reshape(n, o, c)
-            _scale(w.reshape(1, o, c), g, False, gated, o * c * n >= _SCALE_PARALLEL)
-            w = gated.reshape(n, o, c, 1, 1)
-        else:
-            gated = _buffer("gated", x.size).reshape(n, c, p)
-            _scale(x.reshape(n, c, p), g, True, gated, x.size >= _SCALE_PARALLEL)
-            x = gated.reshape(x.shape)
-    return _convolve(attrs, x, w, params, act, alpha, residual)
+fused_conv2d = conv2d
+
+
+class _Layer:
+    """A convolution layer made ready to run (`prepare`): its weights and bias as float32 once, and
+    for each input shape (and thread count) a plan — every decision of the convolution taken,
+    every size worked out (`_plan`) — so that a run is the kernel calls and little else. In a
+    network, Python between two kernels runs slowly (the last layer's data fills the caches): this
+    saved 30–40 µs a layer, EfficientNet-B0 −9%, GoogLeNet −5% (in-process A/B, 2 threads)."""
+
+    def __init__(self, attrs, params):
+        self.attrs = attrs
+        self.gated, self.residual = bool(getattr(attrs, "gate", False)), bool(getattr(attrs, "residual", False))
+        self.act, self.alpha = activation_code(getattr(attrs, "activation", None)), float(getattr(attrs, "alpha", 0.0))
+        self.weight = f32(params["weight"])
+        self.bias, self.has_bias = bias_or_zeros(params, attrs.out, attrs.bias)
+        self.plans = {}
+
+    def __call__(self, inputs):
+        x = f32(inputs[0])
+        gate = f32(inputs[1]) if self.gated else None
+        residual = f32(inputs[1 + self.gated]) if self.residual else None
+        key = (x.shape, get_num_threads())
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = self.plans[key] = _plan(self.attrs, x.shape, key[1], self.weight, self.bias, self.has_bias,
+                                           self.act, self.alpha, self.gated, self.residual)
+        return plan(x, gate, residual)
+
+
+def prepare(attrs, params):
+    """conv2d or fused_conv2d for one node (its attributes and weights), as a function of the
+    inputs: what the executor runs in eval mode (backends/executor.py, Step)."""
+    return _Layer(attrs, params)
+
+
+conv2d.prepare = prepare
 
 
 _SCALE_PARALLEL = 1 << 15  # elements: below this, waking the thread pool costs more than it saves
@@ -336,11 +357,13 @@ def _scale(a, s, rows: bool, out, parallel: bool):
     (_scale_parallel if parallel else _scale_serial)(a, s, rows, out)
 
 
-def _convolve(attrs, x, w, params, act: int = NONE, alpha: float = 0.0, residual=None):
-    """The convolution of x (N×C×H×W) by w (C_out×C/G×kh×kw, or N×C_out×C×1×1 for a pointwise conv
-    with per-image weights), + bias, + residual (output-shaped, or None), then the activation
-    `act` (a code of `_act`) with its scalar `alpha`."""
-    n, c, h, wd = x.shape
+def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, gated, residual):
+    """How a layer convolves inputs of `shape` (N×C×H×W) on `threads` threads: a function
+    (x, gate, residual) → y, the convolution of x by w (C_out×C/G×kh×kw) + bias, its input
+    channels first scaled by the gate (N×C×1×1, pointwise convolutions only) if `gated`, + the
+    residual (output-shaped) if `residual`, then the activation `act` (a code of `_act`) with its
+    scalar `alpha`."""
+    n, c, h, wd = shape
     o, g = attrs.out, attrs.groups
     kh, kw = attrs.kernel
     sh, sw = attrs.stride
@@ -348,41 +371,77 @@ def _convolve(attrs, x, w, params, act: int = NONE, alpha: float = 0.0, residual
     pt, pl, pb, pr = attrs.pads
     ho = window_out(h, dh * (kh - 1) + 1, sh, pt, pb)
     wo = window_out(wd, dw * (kw - 1) + 1, sw, pl, pr)
-    bias, has_bias = bias_or_zeros(params, o, attrs.bias)
     depthwise = g > 1 and g == c and o == c
     pointwise = kh == kw == 1 and pt == pl == pb == pr == 0 and not depthwise
-    if residual is not None and not pointwise:  # the convolution with its bias, then one pass: + residual, activation
-        y = _convolve(attrs, x, w, params).reshape(n, o, ho * wo)
-        gemm.epilogue(y, None, residual.reshape(n, o, ho * wo), act, alpha)
-        return y.reshape(n, o, ho, wo)
+    if residual and not pointwise:  # the convolution with its bias, then one pass: + residual, activation
+        convolve = _plan(attrs, shape, threads, w, bias, has_bias, NONE, 0.0, False, False)
+
+        def then_residual(x, gate, res):
+            y = convolve(x, None, None)
+            gemm.epilogue(y.reshape(n, o, ho * wo), None, res.reshape(n, o, ho * wo), act, alpha)
+            return y
+        return then_residual
 
     if depthwise:  # a direct kernel, no GEMM
-        y = np.empty((n, o, ho, wo), np.float32)
-        _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, get_num_threads())
-        return y
+        def direct(x, gate, res):
+            y = np.empty((n, o, ho, wo), np.float32)
+            _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads)
+            return y
+        return direct
 
-    cg, og = c // g, o // g
-    p = ho * wo
-    y = np.empty((n, o, p), np.float32)
     if pointwise:
-        # the input already is the GEMM's right-hand side (strided: its every sh-th row and sw-th
-        # column, copied), and the GEMM writes y directly, its epilogue fused
+        return _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, gated, residual, g, (sh, sw), (ho, wo))
+    if winograd.applies(attrs, c, o, winograd.tiles(n, ho, wo)):
+        wino = winograd.plan(shape, w, bias, has_bias, (pt, pl, pb, pr), act, alpha, _buffer, threads)
+        return lambda x, gate, res: wino(x)
+    return _plan_im2col(shape, threads, w, bias, has_bias, act, alpha, g, ((kh, kw), (sh, sw), (dh, dw), (pt, pl)),
+                        (ho, wo))
+
+
+def _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, gated, residual, g, stride, out):
+    """A 1×1 convolution is one GEMM: the input already is its right-hand side (strided: its every
+    sh-th row and sw-th column, copied), and the GEMM writes y directly, its epilogue fused."""
+    n, c, h, wd = shape
+    o = w.shape[0]
+    (sh, sw), (ho, wo) = stride, out
+    cg, og, p = c // g, o // g, ho * wo
+    product = gemm.plan((n * g, og, p, cg), bias=bias.reshape(g, og) if has_bias else None, residual=residual,
+                        act=act, alpha=alpha, threads=threads)
+    a = w.reshape(g, og, cg)
+    # A gate (groups 1: the pass fuses one only there) scales the weights per image when that is the
+    # cheaper side, O·C products instead of C·H·W, else the input.
+    gate_weights = o < h * wd
+    scale_parallel = (n * o * c if gate_weights else n * c * h * wd) >= _SCALE_PARALLEL
+
+    def run(x, gate, res):
+        wa = a
+        if gate is not None:
+            if gate_weights:
+                wa = _buffer("gated", n * o * c).reshape(n, o, c)
+                _scale(w.reshape(1, o, c), gate.reshape(n, c), False, wa, scale_parallel)
+            else:
+                gx = _buffer("gated", x.size).reshape(n, c, h * wd)
+                _scale(x.reshape(n, c, h * wd), gate.reshape(n, c), True, gx, scale_parallel)
+                x = gx.reshape(shape)
         if sh > 1 or sw > 1:
             x = np.ascontiguousarray(x[:, :, ::sh, ::sw][:, :, :ho, :wo])
-        res = None if residual is None else residual.reshape(n * g, og, p)
-        if w.ndim == 5:  # weights per image (a fused gate)
-            a = w.reshape(n, o, c)
-        else:
-            a = w.reshape(g, og, cg)
-        gemm.matmul(a, x.reshape(n * g, cg, p), y.reshape(n * g, og, p), bias=bias.reshape(g, og) if has_bias else None,
-                    residual=res, act=act, alpha=alpha)
-        return y.reshape(n, o, ho, wo)
+        y = np.empty((n, o, ho, wo), np.float32)
+        shape_y = (n * g, og, p)
+        product(wa, x.reshape(n * g, cg, p), y.reshape(shape_y), None if res is None else res.reshape(shape_y))
+        return y
+    return run
 
-    if winograd.applies(attrs, c, o, winograd.tiles(n, ho, wo)):
-        return winograd.conv3x3(x, w, bias, has_bias, (pt, pl, pb, pr), act, alpha, _buffer)
 
-    # im2col + GEMM over column tiles: whole output rows of one image when an image is large,
-    # else whole images (batched into one GEMM); the epilogue scatters, adds bias, activates.
+def _plan_im2col(shape, threads, w, bias, has_bias, act, alpha, g, window, out):
+    """im2col + GEMM over column tiles: whole output rows of one image when an image is large,
+    else whole images (batched into one GEMM); the epilogue scatters, adds bias, activates.
+    window: the kernel, stride, dilation and top-left padding, as pairs; out: (ho, wo)."""
+    n, c, h, wd = shape
+    o = w.shape[0]
+    (kh, kw), (sh, sw), (dh, dw), (pt, pl) = window
+    ho, wo = out
+    cg, og = c // g, o // g
+    p = ho * wo
     k = cg * kh * kw
     wg = w.reshape(g, og, k)
     target = max(wo, _TILE_BYTES // (4 * k))
@@ -391,28 +450,38 @@ def _convolve(attrs, x, w, params, act: int = NONE, alpha: float = 0.0, residual
     else:
         rows_per, imgs_per = ho, max(1, min(n, target // p))
     direct = g == 1 and rows_per >= ho and imgs_per == 1  # a tile is y[n] itself
-    if sw == 1:
-        xp = x.reshape(n, c, 1, h, wd)
-    else:
-        wq = -(-wd // sw)
-        xp = _buffer("phases", n * c * sw * h * wq).reshape(n, c, sw, h, wq)
-        _column_phases(x, sw, xp)
-    for n0 in range(0, n, imgs_per):
-        n1 = min(n, n0 + imgs_per)
-        for oh0 in range(0, ho, rows_per):
-            oh1 = min(ho, oh0 + rows_per)
+    tiles = [(n0, min(n, n0 + imgs_per), oh0, min(ho, oh0 + rows_per))
+             for n0 in range(0, n, imgs_per) for oh0 in range(0, ho, rows_per)]
+    products = {}  # GEMM plans by tile width (the last tile may be narrower)
+    for n0, n1, oh0, oh1 in tiles:
+        width = (n1 - n0) * (oh1 - oh0) * wo
+        if width not in products:
+            products[width] = gemm.plan((1, og, width, k), bias=bias[None] if has_bias and direct else None,
+                                        act=act if direct else NONE, alpha=alpha, threads=threads)
+    wq = -(-wd // sw)
+
+    def run(x, gate, res):
+        y = np.empty((n, o, p), np.float32)
+        if sw == 1:
+            xp = x.reshape(n, c, 1, h, wd)
+        else:
+            xp = _buffer("phases", n * c * sw * h * wq).reshape(n, c, sw, h, wq)
+            _column_phases(x, sw, xp)
+        for n0, n1, oh0, oh1 in tiles:
             plen = (oh1 - oh0) * wo
-            cols = _buffer("cols", k * (n1 - n0) * plen).reshape(k, (n1 - n0) * plen)
+            width = (n1 - n0) * plen
+            cols = _buffer("cols", k * width).reshape(k, width)
+            product = products[width]
             for gi in range(g):
                 _im2col(xp, gi * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, wd, wo, n0, n1, oh0, oh1, cols)
                 if direct:
-                    gemm.matmul(wg[None, gi], cols[None], y[n0:n0 + 1], bias=bias[None] if has_bias else None,
-                                act=act, alpha=alpha)
+                    product(wg[None, gi], cols[None], y[n0:n0 + 1])
                 else:
-                    t = _buffer("gemm", og * cols.shape[1]).reshape(og, cols.shape[1])
-                    gemm.matmul(wg[None, gi], cols[None], t[None])
+                    t = _buffer("gemm", og * width).reshape(og, width)
+                    product(wg[None, gi], cols[None], t[None])
                     _epilogue(t, y, n0, n1, gi * og, oh0 * wo, plen, bias, has_bias, act, alpha)
-    return y.reshape(n, o, ho, wo)
+        return y.reshape(n, o, ho, wo)
+    return run
 
 
 _CHUNK_BYTES = 32 << 20  # conv_transpose2d's column matrix: at most this much, unless one image needs more

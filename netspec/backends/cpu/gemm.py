@@ -178,28 +178,49 @@ def matmul(a, b, c, *, trans_a=False, trans_b=False, bias=None, residual=None, a
     of unit stride go to BLAS as they are (sub-blocks of larger arrays included); others are copied."""
     p, m, n = c.shape
     k = a.shape[1] if trans_a else a.shape[2]
+    if AVAILABLE and min(p, m, n, k) > 0:
+        a, b = _unit_rows(a), _unit_rows(b)
+        if not _rows_ok(c):  # (an output BLAS cannot address: computed aside, then copied in)
+            tmp = np.empty(c.shape, np.float32)
+            matmul(a, b, tmp, trans_a=trans_a, trans_b=trans_b, bias=bias, residual=residual, act=act, alpha=alpha)
+            c[...] = tmp
+            return c
+    return plan((p, m, n, k), trans_a=trans_a, trans_b=trans_b, bias=bias, residual=residual is not None, act=act,
+                alpha=alpha)(a, b, c, residual)
+
+
+def plan(shape, *, trans_a=False, trans_b=False, bias=None, residual=False, act=NONE, alpha=0.0, threads=None):
+    """`matmul` with its decisions made once, for products of one shape (P, M, N, K) with this
+    epilogue (`residual`: whether there is one): a function run(a, b, c, residual=None) → c, the
+    same as matmul(a, b, c, ...) for operands whose rows BLAS can address (`_rows_ok`). For a
+    kernel that runs the same product every inference (a layer's plan), this leaves the Python
+    of a run at one call; `threads`: Numba's thread count (None: the current one)."""
+    p, m, n, k = shape
     if not AVAILABLE or min(p, m, n, k) == 0:
-        _numpy_matmul(a, b, c, trans_a, trans_b, bias, residual, act, alpha)
-        return c
-    a, b = _unit_rows(a), _unit_rows(b)
-    if not _rows_ok(c):  # (an output BLAS cannot address: computed aside, then copied in)
-        tmp = np.empty(c.shape, np.float32)
-        matmul(a, b, tmp, trans_a=trans_a, trans_b=trans_b, bias=bias, residual=residual, act=act, alpha=alpha)
-        c[...] = tmp
-        return c
-    threads = get_num_threads() if p * m * n * k >= _PARALLEL_MIN else 1
+        def fallback(a, b, c, res=None):
+            _numpy_matmul(a, b, c, trans_a, trans_b, bias, res, act, alpha)
+            return c
+        return fallback
+    if p * m * n * k < _PARALLEL_MIN:
+        threads = 1
+    elif threads is None:
+        threads = get_num_threads()
     # per product, as many parts as make the total a multiple of the threads: tasks share out evenly
     parts = threads // math.gcd(p, threads)
     split_m = m * 2 >= n  # cut the longer side (skinny late layers: rows; wide early ones: columns)
-    has_bias, has_res = bias is not None, residual is not None
-    args = (a, b, c, trans_a, trans_b, split_m, parts, bias if has_bias else _NO_BIAS, has_bias,
-            residual if has_res else _NO_RES, has_res, act, np.float32(alpha))
-    with _OneBlasThread():
-        if threads == 1:
-            _run_tasks(0, p * parts, *args)
-        else:
-            _run_parallel(threads, p * parts, *args)
-    return c
+    head = (trans_a, trans_b, split_m, parts, _NO_BIAS if bias is None else bias, bias is not None)
+    tail = (residual, act, np.float32(alpha))
+    tasks = p * parts
+
+    def run(a, b, c, res=None):
+        args = (a, b, c) + head + (_NO_RES if res is None else res,) + tail
+        with _OneBlasThread():
+            if threads == 1:
+                _run_tasks(0, tasks, *args)
+            else:
+                _run_parallel(threads, tasks, *args)
+        return c
+    return run
 
 
 class _OneBlasThread:

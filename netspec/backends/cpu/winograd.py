@@ -155,17 +155,27 @@ def _transformed(w: np.ndarray) -> np.ndarray:
 def conv3x3(x, w, bias, has_bias, pads, act, alpha, buffer):
     """The convolution of x (N×C×H×W) with w (O×C×3×3), stride 1, zero padding `pads` (top, left,
     bottom, right), with bias and activation: N×O×ho×wo. `buffer(name, size)` hands out scratch."""
-    n, c, h, wd = x.shape
+    return plan(x.shape, w, bias, has_bias, pads, act, alpha, buffer)(x)
+
+
+def plan(shape, w, bias, has_bias, pads, act, alpha, buffer, threads=None):
+    """`conv3x3` for inputs of one shape, its sizes and GEMM plan worked out once: a function x → y."""
+    n, c, h, wd = shape
     o = w.shape[0]
     pt, pl, pb, pr = pads
     ho, wo = h + pt + pb - 2, wd + pl + pr - 2
     th, tw = (ho + 1) // 2, (wo + 1) // 2
     t = n * th * tw
     u = _transformed(w)
-    v = buffer("wino_v", 16 * c * t).reshape(16, c, t)
-    m = buffer("wino_m", 16 * o * t).reshape(16, o, t)
-    _input_transform(x, pt, pl, th, tw, v)
-    gemm.matmul(u, v, m)
-    y = np.empty((n, o, ho, wo), np.float32)
-    _output_transform(m, th, tw, bias, has_bias, act, float(alpha), y)
-    return y
+    product = gemm.plan((16, o, t, c), threads=threads)
+    alpha = float(alpha)
+
+    def run(x):
+        v = buffer("wino_v", 16 * c * t).reshape(16, c, t)
+        m = buffer("wino_m", 16 * o * t).reshape(16, o, t)
+        _input_transform(x, pt, pl, th, tw, v)
+        product(u, v, m)
+        y = np.empty((n, o, ho, wo), np.float32)
+        _output_transform(m, th, tw, bias, has_bias, act, alpha, y)
+        return y
+    return run
