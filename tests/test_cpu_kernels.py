@@ -388,6 +388,18 @@ def test_numba_cache_directory_follows_xdg_cache_home(tmp_path):
     assert os.path.isdir(expected)
 
 
+def test_concat_of_many_large_inputs_is_exact():
+    """concat copies every input in one parallel pass (tensor._concat_columns): four inputs of
+    different widths whose rows span several work blocks, two images, against np.concatenate."""
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((2, c, 100, 100)).astype(np.float32) for c in (1, 7, 3, 4)]
+    a = ops.get("concat").attrs.model_validate({})
+    np.testing.assert_array_equal(KERNELS["concat"](a, xs, {}, RunContext()), np.concatenate(xs, axis=1))
+    rows = [rng.standard_normal((2, 3, 4, w)).astype(np.float32) for w in (5, 40_000, 1)]  # along the last axis
+    a = ops.get("concat").attrs.model_validate({"axis": 3})
+    np.testing.assert_array_equal(KERNELS["concat"](a, rows, {}, RunContext()), np.concatenate(rows, axis=3))
+
+
 @pytest.mark.parametrize("name, attrs", [
     ("conv2d", {"out": 4, "kernel": 3, "padding": 1, "stride": 2, "groups": 2}),
     ("conv_transpose2d", {"out": 4, "kernel": 3, "stride": 2, "padding": 1, "output_padding": 1, "groups": 2})])

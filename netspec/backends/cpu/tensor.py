@@ -7,20 +7,36 @@ from numba import njit, prange
 from ._util import f32
 
 
-_BLOCK = 1 << 15  # elements per parallel work item
+_BLOCK = 1 << 12  # elements per parallel work item: small, so that uneven inputs still share out evenly
 
 
 @njit(cache=True, fastmath=False, parallel=True)
-def _copy_columns(src, dst, col):
-    """dst[:, col:col + src.shape[1]] = src, for 2-D arrays (in blocks of a row, in parallel)."""
-    r_, c_ = src.shape
-    blocks = (c_ + _BLOCK - 1) // _BLOCK
-    for idx in prange(r_ * blocks):
-        r = idx // blocks
-        lo = (idx - r * blocks) * _BLOCK
+def _concat_columns(srcs, dst):
+    """dst = the 2-D arrays srcs (each with dst's rows) side by side, column-wise: one parallel
+    pass for all of them, in blocks of a row (one launch, not one per input: GoogLeNet's concats
+    join four branches)."""
+    r_ = dst.shape[0]
+    k = len(srcs)
+    first = np.empty(k + 1, np.int64)  # the work items of input i: first[i] .. first[i + 1] − 1
+    cols = np.empty(k + 1, np.int64)  # its first column in dst
+    first[0] = cols[0] = 0
+    for i in range(k):
+        c_ = srcs[i].shape[1]
+        first[i + 1] = first[i] + r_ * ((c_ + _BLOCK - 1) // _BLOCK)
+        cols[i + 1] = cols[i] + c_
+    for idx in prange(first[k]):
+        i = 0
+        while idx >= first[i + 1]:
+            i += 1
+        src = srcs[i]
+        c_ = src.shape[1]
+        blocks = (c_ + _BLOCK - 1) // _BLOCK
+        local = idx - first[i]
+        r = local // blocks
+        lo = (local - r * blocks) * _BLOCK
         hi = min(c_, lo + _BLOCK)
         s = src[r, lo:hi]
-        d = dst[r, col + lo:col + hi]
+        d = dst[r, cols[i] + lo:cols[i] + hi]
         for c in range(hi - lo):  # on slices, indexed from 0: no wraparound test, so it vectorises
             d[c] = s[c]
 
@@ -32,12 +48,7 @@ def concat(attrs, inputs, params, ctx):
     shape[axis] = sum(x.shape[axis] for x in xs)
     y = np.empty(shape, np.float32)
     outer = int(np.prod(shape[:axis], dtype=np.int64))
-    y2 = y.reshape(outer, -1)
-    col = 0
-    for x in xs:
-        x2 = x.reshape(outer, -1)
-        _copy_columns(x2, y2, col)
-        col += x2.shape[1]
+    _concat_columns(tuple(x.reshape(outer, -1) for x in xs), y.reshape(outer, -1))
     return y
 
 
