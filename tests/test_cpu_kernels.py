@@ -549,7 +549,7 @@ def test_maxpool_same_size_matches_reference_exactly(planes, h, w, pads, seed):
 def test_depthwise_matches_reference_on_wider_planes_and_strides(c, h, w, kernel, stride, dilation, pads, seed):
     """The direct depthwise kernel on planes wider than the generic property test's, padding 0–4 per
     axis: odd and even widths and paddings at stride 2 exercise how a row's even and odd columns are
-    split between the phases (conv.py `_deinterleave`), and the columns no window reaches."""
+    split between the phases (depthwise.py `_deinterleave`), and the columns no window reaches."""
     op = ops.get("conv2d")
     a = op.attrs.model_validate({"out": c, "groups": c, "kernel": kernel, "stride": list(stride),
                                  "dilation": dilation, "padding": list(pads)})
@@ -564,6 +564,33 @@ def test_depthwise_matches_reference_on_wider_planes_and_strides(c, h, w, kernel
     want = op.reference(a, [x], params, RunContext())
     assert got.shape == want.shape == (2, c, ho, wo)
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(n=st.integers(1, 2), c=st.integers(1, 19), h=st.integers(1, 30), w=st.integers(1, 30),
+       kernel=st.tuples(st.sampled_from([1, 2, 3, 5]), st.sampled_from([1, 3, 5])),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       pads=st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(0, 4), st.integers(0, 4)),
+       act=st.sampled_from(["relu", "silu", None]), seed=st.integers(0, 2**32 - 1))
+def test_depthwise_kernels_give_the_same_bits(n, c, h, w, kernel, stride, dilation, pads, act, seed):
+    """The two direct depthwise kernels (backends/cpu/depthwise.py) — by planes, and 8 channels at a
+    time for small maps — do the same float32 operations in the same order: identical outputs on any
+    shape, channel counts not a multiple of 8, asymmetric padding, strides, dilations."""
+    from netspec.backends.cpu import depthwise
+    from netspec.backends.cpu._act import activation_code
+    (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = kernel, stride, dilation, pads
+    ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    assume(ho >= 1 and wo >= 1)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((c, 1, kh, kw)).astype(np.float32)
+    bias = rng.standard_normal(c).astype(np.float32)
+    planes, blocks = np.empty((n, c, ho, wo), np.float32), np.full((n, c, ho, wo), np.nan, np.float32)
+    args = (x, wt, bias, True, kh, kw, sh, sw, pt, pl, dh, dw, activation_code(act), 0.0)
+    depthwise.by_planes(*args, planes, 2)
+    depthwise.by_channel_blocks(*args, blocks, 2)
+    np.testing.assert_array_equal(blocks, planes)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from . import gemm, winograd
+from . import depthwise, gemm, winograd
 from ._act import FMA, NONE, act_row, activation_code
 from ._util import bias_or_zeros, f32, window_out
 
@@ -104,157 +104,6 @@ def _epilogue(t, y, n0, n1, o0, p0, plen, bias, has_bias, act, alpha):
         m = idx - o * nn
         act_row(t[o, m * plen:(m + 1) * plen], y[n0 + m, o0 + o, p0:p0 + plen], bias[o0 + o], has_bias,
                 act, alpha)
-
-
-@njit(cache=True, fastmath=FMA, parallel=True)
-def _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads):
-    """Direct depthwise convolution (one filter per channel), x: N×C×H×W, w: C×1×kh×kw → y: N×C×ho×wo,
-    as long runs over flat phase planes, the bias and then one row of taps added per pass.
-
-    The zero-padded plane P is split into sh×sw phases, phase (a, b) holding P[r·sh + a, q·sw + b]
-    in a flat run of `size` values with row length wq (for stride 1, one phase: P itself). Output
-    (oh, ow) at flat position oh·wq + ow then reads tap (i, j) at that position + (i·dh // sh)·wq +
-    j·dw // sw of phase (i·dh % sh, j·dw % sw), so each tap is one multiply-add over ho·wq values
-    (the wq − wo extra columns per row are computed and dropped). A 3- or 5-wide row of taps is one
-    pass (the sum kept in a register, added tap by tap: the rounding of one pass per tap); the
-    activation runs over the finished run, before its rows are copied out (rows of 7 or 14 would
-    not vectorise).
-
-    Where each tap reads and where each input row goes are worked out once per call, not per plane:
-    on 7² and 14² planes the per-plane integer divisions and bounds cost as much as the taps.
-    Parallel over (image, channel) planes, one run of planes per thread, so each thread allocates
-    its buffers once: their padding is written once, as zeros, and only the inside per plane."""
-    n_, c_, h_, w_ = x.shape
-    ho, wo = y.shape[2], y.shape[3]
-    hq = ho + ((kh - 1) * dh) // sh  # rows per phase the windows reach
-    wq = wo + ((kw - 1) * dw) // sw  # columns per phase the windows reach
-    size = hq * wq + wq  # one spare row: the last tap's run ends past hq·wq
-    m = ho * wq
-    planes = n_ * c_
-    taps, fills, n_even, n_odd = _phase_plan(h_, w_, kh, kw, sh, sw, pt, pl, dh, dw, hq, wq, size)
-    for t in prange(threads):
-        phases = np.zeros(sh * sw * size, np.float32)
-        acc = np.empty(m, np.float32)
-        for idx in range(planes * t // threads, planes * (t + 1) // threads):
-            n = idx // c_
-            c = idx - n * c_
-            xc = x[n, c]
-            for f in range(fills.shape[0]):
-                d0, ih, first, count = fills[f, 0], fills[f, 1], fills[f, 2], fills[f, 3]
-                if sw == 2:  # (then `first` is where the odd input columns go: see _phase_plan)
-                    _deinterleave(xc[ih], phases, d0, first, n_even, n_odd)
-                    continue
-                dst = phases[d0:d0 + count]
-                if sw == 1:  # a contiguous slice: Numba types a stepped one as strided, slower
-                    src = xc[ih, first:first + count]
-                    for k in range(count):
-                        dst[k] = src[k]
-                else:
-                    src_s = xc[ih, first:first + (count - 1) * sw + 1:sw]
-                    for k in range(count):
-                        dst[k] = src_s[k]
-            b0 = bias[c] if has_bias else np.float32(0.0)
-            wc = w[c, 0]
-            for i in range(kh):
-                t0 = taps[i * kw:(i + 1) * kw]
-                if kw == 3 or kw == 5:
-                    s0, s1, s2 = phases[t0[0]:t0[0] + m], phases[t0[1]:t0[1] + m], phases[t0[2]:t0[2] + m]
-                    w0, w1, w2 = wc[i, 0], wc[i, 1], wc[i, 2]
-                    if kw == 3:
-                        for k in range(m):
-                            v = b0 if i == 0 else acc[k]  # (the first row of taps starts from the bias)
-                            v += w0 * s0[k]
-                            v += w1 * s1[k]
-                            v += w2 * s2[k]
-                            acc[k] = v
-                    else:
-                        s3, s4 = phases[t0[3]:t0[3] + m], phases[t0[4]:t0[4] + m]
-                        w3, w4 = wc[i, 3], wc[i, 4]
-                        for k in range(m):
-                            v = b0 if i == 0 else acc[k]
-                            v += w0 * s0[k]
-                            v += w1 * s1[k]
-                            v += w2 * s2[k]
-                            v += w3 * s3[k]
-                            v += w4 * s4[k]
-                            acc[k] = v
-                else:
-                    if i == 0:
-                        for k in range(m):
-                            acc[k] = b0
-                    for j in range(kw):
-                        wv = wc[i, j]
-                        s = phases[t0[j]:t0[j] + m]
-                        for k in range(m):
-                            acc[k] += wv * s[k]
-            if act != NONE:  # over the whole run, dropped columns too: one long vectorised loop
-                act_row(acc, acc, np.float32(0.0), False, act, alpha)
-            yc = y[n, c]
-            for oh in range(ho):
-                src, dst = acc[oh * wq:oh * wq + wo], yc[oh]
-                for k in range(wo):
-                    dst[k] = src[k]
-
-
-@njit(cache=True)
-def _phase_plan(h_, w_, kh, kw, sh, sw, pt, pl, dh, dw, hq, wq, size):
-    """What _depthwise works out once per call, not per plane (see there for the phases):
-    taps[i·kw + j], where tap (i, j)'s run starts in the phases; fills, the input rows' runs in the
-    phases: (first value in the phases, input row, first input column, count), the columns of a run
-    sw apart; for sw == 2, one entry per phase row instead: (where its even input columns go,
-    input row, where its odd ones go, unused), with n_even and n_odd, how many of each the windows
-    reach (see _deinterleave)."""
-    taps = np.empty(kh * kw, np.int64)
-    for i in range(kh):
-        for j in range(kw):
-            phase = ((i * dh) % sh) * sw + (j * dw) % sw
-            taps[i * kw + j] = phase * size + ((i * dh) // sh) * wq + (j * dw) // sw
-    fills = np.zeros((sh * hq * sw, 4), np.int64)
-    nf = 0
-    even = pl % 2  # the column phase of the even input columns (sw == 2)
-    n_even = max(0, min((w_ + 1) // 2, wq - pl // 2))
-    n_odd = max(0, min(w_ // 2, wq - (pl + 1) // 2))
-    for a in range(sh):
-        for r in range(hq):
-            ih = r * sh + a - pt
-            if ih < 0 or ih >= h_:
-                continue
-            if sw == 2:
-                fills[nf, 0] = (a * 2 + even) * size + r * wq + pl // 2
-                fills[nf, 1] = ih
-                fills[nf, 2] = (a * 2 + 1 - even) * size + r * wq + (pl + 1) // 2
-                nf += 1
-                continue
-            for b in range(sw):
-                # phase column q is input column q·sw + b − pl: the q that land inside the input
-                q_lo = max(0, (pl - b + sw - 1) // sw)
-                q_hi = min(wq, (w_ - 1 + pl - b) // sw + 1)
-                if q_hi > q_lo:
-                    fills[nf, 0] = (a * sw + b) * size + r * wq + q_lo
-                    fills[nf, 1] = ih
-                    fills[nf, 2] = q_lo * sw + b - pl
-                    fills[nf, 3] = q_hi - q_lo
-                    nf += 1
-    return taps, fills[:nf], n_even, n_odd
-
-
-@njit(cache=True, fastmath=FMA, inline="always")
-def _deinterleave(row, out, even0, odd0, n_even, n_odd):
-    """out[even0 + k] = row[2k] for k < n_even and out[odd0 + k] = row[2k + 1] for k < n_odd: both
-    column phases of a stride-2 row in one pass that reads the row contiguously, which LLVM
-    vectorises (a strided copy per phase stays scalar: stride-2 depthwise layers spent most of
-    their time there). Unsigned indices, so that Numba leaves out its negative-index test."""
-    e = out[even0:even0 + n_even]
-    o = out[odd0:odd0 + n_odd]
-    both = min(n_even, n_odd)
-    for k in range(both):
-        ku = np.uint64(k)
-        e[ku] = row[np.uint64(2) * ku]
-        o[ku] = row[np.uint64(2) * ku + np.uint64(1)]
-    for k in range(both, n_even):
-        e[k] = row[2 * k]
-    for k in range(both, n_odd):
-        o[k] = row[2 * k + 1]
 
 
 # A column tile's patch matrix holds at most about this much (large images are cut into bands of
@@ -371,8 +220,8 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, gated, residual)
     pt, pl, pb, pr = attrs.pads
     ho = window_out(h, dh * (kh - 1) + 1, sh, pt, pb)
     wo = window_out(wd, dw * (kw - 1) + 1, sw, pl, pr)
-    depthwise = g > 1 and g == c and o == c
-    pointwise = kh == kw == 1 and pt == pl == pb == pr == 0 and not depthwise
+    is_depthwise = g > 1 and g == c and o == c
+    pointwise = kh == kw == 1 and pt == pl == pb == pr == 0 and not is_depthwise
     if residual and not pointwise:  # the convolution with its bias, then one pass: + residual, activation
         convolve = _plan(attrs, shape, threads, w, bias, has_bias, NONE, 0.0, False, False)
 
@@ -382,10 +231,12 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, gated, residual)
             return y
         return then_residual
 
-    if depthwise:  # a direct kernel, no GEMM
+    if is_depthwise:  # a direct kernel, no GEMM
+        kernel = depthwise.by_channel_blocks if wo <= depthwise.BLOCKS_MAX_WIDTH else depthwise.by_planes
+
         def direct(x, gate, res):
             y = np.empty((n, o, ho, wo), np.float32)
-            _depthwise(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads)
+            kernel(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads)
             return y
         return direct
 

@@ -1,0 +1,281 @@
+"""Depthwise convolution (one filter per channel), direct: `by_planes` for large maps, plane by
+plane in long flat runs; `by_channel_blocks` for small ones (output rows up to BLOCKS_MAX_WIDTH),
+8 channels per vector. Both: x N×C×H×W, w C×1×kh×kw → y N×C×ho×wo, bias, then the activation.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._act import FMA, NONE, act_row
+
+# Outputs at most this wide go to by_channel_blocks (7² and 14² maps; measured, see there).
+BLOCKS_MAX_WIDTH = 14
+
+
+@njit(cache=True, fastmath=FMA, parallel=True)
+def by_planes(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads):
+    """Direct depthwise convolution (one filter per channel), x: N×C×H×W, w: C×1×kh×kw → y: N×C×ho×wo,
+    as long runs over flat phase planes, the bias and then one row of taps added per pass.
+
+    The zero-padded plane P is split into sh×sw phases, phase (a, b) holding P[r·sh + a, q·sw + b]
+    in a flat run of `size` values with row length wq (for stride 1, one phase: P itself). Output
+    (oh, ow) at flat position oh·wq + ow then reads tap (i, j) at that position + (i·dh // sh)·wq +
+    j·dw // sw of phase (i·dh % sh, j·dw % sw), so each tap is one multiply-add over ho·wq values
+    (the wq − wo extra columns per row are computed and dropped). A 3- or 5-wide row of taps is one
+    pass (the sum kept in a register, added tap by tap: the rounding of one pass per tap); the
+    activation runs over the finished run, before its rows are copied out (rows of 7 or 14 would
+    not vectorise).
+
+    Where each tap reads and where each input row goes are worked out once per call, not per plane:
+    on 7² and 14² planes the per-plane integer divisions and bounds cost as much as the taps.
+    Parallel over (image, channel) planes, one run of planes per thread, so each thread allocates
+    its buffers once: their padding is written once, as zeros, and only the inside per plane."""
+    n_, c_, h_, w_ = x.shape
+    ho, wo = y.shape[2], y.shape[3]
+    hq = ho + ((kh - 1) * dh) // sh  # rows per phase the windows reach
+    wq = wo + ((kw - 1) * dw) // sw  # columns per phase the windows reach
+    size = hq * wq + wq  # one spare row: the last tap's run ends past hq·wq
+    m = ho * wq
+    planes = n_ * c_
+    taps, fills, n_even, n_odd = _phase_plan(h_, w_, kh, kw, sh, sw, pt, pl, dh, dw, hq, wq, size)
+    for t in prange(threads):
+        phases = np.zeros(sh * sw * size, np.float32)
+        acc = np.empty(m, np.float32)
+        for idx in range(planes * t // threads, planes * (t + 1) // threads):
+            n = idx // c_
+            c = idx - n * c_
+            xc = x[n, c]
+            for f in range(fills.shape[0]):
+                d0, ih, first, count = fills[f, 0], fills[f, 1], fills[f, 2], fills[f, 3]
+                if sw == 2:  # (then `first` is where the odd input columns go: see _phase_plan)
+                    _deinterleave(xc[ih], phases, d0, first, n_even, n_odd)
+                    continue
+                dst = phases[d0:d0 + count]
+                if sw == 1:  # a contiguous slice: Numba types a stepped one as strided, slower
+                    src = xc[ih, first:first + count]
+                    for k in range(count):
+                        dst[k] = src[k]
+                else:
+                    src_s = xc[ih, first:first + (count - 1) * sw + 1:sw]
+                    for k in range(count):
+                        dst[k] = src_s[k]
+            b0 = bias[c] if has_bias else np.float32(0.0)
+            wc = w[c, 0]
+            for i in range(kh):
+                t0 = taps[i * kw:(i + 1) * kw]
+                if kw == 3 or kw == 5:
+                    s0, s1, s2 = phases[t0[0]:t0[0] + m], phases[t0[1]:t0[1] + m], phases[t0[2]:t0[2] + m]
+                    w0, w1, w2 = wc[i, 0], wc[i, 1], wc[i, 2]
+                    if kw == 3:
+                        for k in range(m):
+                            v = b0 if i == 0 else acc[k]  # (the first row of taps starts from the bias)
+                            v += w0 * s0[k]
+                            v += w1 * s1[k]
+                            v += w2 * s2[k]
+                            acc[k] = v
+                    else:
+                        s3, s4 = phases[t0[3]:t0[3] + m], phases[t0[4]:t0[4] + m]
+                        w3, w4 = wc[i, 3], wc[i, 4]
+                        for k in range(m):
+                            v = b0 if i == 0 else acc[k]
+                            v += w0 * s0[k]
+                            v += w1 * s1[k]
+                            v += w2 * s2[k]
+                            v += w3 * s3[k]
+                            v += w4 * s4[k]
+                            acc[k] = v
+                else:
+                    if i == 0:
+                        for k in range(m):
+                            acc[k] = b0
+                    for j in range(kw):
+                        wv = wc[i, j]
+                        s = phases[t0[j]:t0[j] + m]
+                        for k in range(m):
+                            acc[k] += wv * s[k]
+            if act != NONE:  # over the whole run, dropped columns too: one long vectorised loop
+                act_row(acc, acc, np.float32(0.0), False, act, alpha)
+            yc = y[n, c]
+            for oh in range(ho):
+                src, dst = acc[oh * wq:oh * wq + wo], yc[oh]
+                for k in range(wo):
+                    dst[k] = src[k]
+
+
+@njit(cache=True)
+def _phase_plan(h_, w_, kh, kw, sh, sw, pt, pl, dh, dw, hq, wq, size):
+    """What by_planes works out once per call, not per plane (see there for the phases):
+    taps[i·kw + j], where tap (i, j)'s run starts in the phases; fills, the input rows' runs in the
+    phases: (first value in the phases, input row, first input column, count), the columns of a run
+    sw apart; for sw == 2, one entry per phase row instead: (where its even input columns go,
+    input row, where its odd ones go, unused), with n_even and n_odd, how many of each the windows
+    reach (see _deinterleave)."""
+    taps = np.empty(kh * kw, np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            phase = ((i * dh) % sh) * sw + (j * dw) % sw
+            taps[i * kw + j] = phase * size + ((i * dh) // sh) * wq + (j * dw) // sw
+    fills = np.zeros((sh * hq * sw, 4), np.int64)
+    nf = 0
+    even = pl % 2  # the column phase of the even input columns (sw == 2)
+    n_even = max(0, min((w_ + 1) // 2, wq - pl // 2))
+    n_odd = max(0, min(w_ // 2, wq - (pl + 1) // 2))
+    for a in range(sh):
+        for r in range(hq):
+            ih = r * sh + a - pt
+            if ih < 0 or ih >= h_:
+                continue
+            if sw == 2:
+                fills[nf, 0] = (a * 2 + even) * size + r * wq + pl // 2
+                fills[nf, 1] = ih
+                fills[nf, 2] = (a * 2 + 1 - even) * size + r * wq + (pl + 1) // 2
+                nf += 1
+                continue
+            for b in range(sw):
+                # phase column q is input column q·sw + b − pl: the q that land inside the input
+                q_lo = max(0, (pl - b + sw - 1) // sw)
+                q_hi = min(wq, (w_ - 1 + pl - b) // sw + 1)
+                if q_hi > q_lo:
+                    fills[nf, 0] = (a * sw + b) * size + r * wq + q_lo
+                    fills[nf, 1] = ih
+                    fills[nf, 2] = q_lo * sw + b - pl
+                    fills[nf, 3] = q_hi - q_lo
+                    nf += 1
+    return taps, fills[:nf], n_even, n_odd
+
+
+@njit(cache=True, fastmath=FMA, inline="always")
+def _deinterleave(row, out, even0, odd0, n_even, n_odd):
+    """out[even0 + k] = row[2k] for k < n_even and out[odd0 + k] = row[2k + 1] for k < n_odd: both
+    column phases of a stride-2 row in one pass that reads the row contiguously, which LLVM
+    vectorises (a strided copy per phase stays scalar: stride-2 depthwise layers spent most of
+    their time there). Unsigned indices, so that Numba leaves out its negative-index test."""
+    e = out[even0:even0 + n_even]
+    o = out[odd0:odd0 + n_odd]
+    both = min(n_even, n_odd)
+    for k in range(both):
+        ku = np.uint64(k)
+        e[ku] = row[np.uint64(2) * ku]
+        o[ku] = row[np.uint64(2) * ku + np.uint64(1)]
+    for k in range(both, n_even):
+        e[k] = row[2 * k]
+    for k in range(both, n_odd):
+        o[k] = row[2 * k + 1]
+
+
+_SIG = types.void(types.int64, types.int64, types.int64, types.int64, types.int64, types.int64, types.int64,
+                  types.int64)
+
+
+@intrinsic
+def _row(typingctx, src, step, wts, offs, taps, bias, dst, count):
+    """dst[q·8 .. q·8 + 7] = bias[0..7] + Σ_t wts[t·8 .. t·8 + 7] · src[q·step + offs[t] .. + 7] for q < count:
+    one output row of 8 channels, their values interleaved (addresses and offsets in bytes, as integers)."""
+    def codegen(context, builder, signature, args):
+        src, step, wts, offs, taps, bias, dst, count = args
+        f32, i64, i8 = ir.FloatType(), ir.IntType(64), ir.IntType(8)
+        v8 = ir.VectorType(f32, 8)
+        vptr = v8.as_pointer()
+        bptr = i8.as_pointer()
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]), "llvm.fma.v8f32")
+        src_p, wts_p, bias_p, dst_p = (builder.inttoptr(p, bptr) for p in (src, wts, bias, dst))
+        offs_p = builder.inttoptr(offs, i64.as_pointer())
+        b = builder.load(builder.bitcast(bias_p, vptr), align=4)
+        zero = ir.Constant(i64, 0)
+        entry = builder.block
+        outer = builder.append_basic_block("row.q")
+        inner = builder.append_basic_block("row.t")
+        inner_end = builder.append_basic_block("row.tend")
+        done = builder.append_basic_block("row.done")
+        builder.cbranch(builder.icmp_signed(">", count, zero), outer, done)
+        # for q in range(count)
+        builder.position_at_end(outer)
+        q = builder.phi(i64)
+        q.add_incoming(zero, entry)
+        base = builder.gep(src_p, [builder.mul(q, step)])
+        outer_block = builder.block
+        builder.cbranch(builder.icmp_signed(">", taps, zero), inner, inner_end)
+        # for t in range(taps): acc = fma(w[t], src[base + offs[t]], acc)
+        builder.position_at_end(inner)
+        t = builder.phi(i64)
+        acc = builder.phi(v8)
+        t.add_incoming(zero, outer_block)
+        acc.add_incoming(b, outer_block)
+        off = builder.load(builder.gep(offs_p, [t]), align=8)
+        xv = builder.load(builder.bitcast(builder.gep(base, [off]), vptr), align=4)
+        wv = builder.load(builder.bitcast(builder.gep(wts_p, [builder.mul(t, ir.Constant(i64, 32))]), vptr), align=4)
+        nacc = builder.call(fma, [wv, xv, acc])
+        nt = builder.add(t, ir.Constant(i64, 1))
+        t.add_incoming(nt, inner)
+        acc.add_incoming(nacc, inner)
+        builder.cbranch(builder.icmp_signed("<", nt, taps), inner, inner_end)
+        # store, next q
+        builder.position_at_end(inner_end)
+        res = builder.phi(v8)
+        res.add_incoming(b, outer_block)
+        res.add_incoming(nacc, inner)
+        builder.store(res, builder.bitcast(builder.gep(dst_p, [builder.mul(q, ir.Constant(i64, 32))]), vptr), align=4)
+        nq = builder.add(q, ir.Constant(i64, 1))
+        q.add_incoming(nq, inner_end)
+        builder.cbranch(builder.icmp_signed("<", nq, count), outer, done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+    return _SIG, codegen
+
+
+@njit(cache=True, fastmath=FMA, parallel=True)
+def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads):
+    """Direct depthwise convolution for small maps, 8 channels at a time: their zero-padded planes
+    interleaved in one buffer (buf[(row·wp + column)·8 + lane]), so that a tap is one 8-wide fused
+    multiply-add for 8 channels and an output row of the block is one `_row` call (LLVM IR: the
+    vector sum stays in a register across the taps). Same arguments, same float32 operations in
+    the same order (bias, then the taps row by row) as `by_planes`, so the same bits. On 7² and
+    14² maps the planes kernel's short loops cost more than its arithmetic: this one took half
+    its time on 7² maps and stride-2 layers with 7²-wide outputs, 0.85 on 14², but more on 28²
+    (measured on 2 threads, MobileNet's and EfficientNet-B0's layers)."""
+    n_, c_, h_, w_ = x.shape
+    ho, wo = y.shape[2], y.shape[3]
+    hp = max(h_ + pt, (ho - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(w_ + pl, (wo - 1) * sw + (kw - 1) * dw + 1)
+    blocks = (c_ + 7) // 8
+    units = n_ * blocks
+    taps = kh * kw
+    offs = np.empty(taps, np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            offs[i * kw + j] = ((i * dh) * wp + j * dw) * 32
+    for t in prange(threads):
+        buf = np.zeros(hp * wp * 8, np.float32)
+        wb = np.zeros(taps * 8, np.float32)
+        b8 = np.zeros(8, np.float32)
+        out = np.empty(wo * 8, np.float32)
+        for u in range(units * t // threads, units * (t + 1) // threads):
+            n = u // blocks
+            c0 = (u - n * blocks) * 8
+            lanes = min(8, c_ - c0)
+            for l in range(lanes):
+                xc = x[n, c0 + l]
+                for r in range(h_):
+                    src = xc[r]
+                    d = buf[((r + pt) * wp + pl) * 8 + l:]
+                    for q in range(w_):
+                        d[q * 8] = src[q]
+                wc = w[c0 + l, 0]
+                for i in range(kh):
+                    for j in range(kw):
+                        wb[(i * kw + j) * 8 + l] = wc[i, j]
+                b8[l] = bias[c0 + l] if has_bias else np.float32(0.0)
+            for oh in range(ho):
+                _row(buf.ctypes.data + oh * sh * wp * 32, sw * 32, wb.ctypes.data, offs.ctypes.data, taps,
+                     b8.ctypes.data, out.ctypes.data, wo)
+                if act != NONE:
+                    act_row(out, out, np.float32(0.0), False, act, alpha)
+                for l in range(lanes):
+                    dst = y[n, c0 + l, oh]
+                    s = out[l:]
+                    for q in range(wo):
+                        dst[q] = s[q * 8]
