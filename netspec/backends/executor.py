@@ -149,13 +149,13 @@ class Executable:
             self._prepare()
         for step, release in zip(self.plan, self.release):
             node = step.node
-            inputs = [values[i] for i in node.inputs]
+            args = [values[i] for i in node.inputs]
             if step.prepared is not None:
-                values[node.name] = step.prepared(inputs)
+                values[node.name] = step.prepared(args)
             else:
                 params = {p: self.weights[k] for p, k in step.keys.items()}
                 ctx = RunContext(self.mode, self._rng(node.name) if self.mode == "train" else None)
-                values[node.name] = step.kernel(node.attrs, inputs, params, ctx)
+                values[node.name] = step.kernel(node.attrs, args, params, ctx)
                 if self.mode == "train":  # batch norm hands back updated running statistics
                     for p, k in step.keys.items():
                         self.weights[k] = params[p]

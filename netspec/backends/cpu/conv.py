@@ -156,7 +156,7 @@ class _Layer:
         plan = self.plans.get(key)
         if plan is None:
             plan = self.plans[key] = _plan(self.attrs, x.shape, key[1], self.weight, self.bias, self.has_bias,
-                                           self.act, self.alpha, self.gated, self.residual)
+                                           self.act, self.alpha, self.residual)
         return plan(x, gate, residual)
 
 
@@ -206,10 +206,10 @@ def _scale(a, s, rows: bool, out, parallel: bool):
     (_scale_parallel if parallel else _scale_serial)(a, s, rows, out)
 
 
-def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, gated, residual):
+def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual):
     """How a layer convolves inputs of `shape` (N×C×H×W) on `threads` threads: a function
     (x, gate, residual) → y, the convolution of x by w (C_out×C/G×kh×kw) + bias, its input
-    channels first scaled by the gate (N×C×1×1, pointwise convolutions only) if `gated`, + the
+    channels first scaled by the gate (N×C×1×1, pointwise convolutions only) when one is passed, + the
     residual (output-shaped) if `residual`, then the activation `act` (a code of `_act`) with its
     scalar `alpha`."""
     n, c, h, wd = shape
@@ -223,7 +223,7 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, gated, residual)
     is_depthwise = g > 1 and g == c and o == c
     pointwise = kh == kw == 1 and pt == pl == pb == pr == 0 and not is_depthwise
     if residual and not pointwise:  # the convolution with its bias, then one pass: + residual, activation
-        convolve = _plan(attrs, shape, threads, w, bias, has_bias, NONE, 0.0, False, False)
+        convolve = _plan(attrs, shape, threads, w, bias, has_bias, NONE, 0.0, False)
 
         def then_residual(x, gate, res):
             y = convolve(x, None, None)
@@ -241,7 +241,7 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, gated, residual)
         return direct
 
     if pointwise:
-        return _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, gated, residual, g, (sh, sw), (ho, wo))
+        return _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, (sh, sw), (ho, wo))
     if winograd.applies(attrs, c, o, winograd.tiles(n, ho, wo)):
         wino = winograd.plan(shape, w, bias, has_bias, (pt, pl, pb, pr), act, alpha, _buffer, threads)
         return lambda x, gate, res: wino(x)
@@ -249,7 +249,7 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, gated, residual)
                         (ho, wo))
 
 
-def _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, gated, residual, g, stride, out):
+def _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, stride, out):
     """A 1×1 convolution is one GEMM: the input already is its right-hand side (strided: its every
     sh-th row and sw-th column, copied), and the GEMM writes y directly, its epilogue fused."""
     n, c, h, wd = shape

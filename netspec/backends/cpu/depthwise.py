@@ -167,6 +167,8 @@ def _deinterleave(row, out, even0, odd0, n_even, n_odd):
         o[k] = row[2 * k + 1]
 
 
+_STEP = 32  # bytes from one interleaved position (8 float32 lanes) to the next
+
 _SIG = types.void(types.int64, types.int64, types.int64, types.int64, types.int64, types.int64, types.int64,
                   types.int64)
 
@@ -207,7 +209,7 @@ def _row(typingctx, src, step, wts, offs, taps, bias, dst, count):
         acc.add_incoming(b, outer_block)
         off = builder.load(builder.gep(offs_p, [t]), align=8)
         xv = builder.load(builder.bitcast(builder.gep(base, [off]), vptr), align=4)
-        wv = builder.load(builder.bitcast(builder.gep(wts_p, [builder.mul(t, ir.Constant(i64, 32))]), vptr), align=4)
+        wv = builder.load(builder.bitcast(builder.gep(wts_p, [builder.mul(t, ir.Constant(i64, _STEP))]), vptr), align=4)
         nacc = builder.call(fma, [wv, xv, acc])
         nt = builder.add(t, ir.Constant(i64, 1))
         t.add_incoming(nt, inner)
@@ -218,7 +220,8 @@ def _row(typingctx, src, step, wts, offs, taps, bias, dst, count):
         res = builder.phi(v8)
         res.add_incoming(b, outer_block)
         res.add_incoming(nacc, inner)
-        builder.store(res, builder.bitcast(builder.gep(dst_p, [builder.mul(q, ir.Constant(i64, 32))]), vptr), align=4)
+        at = builder.gep(dst_p, [builder.mul(q, ir.Constant(i64, _STEP))])
+        builder.store(res, builder.bitcast(at, vptr), align=4)
         nq = builder.add(q, ir.Constant(i64, 1))
         q.add_incoming(nq, inner_end)
         builder.cbranch(builder.icmp_signed("<", nq, count), outer, done)
@@ -247,7 +250,7 @@ def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act,
     offs = np.empty(taps, np.int64)
     for i in range(kh):
         for j in range(kw):
-            offs[i * kw + j] = ((i * dh) * wp + j * dw) * 32
+            offs[i * kw + j] = ((i * dh) * wp + j * dw) * _STEP
     for t in prange(threads):
         buf = np.zeros(hp * wp * 8, np.float32)
         wb = np.zeros(taps * 8, np.float32)
@@ -270,7 +273,7 @@ def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act,
                         wb[(i * kw + j) * 8 + l] = wc[i, j]
                 b8[l] = bias[c0 + l] if has_bias else np.float32(0.0)
             for oh in range(ho):
-                _row(buf.ctypes.data + oh * sh * wp * 32, sw * 32, wb.ctypes.data, offs.ctypes.data, taps,
+                _row(buf.ctypes.data + oh * sh * wp * _STEP, sw * _STEP, wb.ctypes.data, offs.ctypes.data, taps,
                      b8.ctypes.data, out.ctypes.data, wo)
                 if act != NONE:
                     act_row(out, out, np.float32(0.0), False, act, alpha)
