@@ -55,7 +55,7 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
     elif backend == "cuda":
         from .backends import cuda
         return cuda.compile(graph, weights, mode=mode, seed=seed)
-    return Executable(graph, weights, kernels, mode=mode, seed=seed, backend=backend)
+    return Executable(graph, weights, kernels, mode=mode, seed=seed, backend=backend, arena=backend == "cpu")
 
 
 def summary(graph: Graph, batch: int = 1, mode: str = "eval"):

@@ -212,3 +212,40 @@ def test_an_unused_in_place_output_still_holds_its_buffer(load_spec):
     others = [b for b in plan.buffers if b is not dead and b.start <= dead.end and dead.start <= b.end]
     for b in others:
         assert dead.offset + dead.size <= b.offset or b.offset + b.size <= dead.offset
+
+
+def test_a_view_shares_its_input_buffer_and_keeps_it_alive(load_spec):
+    g = load_spec("""
+        input: {shape: [4, 3, 3]}
+        outputs: [fc, c]
+        layers:
+          - {op: conv2d, name: a, out: 4, kernel: 1}
+          - {op: flatten, name: flat}
+          - {op: conv2d, name: b, in: a, out: 4, kernel: 1}
+          - {op: relu, name: r}
+          - {op: conv2d, name: c, out: 4, kernel: 1}
+          - {op: linear, name: fc, in: flat, out: 3}
+        """)
+    plan = plan_memory(g)
+    held = next(b for b in plan.buffers if "a" in b.tensors)
+    assert held.tensors == ["a", "flat"]  # flatten's output is a's memory, not a copy
+    assert held.end == [n.name for n in g.nodes].index("fc")  # alive until the view's last read
+    assert plan.in_place().get("r") == "b"  # (b dies at r: written over)
+    for b in plan.buffers:  # nothing placed over a while flat may still be read
+        if b is not held and b.start <= held.end and held.start <= b.end:
+            assert held.offset + held.size <= b.offset or b.offset + b.size <= held.offset, b.tensors
+
+
+def test_nothing_writes_in_place_over_a_view_of_the_input(load_spec):
+    g = load_spec("""
+        input: {shape: [4, 2, 2]}
+        layers:
+          - {op: flatten, name: flat}
+          - {op: relu, name: act}
+          - {op: linear, name: fc, out: 3}
+        """)
+    assert "act" not in plan_memory(g).in_place()  # flat is the caller's input array
+    x = np.random.default_rng(0).standard_normal((2, 4, 2, 2), dtype=np.float32)
+    kept = x.copy()
+    netspec.compile(g, backend="cpu", progress=False).run(x)
+    np.testing.assert_array_equal(x, kept)

@@ -1,6 +1,7 @@
 """Static memory planning: every activation gets an offset in one arena, reusing the space of
 tensors whose last user has run (liveness), and elementwise ops write in place over an input that
-dies with them. The arena's size is the planned peak; without planning every output is kept.
+dies with them. The arena's size is the planned peak; without planning every output is kept. The
+CPU executor runs in this arena (backends/executor.py, eval mode).
 
 Placement is "greedy by size" (largest tensors first, each at the lowest offset that does not
 overlap a tensor alive at the same time), the strategy TensorFlow Lite's arena planner uses.
@@ -17,11 +18,14 @@ ALIGN = 64  # bytes; every buffer starts on a cache line
 # Ops whose output may overwrite their first input (same shape, each element read once before written).
 IN_PLACE = {"relu", "relu6", "sigmoid", "tanh", "leaky_relu", "elu", "silu", "hardswish", "identity", "dropout",
             "batchnorm2d", "add", "mul"}
+# Ops whose output is a view of their input (the same memory, another shape): it shares the input's
+# buffer, which stays alive while either is.
+VIEWS = {"flatten", "reshape"}
 
 
 @dataclass
 class Buffer:
-    tensors: list[str]  # the tensors sharing it (an in-place chain)
+    tensors: list[str]  # the tensors sharing it (an in-place chain, views)
     size: int  # bytes
     start: int  # index of the step that writes it first (-1: a graph input)
     end: int  # index of the last step that reads it (len(nodes): a graph output)
@@ -61,13 +65,17 @@ def plan_memory(graph: Graph, batch: int = 1) -> MemoryPlan:
         buffers.append(buffer_of[name])
     for i, node in enumerate(g.nodes):
         first = node.inputs[0] if node.inputs else None
-        reuse = (node.op in IN_PLACE and first is not None and first not in g.inputs
-                 and last_use[first] == i and node.inputs.count(first) == 1
+        reuse = (node.op in IN_PLACE and first is not None and buffer_of[first].start >= 0  # (not an input's)
+                 and last_use[first] == i and sum(buffer_of[j] is buffer_of[first] for j in node.inputs) == 1
                  and g.type_of(first) == node.type and buffer_of[first].end == i)
         if reuse:  # write over the input, which dies here
             buffer = buffer_of[first]
             buffer.tensors.append(node.name)
             buffer.end = max(last_use[node.name], i)  # an unused output still occupies it at step i
+        elif node.op in VIEWS and first is not None:
+            buffer = buffer_of[first]
+            buffer.tensors.append(node.name)
+            buffer.end = max(buffer.end, last_use[node.name], i)
         else:
             buffer = Buffer([node.name], size[node.name], i, max(last_use[node.name], i))
             buffers.append(buffer)

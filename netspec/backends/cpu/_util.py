@@ -16,6 +16,20 @@ def f32(a) -> np.ndarray:
     return a
 
 
+def output(out: np.ndarray | None, shape) -> np.ndarray:
+    """A kernel's output array: `out` where the caller hands one (the executor's slot in its arena,
+    already of this shape), else a new one."""
+    return np.empty(shape, np.float32) if out is None else out
+
+
+def into(out: np.ndarray | None, y: np.ndarray) -> np.ndarray:
+    """y (a view, say), or y copied into `out` where the caller hands one that is not y's memory."""
+    if out is None or out.ctypes.data == y.ctypes.data:
+        return y if out is None else out
+    out[...] = y
+    return out
+
+
 def bias_or_zeros(params: dict, n: int, enabled: bool = True) -> tuple[np.ndarray, bool]:
     """The bias vector (float32, contiguous) and whether there is one; zeros stand in when absent."""
     b = params.get("bias") if enabled else None

@@ -14,7 +14,7 @@ from numba import get_num_threads, njit, prange
 
 from . import depthwise, gemm, winograd
 from ._act import FMA, NONE, act_row, activation_code
-from ._util import bias_or_zeros, f32, window_out
+from ._util import bias_or_zeros, f32, output, window_out
 
 
 @njit(cache=True, fastmath=FMA)
@@ -123,11 +123,11 @@ def _buffer(name: str, size: int) -> np.ndarray:
     return buf[:size]
 
 
-def conv2d(attrs, inputs, params, ctx):
+def conv2d(attrs, inputs, params, ctx, out=None):
     """conv2d, and fused_conv2d: conv2d with what the fuse_epilogues pass gave it (ops/fused.py),
     y = act(conv(x · gate) + residual). im2col + GEMM, 1×1 straight to GEMM, Winograd for 3×3,
     depthwise direct; one call is `prepare` and one run."""
-    return prepare(attrs, params)(inputs)
+    return prepare(attrs, params)(inputs, out)
 
 
 fused_conv2d = conv2d
@@ -148,7 +148,7 @@ class _Layer:
         self.bias, self.has_bias = bias_or_zeros(params, attrs.out, attrs.bias)
         self.plans = {}
 
-    def __call__(self, inputs):
+    def __call__(self, inputs, out=None):
         x = f32(inputs[0])
         gate = f32(inputs[1]) if self.gated else None
         residual = f32(inputs[1 + self.gated]) if self.residual else None
@@ -157,12 +157,13 @@ class _Layer:
         if plan is None:
             plan = self.plans[key] = _plan(self.attrs, x.shape, key[1], self.weight, self.bias, self.has_bias,
                                            self.act, self.alpha, self.residual)
-        return plan(x, gate, residual)
+        return plan(x, gate, residual, out)
 
 
 def prepare(attrs, params):
     """conv2d or fused_conv2d for one node (its attributes and weights), as a function of the
-    inputs: what the executor runs in eval mode (backends/executor.py, Step)."""
+    inputs (and the array to write, if any): what the executor runs in eval mode
+    (backends/executor.py, Step)."""
     return _Layer(attrs, params)
 
 
@@ -208,7 +209,7 @@ def _scale(a, s, rows: bool, out, parallel: bool):
 
 def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual):
     """How a layer convolves inputs of `shape` (N×C×H×W) on `threads` threads: a function
-    (x, gate, residual) → y, the convolution of x by w (C_out×C/G×kh×kw) + bias, its input
+    (x, gate, residual, out) → y (written into `out` where one is given), the convolution of x by w (C_out×C/G×kh×kw) + bias, its input
     channels first scaled by the gate (N×C×1×1, pointwise convolutions only) when one is passed, + the
     residual (output-shaped) if `residual`, then the activation `act` (a code of `_act`) with its
     scalar `alpha`."""
@@ -225,8 +226,8 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual):
     if residual and not pointwise:  # the convolution with its bias, then one pass: + residual, activation
         convolve = _plan(attrs, shape, threads, w, bias, has_bias, NONE, 0.0, False)
 
-        def then_residual(x, gate, res):
-            y = convolve(x, None, None)
+        def then_residual(x, gate, res, out):
+            y = convolve(x, None, None, out)
             gemm.epilogue(y.reshape(n, o, ho * wo), None, res.reshape(n, o, ho * wo), act, alpha)
             return y
         return then_residual
@@ -234,8 +235,8 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual):
     if is_depthwise:  # a direct kernel, no GEMM
         kernel = depthwise.by_channel_blocks if wo <= depthwise.BLOCKS_MAX_WIDTH else depthwise.by_planes
 
-        def direct(x, gate, res):
-            y = np.empty((n, o, ho, wo), np.float32)
+        def direct(x, gate, res, out):
+            y = output(out, (n, o, ho, wo))
             kernel(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads)
             return y
         return direct
@@ -244,7 +245,7 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual):
         return _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, (sh, sw), (ho, wo))
     if winograd.applies(attrs, c, o, winograd.tiles(n, ho, wo)):
         wino = winograd.plan(shape, w, bias, has_bias, (pt, pl, pb, pr), act, alpha, _buffer, threads)
-        return lambda x, gate, res: wino(x)
+        return lambda x, gate, res, out: wino(x, out)
     return _plan_im2col(shape, threads, w, bias, has_bias, act, alpha, g, ((kh, kw), (sh, sw), (dh, dw), (pt, pl)),
                         (ho, wo))
 
@@ -264,7 +265,7 @@ def _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, 
     gate_weights = o < h * wd
     scale_parallel = (n * o * c if gate_weights else n * c * h * wd) >= _SCALE_PARALLEL
 
-    def run(x, gate, res):
+    def run(x, gate, res, out):
         wa = a
         if gate is not None:
             if gate_weights:
@@ -276,7 +277,7 @@ def _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, 
                 x = gx.reshape(shape)
         if sh > 1 or sw > 1:
             x = np.ascontiguousarray(x[:, :, ::sh, ::sw][:, :, :ho, :wo])
-        y = np.empty((n, o, ho, wo), np.float32)
+        y = output(out, (n, o, ho, wo))
         shape_y = (n * g, og, p)
         product(wa, x.reshape(n * g, cg, p), y.reshape(shape_y), None if res is None else res.reshape(shape_y))
         return y
@@ -311,8 +312,8 @@ def _plan_im2col(shape, threads, w, bias, has_bias, act, alpha, g, window, out):
                                         act=act if direct else NONE, alpha=alpha, threads=threads)
     wq = -(-wd // sw)
 
-    def run(x, gate, res):
-        y = np.empty((n, o, p), np.float32)
+    def run(x, gate, res, out):
+        y = output(out, (n, o, ho, wo)).reshape(n, o, p)
         if sw == 1:
             xp = x.reshape(n, c, 1, h, wd)
         else:
@@ -377,7 +378,7 @@ def _col2im(cols, bias, has_bias, h_, w_, kh, kw, sh, sw, ph, pw, dh, dw, y):
                     yc[oh, ow] += b
 
 
-def conv_transpose2d(attrs, inputs, params, ctx):
+def conv_transpose2d(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
     w = f32(params["weight"])  # C_in × C_out/G × kh × kw
     n, c, h, wd = x.shape
@@ -395,7 +396,7 @@ def conv_transpose2d(attrs, inputs, params, ctx):
     wg = w.reshape(g, cg, k)
     xg = x.reshape(n * g, cg, h * wd)
     bias, has_bias = bias_or_zeros(params, o, attrs.bias)
-    y = np.empty((n, o, ho, wo), np.float32)
+    y = output(out, (n, o, ho, wo))
     step = max(1, min(n, _CHUNK_BYTES // max(1, 4 * g * k * h * wd)))
     cols = _buffer("cols", step * g * k * h * wd).reshape(step, g, k, h * wd)
     for n0 in range(0, n, step):

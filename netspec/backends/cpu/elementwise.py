@@ -12,7 +12,7 @@ from numba import njit, prange
 
 from . import _act
 from ._act import FMA, act_row
-from ._util import f32
+from ._util import f32, into, output
 
 # Arrays at least this large go to the parallel kernels (below it, waking the threads, ~15 µs,
 # costs more than it saves): about 40 µs of one thread's work, so 32K elements for the activations
@@ -54,15 +54,15 @@ def activate(x: np.ndarray, code: int, alpha: float, out: np.ndarray | None = No
 
 
 def _pointwise(name, code, scalar=None):
-    def kernel(attrs, inputs, params, ctx):
-        return activate(f32(inputs[0]), code, float(getattr(attrs, scalar)) if scalar else 0.0)
+    def kernel(attrs, inputs, params, ctx, out=None):
+        return activate(f32(inputs[0]), code, float(getattr(attrs, scalar)) if scalar else 0.0, out)
     kernel.__name__ = name
     kernel.__doc__ = f"{name}, elementwise (formula in _act.act_row)"
     return kernel
 
 
-def identity(attrs, inputs, params, ctx):
-    return f32(inputs[0])
+def identity(attrs, inputs, params, ctx, out=None):
+    return into(out, f32(inputs[0]))
 
 
 relu = _pointwise("relu", _act.RELU)
@@ -84,16 +84,16 @@ def _dropout_apply(x, mask, keep, y):
         y[i] = np.float64(x[i]) / keep if mask[i] else 0.0
 
 
-def dropout(attrs, inputs, params, ctx):
+def dropout(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
     p = float(attrs.p)
     if ctx.mode != "train" or p == 0.0:  # identity (and no mask drawn), as the reference
-        return x
+        return into(out, x)
     if ctx.rng is None:
         raise ValueError("dropout in training needs a random generator (RunContext.rng)")
     # drawn exactly as the reference draws it, so every backend drops the same elements
     mask = ctx.rng.random(x.shape, dtype=np.float32) >= p
-    y = np.empty_like(x)
+    y = output(out, x.shape)
     _dropout_apply(x.reshape(-1), mask.reshape(-1), 1.0 - p, y.reshape(-1))
     return y
 
@@ -130,12 +130,12 @@ def _softmax(x, y):
                 out[i] = out[i] / s[i]
 
 
-def softmax(attrs, inputs, params, ctx):
+def softmax(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
     axis = attrs.axis % x.ndim
     outer = int(np.prod(x.shape[:axis], dtype=np.int64))
     inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
-    y = np.empty_like(x)
+    y = output(out, x.shape)
     _softmax(x.reshape(outer, x.shape[axis], inner), y.reshape(outer, x.shape[axis], inner))
     return y
 
@@ -158,12 +158,12 @@ def _maxout(x, y):
                         dst[s] = v
 
 
-def maxout(attrs, inputs, params, ctx):
+def maxout(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
     n, c = x.shape[:2]
     rest = x.shape[2:]
     k = attrs.pieces
-    y = np.empty((n, c // k) + rest, np.float32)
+    y = output(out, (n, c // k) + rest)
     _maxout(x.reshape(n, c // k, k, -1), y.reshape(n, c // k, -1))
     return y
 
@@ -200,13 +200,13 @@ def _merge_serial(a, b, y, mul):
     _merge_row(a, b, y, mul)
 
 
-def add(attrs, inputs, params, ctx):
+def add(attrs, inputs, params, ctx, out=None):
     xs = [f32(x) for x in inputs]
     shape = xs[0].shape
     for x in xs[1:]:
         if x.shape != shape:
             raise ValueError(f"add: inputs of different shapes {shape} and {x.shape}")
-    y = np.empty(shape, np.float32)
+    y = output(out, shape)  # (out may be xs[0] itself: each element is read before it is written)
     flat = y.reshape(-1)
     run = _merge_parallel if flat.size >= PARALLEL_MIN_CHEAP else _merge_serial
     run(xs[0].reshape(-1), xs[1].reshape(-1), flat, False)
@@ -275,11 +275,11 @@ def _broadcast_groups(xs: tuple[int, ...], bs: tuple[int, ...]) -> tuple[np.ndar
     return sizes, strides
 
 
-def mul(attrs, inputs, params, ctx):
+def mul(attrs, inputs, params, ctx, out=None):
     x, b = f32(inputs[0]), f32(inputs[1])
     if b.ndim != x.ndim or any(db not in (dx, 1) for dx, db in zip(x.shape, b.shape)):
         raise ValueError(f"mul: {b.shape} does not broadcast onto {x.shape}")
-    y = np.empty_like(x)
+    y = output(out, x.shape)
     parallel = x.size >= PARALLEL_MIN_CHEAP
     if b.shape == x.shape:  # no broadcasting: in blocks (as rows, it would be one long row)
         (_merge_parallel if parallel else _merge_serial)(x.reshape(-1), b.reshape(-1), y.reshape(-1), True)

@@ -7,14 +7,14 @@ import numpy as np
 from ...ops.fused import split_inputs
 from . import gemm
 from ._act import NONE, activation_code
-from ._util import bias_or_zeros, f32
+from ._util import bias_or_zeros, f32, output
 from .elementwise import activate
 
 
-def linear(attrs, inputs, params, ctx):
+def linear(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
     w = f32(params["weight"])  # out × in
-    y = np.empty((x.shape[0], w.shape[0]), np.float32)
+    y = output(out, (x.shape[0], w.shape[0]))
     gemm.matmul(x[None], w[None], y[None], trans_b=True)
     bias, has_bias = bias_or_zeros(params, attrs.out, attrs.bias)
     if has_bias:
@@ -22,11 +22,11 @@ def linear(attrs, inputs, params, ctx):
     return y
 
 
-def fused_linear(attrs, inputs, params, ctx):
+def fused_linear(attrs, inputs, params, ctx, out=None):
     """linear with what the fuse_epilogues pass gave it (ops/fused.py): y = act(x Wᵀ + b + residual),
     in float32 in that order, as the unfused kernels would."""
     x, _, residual = split_inputs(attrs, inputs)
-    y = linear(attrs, [x], params, ctx)
+    y = linear(attrs, [x], params, ctx, out)
     if residual is not None:
         y += f32(residual)
     code = activation_code(attrs.activation)

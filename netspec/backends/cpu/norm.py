@@ -5,7 +5,7 @@ import numpy as np
 from numba import njit, prange
 
 from ...ops.registry import RunError
-from ._util import f32
+from ._util import f32, output
 
 
 @njit(cache=True, fastmath=False, parallel=True)
@@ -78,7 +78,7 @@ def _as_ncs(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-def batchnorm2d(attrs, inputs, params, ctx):
+def batchnorm2d(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
     c = x.shape[1]
     x3 = _as_ncs(x)
@@ -86,7 +86,7 @@ def batchnorm2d(attrs, inputs, params, ctx):
         weight, bias = f32(params["weight"]), f32(params["bias"])
     else:
         weight, bias = np.ones(c, np.float32), np.zeros(c, np.float32)
-    y = np.empty_like(x)
+    y = output(out, x.shape)  # (out may be x itself: each element is read before it is written)
     eps = float(attrs.eps)
     if ctx.mode != "train":
         scale, shift = np.empty(c, np.float64), np.empty(c, np.float64)
@@ -138,8 +138,8 @@ def _lrn(x, size, alpha, beta, k, y):
                 dst[s] = src[s] / (k + a * acc[s]) ** beta
 
 
-def lrn(attrs, inputs, params, ctx):
+def lrn(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
-    y = np.empty_like(x)
+    y = output(out, x.shape)
     _lrn(_as_ncs(x), int(attrs.size), float(attrs.alpha), float(attrs.beta), float(attrs.k), _as_ncs(y))
     return y

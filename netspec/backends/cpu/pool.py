@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from ._util import f32, window_out
+from ._util import f32, output, window_out
 
 # Planes with narrower outputs than this pool their columns as one flat run over all rows (rows of
 # 7–28 values are too short to vectorise well); wider ones row by row, straight into the output.
@@ -384,7 +384,7 @@ def _plane_layout(h, w, ho, wo, kernel, stride, padding, dilation):
     return hp, wp, flat
 
 
-def maxpool2d(attrs, inputs, params, ctx):
+def maxpool2d(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
     n, c, h, w = x.shape
     kh, kw = attrs.kernel
@@ -393,7 +393,7 @@ def maxpool2d(attrs, inputs, params, ctx):
     dh, dw = attrs.dilation
     ho = window_out(h, dh * (kh - 1) + 1, sh, ph, ph, attrs.ceil_mode)
     wo = window_out(w, dw * (kw - 1) + 1, sw, pw, pw, attrs.ceil_mode)
-    y = np.empty((n, c, ho, wo), np.float32)
+    y = output(out, (n, c, ho, wo))
     if (sh, sw, dh, dw) == (1, 1, 1, 1) and (kh, kw) == (2 * ph + 1, 2 * pw + 1) and x.size:
         _maxpool_same(x, ph, pw, y, get_num_threads())
         return y
@@ -405,7 +405,7 @@ def maxpool2d(attrs, inputs, params, ctx):
     return y
 
 
-def avgpool2d(attrs, inputs, params, ctx):
+def avgpool2d(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
     n, c, h, w = x.shape
     kh, kw = attrs.kernel
@@ -413,23 +413,23 @@ def avgpool2d(attrs, inputs, params, ctx):
     ph, pw = attrs.padding
     ho = window_out(h, kh, sh, ph, ph, attrs.ceil_mode)
     wo = window_out(w, kw, sw, pw, pw, attrs.ceil_mode)
-    y = np.empty((n, c, ho, wo), np.float32)
+    y = output(out, (n, c, ho, wo))
     hp, wp, flat = _plane_layout(h, w, ho, wo, attrs.kernel, attrs.stride, attrs.padding, (1, 1))
     _avgpool(x, kh, kw, sh, sw, ph, pw, hp, wp, flat, bool(attrs.count_include_pad), y, get_num_threads())
     return y
 
 
-def global_avgpool(attrs, inputs, params, ctx):
+def global_avgpool(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
     n, c, h, w = x.shape
-    y = np.empty(n * c, np.float32)
-    _global_avgpool(x.reshape(n * c, h * w), y)
-    return y.reshape(n, c, 1, 1)
+    y = output(out, (n, c, 1, 1))
+    _global_avgpool(x.reshape(n * c, h * w), y.reshape(n * c))
+    return y
 
 
-def adaptive_avgpool2d(attrs, inputs, params, ctx):
+def adaptive_avgpool2d(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
     n, c = x.shape[:2]
-    y = np.empty((n, c) + tuple(attrs.size), np.float32)
+    y = output(out, (n, c) + tuple(attrs.size))
     _adaptive_avgpool(x, y)
     return y

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._util import f32
+from ._util import f32, into, output
 
 
 _BLOCK = 1 << 12  # elements per parallel work item: small, so that uneven inputs still share out evenly
@@ -41,25 +41,25 @@ def _concat_columns(srcs, dst):
             d[c] = s[c]
 
 
-def concat(attrs, inputs, params, ctx):
+def concat(attrs, inputs, params, ctx, out=None):
     xs = [f32(x) for x in inputs]
     axis = attrs.axis % xs[0].ndim
     shape = list(xs[0].shape)
     shape[axis] = sum(x.shape[axis] for x in xs)
-    y = np.empty(shape, np.float32)
+    y = output(out, tuple(shape))
     outer = int(np.prod(shape[:axis], dtype=np.int64))
     _concat_columns(tuple(x.reshape(outer, -1) for x in xs), y.reshape(outer, -1))
     return y
 
 
-def flatten(attrs, inputs, params, ctx):
+def flatten(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
-    return x.reshape(x.shape[0], -1)
+    return into(out, x.reshape(x.shape[0], -1))  # a view (the memory plan gives it x's buffer)
 
 
-def reshape(attrs, inputs, params, ctx):
+def reshape(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
-    return x.reshape((x.shape[0],) + tuple(attrs.shape))
+    return into(out, x.reshape((x.shape[0],) + tuple(attrs.shape)))
 
 
 @njit(cache=True, fastmath=False)
@@ -74,10 +74,10 @@ def _crop(x, top, left, y):
                     d[j] = s[j]
 
 
-def center_crop(attrs, inputs, params, ctx):
+def center_crop(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
     n, c, h, w = x.shape
     ch, cw = attrs.size
-    y = np.empty((n, c, ch, cw), np.float32)
+    y = output(out, (n, c, ch, cw))
     _crop(x, (h - ch) // 2, (w - cw) // 2, y)  # an odd margin leaves the extra row/column bottom/right
     return y

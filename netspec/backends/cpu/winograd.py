@@ -19,6 +19,7 @@ from numba import njit, prange
 
 from . import gemm
 from ._act import FMA, NONE, act_row
+from ._util import output
 
 
 def transform_weights(w: np.ndarray) -> np.ndarray:
@@ -155,11 +156,12 @@ def _transformed(w: np.ndarray) -> np.ndarray:
 def conv3x3(x, w, bias, has_bias, pads, act, alpha, buffer):
     """The convolution of x (N×C×H×W) with w (O×C×3×3), stride 1, zero padding `pads` (top, left,
     bottom, right), with bias and activation: N×O×ho×wo. `buffer(name, size)` hands out scratch."""
-    return plan(x.shape, w, bias, has_bias, pads, act, alpha, buffer)(x)
+    return plan(x.shape, w, bias, has_bias, pads, act, alpha, buffer)(x, None)
 
 
 def plan(shape, w, bias, has_bias, pads, act, alpha, buffer, threads=None):
-    """`conv3x3` for inputs of one shape, its sizes and GEMM plan worked out once: a function x → y."""
+    """`conv3x3` for inputs of one shape, its sizes and GEMM plan worked out once: a function
+    (x, out) → y, y written into `out` where one is given."""
     n, c, h, wd = shape
     o = w.shape[0]
     pt, pl, pb, pr = pads
@@ -170,12 +172,12 @@ def plan(shape, w, bias, has_bias, pads, act, alpha, buffer, threads=None):
     product = gemm.plan((16, o, t, c), threads=threads)
     alpha = float(alpha)
 
-    def run(x):
+    def run(x, out):
         v = buffer("wino_v", 16 * c * t).reshape(16, c, t)
         m = buffer("wino_m", 16 * o * t).reshape(16, o, t)
         _input_transform(x, pt, pl, th, tw, v)
         product(u, v, m)
-        y = np.empty((n, o, ho, wo), np.float32)
+        y = output(out, (n, o, ho, wo))
         _output_transform(m, th, tw, bias, has_bias, act, alpha, y)
         return y
     return run
