@@ -12,8 +12,8 @@ from numba.extending import intrinsic
 
 from ._act import FMA, NONE, act_row
 
-# Outputs at most this wide go to by_channel_blocks (7² and 14² maps; measured, see there).
-BLOCKS_MAX_WIDTH = 14
+# Outputs at most this wide go to by_channel_blocks (7², 14² and 28² maps; measured, see there).
+BLOCKS_MAX_WIDTH = 28
 
 
 @njit(cache=True, fastmath=FMA, parallel=True)
@@ -173,59 +173,74 @@ _SIG = types.void(types.int64, types.int64, types.int64, types.int64, types.int6
                   types.int64)
 
 
+_GROUP = 4  # output positions per pass of `_row`: independent sums, so the FMAs' latencies overlap
+
+
+def _emit_positions(builder, fma, p, lo, hi, width):
+    """LLVM IR: for q in range(lo, hi, width), outputs q .. q + width − 1 of `_row` (hi − lo a
+    multiple of width), their sums in `width` registers: each tap's weights loaded once, then one
+    FMA per position — a lone sum waits out each FMA's latency, tap after tap."""
+    i64, v8 = ir.IntType(64), ir.VectorType(ir.FloatType(), 8)
+    vptr = v8.as_pointer()
+    zero, step_c = ir.Constant(i64, 0), ir.Constant(i64, _STEP)
+    entry = builder.block
+    outer = builder.append_basic_block("row.q")
+    inner = builder.append_basic_block("row.t")
+    inner_end = builder.append_basic_block("row.tend")
+    done = builder.append_basic_block("row.done")
+    builder.cbranch(builder.icmp_signed("<", lo, hi), outer, done)
+    builder.position_at_end(outer)  # for q in range(lo, hi, width)
+    q = builder.phi(i64)
+    q.add_incoming(lo, entry)
+    bases = [builder.gep(p["src"], [builder.mul(builder.add(q, ir.Constant(i64, k)), p["step"])])
+             for k in range(width)]
+    outer_block = builder.block
+    builder.cbranch(builder.icmp_signed(">", p["taps"], zero), inner, inner_end)
+    builder.position_at_end(inner)  # for t in range(taps): sum_k = fma(w[t], src[base_k + offs[t]], sum_k)
+    t = builder.phi(i64)
+    sums = [builder.phi(v8) for _ in range(width)]
+    t.add_incoming(zero, outer_block)
+    off = builder.load(builder.gep(p["offs"], [t]), align=8)
+    wv = builder.load(builder.bitcast(builder.gep(p["wts"], [builder.mul(t, step_c)]), vptr), align=4)
+    new_sums = []
+    for base, acc in zip(bases, sums):
+        acc.add_incoming(p["bias"], outer_block)
+        xv = builder.load(builder.bitcast(builder.gep(base, [off]), vptr), align=4)
+        new_sums.append(builder.call(fma, [wv, xv, acc]))
+    nt = builder.add(t, ir.Constant(i64, 1))
+    t.add_incoming(nt, inner)
+    for acc, new_sum in zip(sums, new_sums):
+        acc.add_incoming(new_sum, inner)
+    builder.cbranch(builder.icmp_signed("<", nt, p["taps"]), inner, inner_end)
+    builder.position_at_end(inner_end)  # store, next q
+    results = [builder.phi(v8) for _ in new_sums]
+    for k, (res, new_sum) in enumerate(zip(results, new_sums)):
+        res.add_incoming(p["bias"], outer_block)
+        res.add_incoming(new_sum, inner)
+        at = builder.gep(p["dst"], [builder.mul(builder.add(q, ir.Constant(i64, k)), step_c)])
+        builder.store(res, builder.bitcast(at, vptr), align=4)
+    nq = builder.add(q, ir.Constant(i64, width))
+    q.add_incoming(nq, inner_end)
+    builder.cbranch(builder.icmp_signed("<", nq, hi), outer, done)
+    builder.position_at_end(done)
+
+
 @intrinsic
 def _row(typingctx, src, step, wts, offs, taps, bias, dst, count):
     """dst[q·8 .. q·8 + 7] = bias[0..7] + Σ_t wts[t·8 .. t·8 + 7] · src[q·step + offs[t] .. + 7] for q < count:
     one output row of 8 channels, their values interleaved (addresses and offsets in bytes, as integers)."""
     def codegen(context, builder, signature, args):
         src, step, wts, offs, taps, bias, dst, count = args
-        f32, i64, i8 = ir.FloatType(), ir.IntType(64), ir.IntType(8)
-        v8 = ir.VectorType(f32, 8)
-        vptr = v8.as_pointer()
-        bptr = i8.as_pointer()
+        i64, bptr = ir.IntType(64), ir.IntType(8).as_pointer()
+        v8 = ir.VectorType(ir.FloatType(), 8)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]), "llvm.fma.v8f32")
-        src_p, wts_p, bias_p, dst_p = (builder.inttoptr(p, bptr) for p in (src, wts, bias, dst))
-        offs_p = builder.inttoptr(offs, i64.as_pointer())
-        b = builder.load(builder.bitcast(bias_p, vptr), align=4)
-        zero = ir.Constant(i64, 0)
-        entry = builder.block
-        outer = builder.append_basic_block("row.q")
-        inner = builder.append_basic_block("row.t")
-        inner_end = builder.append_basic_block("row.tend")
-        done = builder.append_basic_block("row.done")
-        builder.cbranch(builder.icmp_signed(">", count, zero), outer, done)
-        # for q in range(count)
-        builder.position_at_end(outer)
-        q = builder.phi(i64)
-        q.add_incoming(zero, entry)
-        base = builder.gep(src_p, [builder.mul(q, step)])
-        outer_block = builder.block
-        builder.cbranch(builder.icmp_signed(">", taps, zero), inner, inner_end)
-        # for t in range(taps): acc = fma(w[t], src[base + offs[t]], acc)
-        builder.position_at_end(inner)
-        t = builder.phi(i64)
-        acc = builder.phi(v8)
-        t.add_incoming(zero, outer_block)
-        acc.add_incoming(b, outer_block)
-        off = builder.load(builder.gep(offs_p, [t]), align=8)
-        xv = builder.load(builder.bitcast(builder.gep(base, [off]), vptr), align=4)
-        wv = builder.load(builder.bitcast(builder.gep(wts_p, [builder.mul(t, ir.Constant(i64, _STEP))]), vptr), align=4)
-        nacc = builder.call(fma, [wv, xv, acc])
-        nt = builder.add(t, ir.Constant(i64, 1))
-        t.add_incoming(nt, inner)
-        acc.add_incoming(nacc, inner)
-        builder.cbranch(builder.icmp_signed("<", nt, taps), inner, inner_end)
-        # store, next q
-        builder.position_at_end(inner_end)
-        res = builder.phi(v8)
-        res.add_incoming(b, outer_block)
-        res.add_incoming(nacc, inner)
-        at = builder.gep(dst_p, [builder.mul(q, ir.Constant(i64, _STEP))])
-        builder.store(res, builder.bitcast(at, vptr), align=4)
-        nq = builder.add(q, ir.Constant(i64, 1))
-        q.add_incoming(nq, inner_end)
-        builder.cbranch(builder.icmp_signed("<", nq, count), outer, done)
-        builder.position_at_end(done)
+        p = {"src": builder.inttoptr(src, bptr), "step": step, "wts": builder.inttoptr(wts, bptr),
+             "offs": builder.inttoptr(offs, i64.as_pointer()), "taps": taps,
+             "dst": builder.inttoptr(dst, bptr)}
+        p["bias"] = builder.load(builder.bitcast(builder.inttoptr(bias, bptr), v8.as_pointer()), align=4)
+        grouped = builder.and_(count, ir.Constant(i64, -_GROUP))  # count rounded down to whole groups
+        _emit_positions(builder, fma, p, ir.Constant(i64, 0), grouped, _GROUP)
+        _emit_positions(builder, fma, p, grouped, count, 1)
         return context.get_dummy_value()
     return _SIG, codegen
 
@@ -236,10 +251,10 @@ def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act,
     interleaved in one buffer (buf[(row·wp + column)·8 + lane]), so that a tap is one 8-wide fused
     multiply-add for 8 channels and an output row of the block is one `_row` call (LLVM IR: the
     vector sum stays in a register across the taps). Same arguments, same float32 operations in
-    the same order (bias, then the taps row by row) as `by_planes`, so the same bits. On 7² and
-    14² maps the planes kernel's short loops cost more than its arithmetic: this one took half
-    its time on 7² maps and stride-2 layers with 7²-wide outputs, 0.85 on 14², but more on 28²
-    (measured on 2 threads, MobileNet's and EfficientNet-B0's layers)."""
+    the same order (bias, then the taps row by row) as `by_planes`, so the same bits. On small
+    maps the planes kernel's short loops cost more than its arithmetic. Against it (2 threads,
+    MobileNet's and EfficientNet-B0's layers): 0.3× the time on 7² maps, 0.5–0.6× on 14², 0.5–0.8×
+    on stride-2 layers with outputs up to 28 wide, 0.8–0.9× on 28², but 1.1–1.2× on 56²."""
     n_, c_, h_, w_ = x.shape
     ho, wo = y.shape[2], y.shape[3]
     hp = max(h_ + pt, (ho - 1) * sh + (kh - 1) * dh + 1)
@@ -255,18 +270,26 @@ def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act,
         buf = np.zeros(hp * wp * 8, np.float32)
         wb = np.zeros(taps * 8, np.float32)
         b8 = np.zeros(8, np.float32)
-        out = np.empty(wo * 8, np.float32)
+        out = np.empty(ho * wo * 8, np.float32)  # the block's output, interleaved
         for u in range(units * t // threads, units * (t + 1) // threads):
             n = u // blocks
             c0 = (u - n * blocks) * 8
             lanes = min(8, c_ - c0)
-            for l in range(lanes):
-                xc = x[n, c0 + l]
-                for r in range(h_):
-                    src = xc[r]
-                    d = buf[((r + pt) * wp + pl) * 8 + l:]
+            # interleave, position by position: a loop over 8 lanes (known count) for every
+            # position, not a strided loop over a row for every lane (those short loops cost
+            # as much as the taps)
+            xs = x[n, c0:c0 + lanes]
+            for r in range(h_):
+                d = buf[((r + pt) * wp + pl) * 8:((r + pt) * wp + pl + w_) * 8]
+                if lanes == 8:
                     for q in range(w_):
-                        d[q * 8] = src[q]
+                        for l in range(8):
+                            d[q * 8 + l] = xs[l, r, q]
+                else:
+                    for q in range(w_):
+                        for l in range(lanes):
+                            d[q * 8 + l] = xs[l, r, q]
+            for l in range(lanes):
                 wc = w[c0 + l, 0]
                 for i in range(kh):
                     for j in range(kw):
@@ -274,11 +297,17 @@ def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act,
                 b8[l] = bias[c0 + l] if has_bias else np.float32(0.0)
             for oh in range(ho):
                 _row(buf.ctypes.data + oh * sh * wp * _STEP, sw * _STEP, wb.ctypes.data, offs.ctypes.data, taps,
-                     b8.ctypes.data, out.ctypes.data, wo)
-                if act != NONE:
-                    act_row(out, out, np.float32(0.0), False, act, alpha)
-                for l in range(lanes):
-                    dst = y[n, c0 + l, oh]
-                    s = out[l:]
+                     b8.ctypes.data, out.ctypes.data + oh * wo * _STEP, wo)
+            if act != NONE:  # over the whole block at once (rows of 7·8 values are short for its loops)
+                act_row(out, out, np.float32(0.0), False, act, alpha)
+            ys = y[n, c0:c0 + lanes]
+            for oh in range(ho):
+                s = out[oh * wo * 8:(oh + 1) * wo * 8]
+                if lanes == 8:
                     for q in range(wo):
-                        dst[q] = s[q * 8]
+                        for l in range(8):
+                            ys[l, oh, q] = s[q * 8 + l]
+                else:
+                    for q in range(wo):
+                        for l in range(lanes):
+                            ys[l, oh, q] = s[q * 8 + l]

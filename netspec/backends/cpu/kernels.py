@@ -70,8 +70,8 @@ _WARM_CASES: dict[str, list[tuple[dict, list[tuple[int, ...]], tuple[str, ...]]]
                ({"out": 2, "kernel": 1}, [_IMG], ("eval",)),                          # pointwise GEMM
                ({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [_IMG], ("eval",)),   # depthwise
                ({"out": 2, "kernel": 3, "groups": 2, "stride": 2}, [_IMG], ("eval",)),    # depthwise, strided
-               ({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [(1, 2, 16, 16)], ("eval",)),  # wide depthwise
-               ({"out": 2, "kernel": 3, "groups": 2, "stride": 2}, [(1, 2, 34, 34)], ("eval",)),   # wide, strided
+               ({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [(1, 2, 32, 32)], ("eval",)),  # wide depthwise
+               ({"out": 2, "kernel": 3, "groups": 2, "stride": 2}, [(1, 2, 66, 66)], ("eval",)),   # wide, strided
                ({"out": 16, "kernel": 3, "padding": 1}, [(1, 16, 16, 16)], ("eval",)),    # Winograd
                ({"out": 4, "kernel": 1}, [(1, 4, 128, 128)], ("eval",))],   # GEMM in parallel blocks
     "conv_transpose2d": [({"out": 2, "kernel": 2, "stride": 2}, [_IMG], ("eval",))],
