@@ -383,9 +383,25 @@ def test_numba_cache_directory_follows_xdg_cache_home(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import os, netspec.backends.cpu, numba.core.config as c; "
                           "print(os.environ['NUMBA_CACHE_DIR']); print(c.CACHE_DIR)"],
                          env=env, capture_output=True, text=True, check=True).stdout.split("\n")
-    expected = str(tmp_path / "netspec" / "numba")
+    from netspec.backends.cpu import _sources_digest
+    expected = str(tmp_path / "netspec" / "numba" / _sources_digest())
     assert out[:2] == [expected, expected]
     assert os.path.isdir(expected)
+
+
+def test_numba_cache_folder_changes_with_any_backend_source(tmp_path):
+    """Numba checks only a cached function's own file: an edit to a helper other kernels inline
+    must still start a new cache, so the folder is named by a digest of every source."""
+    import shutil
+
+    from netspec.backends.cpu import _sources_digest
+    folder = os.path.dirname(KERNELS["relu"].__code__.co_filename)
+    copy = tmp_path / "cpu"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert _sources_digest(str(copy)) == _sources_digest(folder)
+    with open(copy / "_act.py", "a") as f:
+        f.write("# an edit\n")
+    assert _sources_digest(str(copy)) != _sources_digest(folder)
 
 
 def test_concat_of_many_large_inputs_is_exact():

@@ -3,21 +3,36 @@
 
 `KERNELS` maps each op's canonical name to its kernel; `warm_up(op_names)` compiles what those
 ops need ahead of a run. Every jitted function is compiled with `cache=True`; the cache lives in a
-per-user directory ($NUMBA_CACHE_DIR, else $XDG_CACHE_HOME/netspec/numba or ~/.cache/netspec/numba,
-else a private temporary directory), because site-packages may be read-only.
+per-user directory ($NUMBA_CACHE_DIR, else a folder per version of this backend's sources in
+$XDG_CACHE_HOME/netspec/numba or ~/.cache/netspec/numba, else in a private temporary directory),
+because site-packages may be read-only.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
 
 
+def _sources_digest(folder: str = os.path.dirname(os.path.abspath(__file__))) -> str:
+    """A digest of the CPU backend's sources, naming its cache folder: Numba checks only each cached
+    function's own file, so an edited helper that other kernels inline (`_act.py`, say) would
+    leave them running the old code from the cache; a new digest starts a new cache."""
+    digest = hashlib.sha1()
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()[:12]
+
+
 def _cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    candidates = [os.path.join(base, "netspec", "numba")]
+    version = _sources_digest()
+    candidates = [os.path.join(base, "netspec", "numba", version)]
     uid = os.getuid() if hasattr(os, "getuid") else os.getpid()
-    candidates.append(os.path.join(tempfile.gettempdir(), f"netspec-numba-{uid}"))
+    candidates.append(os.path.join(tempfile.gettempdir(), f"netspec-numba-{uid}", version))
     for path in candidates:
         try:
             os.makedirs(path, exist_ok=True)
