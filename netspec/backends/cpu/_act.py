@@ -41,6 +41,7 @@ _F = np.float32
 _ZERO, _HALF, _ONE, _TWO, _SIX = _F(0.0), _F(0.5), _F(1.0), _F(2.0), _F(6.0)
 _LO, _HI = _F(-110.0), _F(90.0)  # e^x rounds to 0 below −103.98 and overflows above 88.73: clamping
 #                                  there changes no result and keeps n within [−159, 130]
+_SAT_LO, _SAT_HI = _F(-87.0), _F(89.0)  # `_exp_sat`'s range: e^−87 ≈ 1.6e−38 is still a normal float
 _LOG2E = _F(1.44269504088896341)
 _LN2_HI, _LN2_LO = _F(0.693359375), _F(-2.12194440e-4)  # ln 2 in two parts (Cody–Waite): n·_LN2_HI is exact
 _ROUND = _F(12582912.0)  # 1.5·2^23: (v + _ROUND) − _ROUND rounds v to the nearest integer (|v| < 2^22)
@@ -51,8 +52,8 @@ _TANH_MAX, _TANH_NEG = _F(9.0), _F(-9.0)  # tanh(9) = 1 − 3e−8 rounds to 1 i
 
 @intrinsic
 def _pow2(typingctx, n):
-    """2^n as float32 for an integer-valued float32 n in [−126, 127], built from its exponent bits
-    (an int → float bit cast, which Numba has no scalar operation for)."""
+    """2^n as float32 for an integer-valued float32 n in [−126, 127] (and n = 128 gives inf), built
+    from its exponent bits (an int → float bit cast, which Numba has no scalar operation for)."""
     if n != types.float32:
         return None
 
@@ -79,24 +80,34 @@ def _div(typingctx, a, b):
 
 
 @njit(cache=True, fastmath=FMA, inline="always")
+def _reduce(x, lo, hi):
+    """(q, n) with e^t = (1 + q)·2^n, |q| < 0.42, for t = x clamped to [lo, hi]. NaN gives q = NaN."""
+    t = x if x > lo else lo  # (a NaN becomes lo here, so the integer conversion sees a number…)
+    t = t if t < hi else hi
+    n = (t * _LOG2E + _ROUND) - _ROUND
+    r = (t - n * _LN2_HI) - n * _LN2_LO  # |r| ≤ ln2 / 2
+    q = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * (r * r) + r
+    return (q if x == x else x), n  # (…and comes back here)
+
+
+@njit(cache=True, fastmath=FMA, inline="always")
 def _exp_q(x):
     """(q, n1, n2) with e^x = (1 + q)·2^n1·2^n2, |q| < 0.42: n = n1 + n2 is split in two halves so
     that each power of two is a normal float and the products overflow to inf, and underflow
     gradually, exactly where e^x does. NaN gives q = NaN."""
-    t = x if x > _LO else _LO  # (a NaN becomes _LO here, so the integer conversion sees a number…)
-    t = t if t < _HI else _HI
-    n = (t * _LOG2E + _ROUND) - _ROUND
-    r = (t - n * _LN2_HI) - n * _LN2_LO  # |r| ≤ ln2 / 2
-    q = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * (r * r) + r
-    q = q if x == x else x  # (…and comes back here)
+    q, n = _reduce(x, _LO, _HI)
     n1 = (n * _HALF + _ROUND) - _ROUND
     return q, n1, n - n1
 
 
 @njit(cache=True, fastmath=FMA, inline="always")
-def _exp(x):
-    q, n1, n2 = _exp_q(x)
-    return ((_ONE + q) * _pow2(n1)) * _pow2(n2)
+def _exp_sat(x):
+    """e^x for 1 + e^x in a sigmoid or SiLU: (1 + q)·2^n with one power of two, not `_exp_q`'s two
+    (SiLU 20% faster; the same bits wherever e^x is a normal float). Below −87 it stays at e^−87
+    (1 + e^−87 is 1, as 1 + e^x is); from x ≈ 88.4 on it is inf (2^128), though e^x is finite up
+    to 88.72: there a sigmoid of 3e−39 becomes 0, a SiLU of −3e−37 becomes −0."""
+    q, n = _reduce(x, _SAT_LO, _SAT_HI)
+    return (_ONE + q) * _pow2(n)
 
 
 @njit(cache=True, fastmath=FMA, inline="always")
@@ -163,7 +174,7 @@ def _act(src, dst, b, act, alpha):
     elif act == SILU:
         for i in range(n):
             v = src[i] + b
-            dst[i] = _div(v, _ONE + _exp(-v))  # e^−v = inf for v ≤ −89: −0.0, not NaN
+            dst[i] = _div(v, _ONE + _exp_sat(-v))  # e^−v = inf for v ≤ −88.4: −0.0, not NaN
     elif act == HARDSWISH:
         for i in range(n):
             v = src[i] + b
@@ -173,7 +184,7 @@ def _act(src, dst, b, act, alpha):
             dst[i] = v * r / _SIX  # (a constant divisor: no zero test)
     elif act == SIGMOID:
         for i in range(n):
-            dst[i] = _div(_ONE, _ONE + _exp(-(src[i] + b)))
+            dst[i] = _div(_ONE, _ONE + _exp_sat(-(src[i] + b)))
     else:  # TANH
         for i in range(n):
             dst[i] = _tanh(src[i] + b)
