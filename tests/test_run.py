@@ -193,3 +193,16 @@ def test_eval_runs_in_the_planned_arena(load_spec):
         tracemalloc.stop()
     # (what remains: the input check's temporaries; every tensor allocated anew was about plan.arena)
     assert allocated < plan.arena / 5, (allocated, plan.arena)
+
+
+def test_large_finite_inputs_pass_the_nan_check(load_spec):
+    """The NaN/Inf check sums the input first: finite values whose sum overflows are still accepted,
+    and one NaN or Inf among them is still found and counted."""
+    from netspec.backends.executor import check_input
+    x = np.full((2, 3, 4, 4), 3e38, np.float32)
+    assert check_input("input", x, (3, 4, 4)) is x
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[1, 2, 3, 0] = bad
+        with pytest.raises(InputError, match="contains 1 NaN or Inf value"):
+            check_input("input", y, (3, 4, 4))

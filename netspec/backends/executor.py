@@ -45,9 +45,14 @@ def check_input(name: str, value, expected_dims: tuple[int, ...]) -> np.ndarray:
     if tuple(value.shape[1:]) != expected_dims or value.shape[0] < 1:
         raise InputError(f"input '{name}' has shape {'×'.join(map(str, value.shape))}; expected {want}")
     array = np.ascontiguousarray(value, dtype=np.float32)
-    bad = array.size - int(np.isfinite(array).sum())
-    if bad:
-        raise InputError(f"input '{name}' contains {bad:,} NaN or Inf value(s)")
+    # a NaN or Inf makes the sum NaN or Inf: one vectorised pass (15 µs for a 224² image, against
+    # 100 µs for counting), and the count only then (or when large finite values overflowed it)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = array.sum(dtype=np.float32)
+    if not np.isfinite(total):
+        bad = array.size - int(np.isfinite(array).sum())
+        if bad:
+            raise InputError(f"input '{name}' contains {bad:,} NaN or Inf value(s)")
     return array
 
 
