@@ -667,3 +667,26 @@ def test_winograd_weight_transform_is_reused_and_released_with_its_array():
     del w
     gc.collect()
     assert key not in winograd._weights_cache  # no weights kept alive by the cache
+
+
+def test_every_kernel_writes_into_the_array_it_is_given():
+    """The executor hands each CPU kernel its output's place in the arena (`out=`): every kernel, on
+    each of its warm-up cases, writes the same values there as into an array of its own, and
+    returns that array."""
+    from netspec.backends.cpu.kernels import _WARM_CASES
+    from netspec.ir.types import TensorType
+    rng = np.random.default_rng(8)
+    for name, kernel in KERNELS.items():
+        op = ops.get(name)
+        for attrs_dict, shapes, modes in _WARM_CASES.get(name, [({}, [(1, 2, 4, 4)], ("eval",))]):
+            if "eval" not in modes:
+                continue
+            attrs = op.attrs.model_validate(attrs_dict)
+            inputs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+            params = {p: np.abs(rng.standard_normal(spec.shape)).astype(np.float32) + 0.5
+                      for p, spec in op.params(attrs, [TensorType(s) for s in shapes]).items()}
+            own = kernel(attrs, inputs, params, RunContext())
+            out = np.full(own.shape, np.nan, np.float32)
+            got = kernel(attrs, inputs, params, RunContext(), out=out)
+            assert np.shares_memory(got, out) and got.shape == out.shape, name
+            np.testing.assert_array_equal(out, own, err_msg=name)
