@@ -24,9 +24,10 @@ def output(out: np.ndarray | None, shape) -> np.ndarray:
 
 def into(out: np.ndarray | None, y: np.ndarray) -> np.ndarray:
     """y (a view, say), or y copied into `out` where the caller hands one that is not y's memory."""
-    if out is None or out.ctypes.data == y.ctypes.data:
-        return y if out is None else out
-    out[...] = y
+    if out is None:
+        return y
+    if out.ctypes.data != y.ctypes.data:
+        out[...] = y
     return out
 
 

@@ -209,10 +209,10 @@ def _scale(a, s, rows: bool, out, parallel: bool):
 
 def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual):
     """How a layer convolves inputs of `shape` (N×C×H×W) on `threads` threads: a function
-    (x, gate, residual, out) → y (written into `out` where one is given), the convolution of x by w (C_out×C/G×kh×kw) + bias, its input
-    channels first scaled by the gate (N×C×1×1, pointwise convolutions only) when one is passed, + the
-    residual (output-shaped) if `residual`, then the activation `act` (a code of `_act`) with its
-    scalar `alpha`."""
+    (x, gate, residual, out) → y (written into `out` where one is given), the convolution of x by
+    w (C_out×C/G×kh×kw) + bias, its input channels first scaled by the gate (N×C×1×1, pointwise
+    convolutions only) when one is passed, + the residual (output-shaped) if `residual`, then the
+    activation `act` (a code of `_act`) with its scalar `alpha`."""
     n, c, h, wd = shape
     o, g = attrs.out, attrs.groups
     kh, kw = attrs.kernel
