@@ -2,8 +2,6 @@
 output is small, one row per image)."""
 from __future__ import annotations
 
-import numpy as np
-
 from ...ops.fused import split_inputs
 from . import gemm
 from ._act import NONE, activation_code
