@@ -416,6 +416,23 @@ def test_concat_of_many_large_inputs_is_exact():
     np.testing.assert_array_equal(KERNELS["concat"](a, rows, {}, RunContext()), np.concatenate(rows, axis=3))
 
 
+def test_concat_copies_only_the_inputs_not_already_in_their_place():
+    """At batch 1 the memory plan may have an input written in its place in the output: concat
+    leaves it there and copies the others."""
+    rng = np.random.default_rng(4)
+    a = ops.get("concat").attrs.model_validate({})
+    xs = [rng.standard_normal((1, c, 5, 5)).astype(np.float32) for c in (2, 3, 1)]
+    out = np.full((1, 6, 5, 5), np.nan, np.float32)
+    out[:, 2:5] = xs[1]
+    in_place = out[:, 2:5]
+    y = KERNELS["concat"](a, [xs[0], in_place, xs[2]], {}, RunContext(), out=out)
+    assert y is out
+    np.testing.assert_array_equal(out, np.concatenate(xs, axis=1))
+    other = np.full((1, 6, 5, 5), np.nan, np.float32)  # the same values elsewhere: copied
+    y = KERNELS["concat"](a, [xs[0], in_place.copy(), xs[2]], {}, RunContext(), out=other)
+    np.testing.assert_array_equal(y, np.concatenate(xs, axis=1))
+
+
 @pytest.mark.parametrize("name, attrs", [
     ("conv2d", {"out": 4, "kernel": 3, "padding": 1, "stride": 2, "groups": 2}),
     ("conv_transpose2d", {"out": 4, "kernel": 3, "stride": 2, "padding": 1, "output_padding": 1, "groups": 2})])

@@ -156,17 +156,109 @@ def test_vgg16_planned_peak_is_at_most_25_mib():
     assert plan.unplanned > 4 * plan.arena
 
 
+@pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("name", ["resnet18", "googlenet", "unet", "efficientnet"])
-def test_planned_buffers_never_overlap_while_alive(name):
+def test_planned_buffers_never_overlap_while_alive(name, batch):
     graph = netspec.load(SPECS / f"{name}.yaml").active("eval")
-    plan = plan_memory(graph, batch=2)
+    plan = plan_memory(graph, batch=batch)
     bufs = plan.buffers
+
     for i, a in enumerate(bufs):
         for b in bufs[i + 1:]:
-            if a.start <= b.end and b.start <= a.end:  # alive at the same step
+            if a.start <= b.end and b.start <= a.end and not _contains(a, b) and not _contains(b, a):
                 assert a.offset + a.size <= b.offset or b.offset + b.size <= a.offset, (a.tensors, b.tensors)
+    for part in (b for b in bufs if b.parent is not None):  # inside its concat's output, alive within it
+        assert part.parent.offset <= part.offset and part.offset + part.size <= part.parent.offset + part.parent.size
+        assert part.parent.start <= part.start and part.end <= part.parent.end
     assert plan.arena <= plan.unplanned
     assert set(plan.offsets) == set(graph.inputs) | {n.name for n in graph.nodes}
+    assert (sum(b.parent is not None for b in bufs) > 0) == (batch == 1 and name in ("googlenet", "unet"))
+
+
+def _contains(outer, inner) -> bool:
+    """Whether `inner` is placed inside `outer` (a part of it, or of a part of it)."""
+    while inner.parent is not None:
+        inner = inner.parent
+        if inner is outer:
+            return True
+    return False
+
+
+def test_a_concats_inputs_are_written_in_its_output(load_spec):
+    """At batch 1 a channel slice of the output is one contiguous run: each input a step wrote and
+    only the concat reads from then on is placed there (its in-place chain with it), so the concat
+    copies nothing for it. Not the caller's input, nor one read after the concat, nor at batch 2."""
+    g = load_spec("""
+        input: {shape: [3, 4, 4]}
+        layers:
+          - {op: conv2d, name: a, out: 2, kernel: 1}
+          - {op: relu, name: a_act}
+          - {op: conv2d, name: b, in: input, out: 3, kernel: 1}
+          - {op: conv2d, name: c, in: input, out: 4, kernel: 1}
+          - {op: concat, name: cat, in: [a_act, b, c, input]}
+          - {op: conv2d, name: after, out: 2, kernel: 1}
+          - {op: conv2d, name: c_later, in: c, out: 2, kernel: 1}
+          - {op: add, name: out, in: [after, c_later]}
+        """)
+    plan = plan_memory(g, batch=1)
+    buffer = {t: b for b in plan.buffers for t in b.tensors}
+    cat = buffer["cat"]
+    floats = 4 * 4 * 4  # bytes per channel of a 4×4 map
+    assert buffer["a"] is buffer["a_act"] and buffer["a"].parent is cat and plan.offsets["a_act"] == cat.offset
+    assert buffer["b"].parent is cat and plan.offsets["b"] == cat.offset + 2 * floats
+    assert buffer["c"].parent is None  # read after the concat (c_used_later): copied
+    assert buffer["input"].parent is None  # the caller's array: copied
+    assert cat.start == buffer["a"].start  # the output is reserved from its first part's first write
+    assert "cat" not in plan.concats_in_place  # (two inputs still to copy)
+    assert all(b.parent is None for b in plan_memory(g, batch=2).buffers)  # channel slices not contiguous
+
+
+def test_a_concat_with_every_input_in_place_is_not_run(load_spec):
+    """When every input of a concat was written in its place, the CPU executor skips the concat's
+    step. Results agree with the reference at batch 1 and 2, also where the concat's output is
+    then overwritten in place by a graph output (allocated afresh every run, its parts with it),
+    and a returned output is not overwritten by the next run."""
+    nested = load_spec("""
+        input: {shape: [3, 4, 4]}
+        outputs: [cat, head]
+        layers:
+          - {op: conv2d, name: a, out: 2, kernel: 1}
+          - {op: relu, name: a_act}
+          - {op: conv2d, name: b, in: input, out: 3, kernel: 3, padding: 1}
+          - {op: maxpool2d, name: p, in: input, kernel: 3, stride: 1, padding: 1}
+          - {op: concat, name: inner, in: [b, p]}
+          - {op: concat, name: cat, in: [a_act, inner]}
+          - {op: flatten, name: flat, in: inner}
+          - {op: linear, name: head, out: 3}
+        """)
+    plan = plan_memory(nested, batch=1)
+    assert plan.concats_in_place == {"inner"}  # (cat is a graph output; flat reads inner after cat)
+    into_output = load_spec("""
+        input: {shape: [3, 4, 4]}
+        layers:
+          - {op: conv2d, name: a, out: 2, kernel: 1}
+          - {op: flatten, name: a_flat}
+          - {op: conv2d, name: b, in: input, out: 3, kernel: 3, padding: 1}
+          - {op: flatten, name: b_flat}
+          - {op: concat, name: cat, in: [a_flat, b_flat]}
+          - {op: relu, name: act}
+        """)
+    plan = plan_memory(into_output, batch=1)
+    assert plan.concats_in_place == {"cat"} and plan.in_place().get("act") == "cat"
+    for graph in (nested, into_output):
+        exe = netspec.compile(graph, backend="cpu", weights=random_weights(graph), progress=False)
+        reference = netspec.compile(graph, backend="reference", weights=exe.weights)
+        rng = np.random.default_rng(0)
+        for batch in (1, 2, 1):
+            x = rng.standard_normal((batch, 3, 4, 4), dtype=np.float32)
+            got = exe.run(x)
+            kept = {k: v.copy() for k, v in got.items()}
+            expected = reference.run(x)
+            for k in expected:
+                np.testing.assert_allclose(got[k], expected[k], rtol=1e-5, atol=1e-5)
+            exe.run(-x)
+            for k in got:
+                np.testing.assert_array_equal(got[k], kept[k])
 
 
 def test_in_place_only_when_the_input_dies(load_spec):

@@ -101,8 +101,12 @@ class Arena:
     run allocates nothing for its activations, and the memory it touches was touched by the last
     run (fresh allocations cost a page fault per 4 KiB on every run: 1,550 a run in MobileNet v1).
 
+    A concat's inputs the plan placed in its output get their slots there; a concat with every
+    input so placed has nothing to do, and its step is skipped (`done`).
+
     A buffer that holds a graph output is the exception: it is allocated anew each run
-    (`outs()`), so the arrays a run returns stay the caller's when the next run comes."""
+    (`outs()`), with the concat inputs placed in it, so the arrays a run returns stay the
+    caller's when the next run comes."""
 
     def __init__(self, graph: Graph, batch: int):
         plan = plan_memory(graph, batch)
@@ -112,24 +116,34 @@ class Arena:
         step_of = {node.name: i for i, node in enumerate(graph.nodes)}
         self.shapes = [(batch,) + graph.type_of(node.name).dims for node in graph.nodes]
         self.views = [node.op in VIEWS for node in graph.nodes]
+        # steps with nothing to do: concats whose inputs their producers wrote in place (as planned)
+        self.done = [node.name in plan.concats_in_place for node in graph.nodes]
         self.fixed: list[np.ndarray | None] = [None] * len(graph.nodes)
-        self.fresh: list[tuple[int, list[int]]] = []  # per buffer made each run: its bytes, its steps
+        self.fresh: list[tuple[int, list[tuple[int, int]]]] = []  # per buffer made each run: its bytes, its
+        # steps with the byte offsets where they write in it
         outputs = set(graph.outputs)
+        parts: dict[int, list] = {}  # a top-level buffer's id -> it and the concat parts placed in it
         for buffer in plan.buffers:
-            steps = [step_of[t] for t in buffer.tensors if t in step_of]
+            parts.setdefault(id(buffer.root()), []).append(buffer)
+        for buffer in plan.buffers:
+            if buffer.parent is not None:
+                continue
+            # each step writing into this buffer (or a part of it), with where it writes, from its start
+            steps = [(step_of[t], part.offset - buffer.offset) for part in parts[id(buffer)] for t in part.tensors
+                     if t in step_of]
             if buffer.start < 0 or not steps:  # a graph input's (the caller's array; views of it)
                 continue
-            if outputs.intersection(buffer.tensors):
+            if any(outputs.intersection(part.tensors) for part in parts[id(buffer)]):
                 self.fresh.append((buffer.size, steps))
                 continue
-            for i in steps:
-                self.fixed[i] = self._slot(self.memory[buffer.offset:buffer.offset + buffer.size], i)
+            for i, at in steps:
+                self.fixed[i] = self._slot(self.memory[buffer.offset:buffer.offset + buffer.size], at, i)
 
-    def _slot(self, memory: np.ndarray, i: int) -> np.ndarray | None:
+    def _slot(self, memory: np.ndarray, at: int, i: int) -> np.ndarray | None:
         if self.views[i]:
             return None
         count = int(np.prod(self.shapes[i], dtype=np.int64))
-        return memory[:4 * count].view(np.float32).reshape(self.shapes[i])
+        return memory[at:at + 4 * count].view(np.float32).reshape(self.shapes[i])
 
     def outs(self) -> list[np.ndarray | None]:
         """For each step, the array its kernel writes (None: the kernel returns its own)."""
@@ -138,8 +152,8 @@ class Arena:
         outs = list(self.fixed)
         for size, steps in self.fresh:
             memory = np.empty(size, np.uint8)
-            for i in steps:
-                outs[i] = self._slot(memory, i)
+            for i, at in steps:
+                outs[i] = self._slot(memory, at, i)
         return outs
 
 
@@ -210,22 +224,25 @@ class Executable:
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = check_inputs(self.graph, inputs)
         if not self._writes_into:
-            return self._run(values, [None] * len(self.plan))
+            return self._run(values, [None] * len(self.plan), [False] * len(self.plan))
         with self._lock:
             batch = next(iter(values.values())).shape[0]
             if self._arena is None or self._arena.batch != batch:
                 self._arena = None  # (the old one freed before the new one is made)
                 self._arena = Arena(self.graph, batch)
-            return self._run(values, self._arena.outs())
+            return self._run(values, self._arena.outs(), self._arena.done)
 
-    def _run(self, values: dict[str, np.ndarray], outs: list[np.ndarray | None]) -> dict[str, np.ndarray]:
+    def _run(self, values: dict[str, np.ndarray], outs: list[np.ndarray | None],
+             done: list[bool]) -> dict[str, np.ndarray]:
         self.steps += 1
         if any(self.weights[k] is not array for k, array in self._bound):  # weights replaced since
             self._prepare()
-        for step, release, out in zip(self.plan, self.release, outs):
+        for step, release, out, nothing_to_do in zip(self.plan, self.release, outs, done):
             node = step.node
             args = [values[i] for i in node.inputs]
-            if step.prepared is not None:
+            if nothing_to_do:  # (a call would cost ~200 µs in a network: Python there runs on cold caches)
+                values[node.name] = out
+            elif step.prepared is not None:
                 values[node.name] = step.prepared(args, out)
             else:
                 params = {p: self.weights[k] for p, k in step.keys.items()}

@@ -84,7 +84,7 @@ _WARM_CASES: dict[str, list[tuple[dict, list[tuple[int, ...]], tuple[str, ...]]]
     "maxout": [({"pieces": 2}, [_IMG], ("eval",))],
     "add": [({}, [_IMG, _IMG, _IMG], ("eval",))],
     "mul": [({}, [_IMG, (1, 2, 1, 1)], ("eval",))],
-    "concat": [({}, [_IMG] * k, ("eval",)) for k in (2, 3, 4)],  # one compilation per count of inputs
+    "concat": [({}, [_IMG] * k, ("eval",)) for k in (1, 2, 3, 4)],  # one compilation per count of inputs
     "linear": [({"out": 3}, [(1, 4)], ("eval",))],
     "fused_linear": [({"out": 3, "residual": True, "activation": "relu"}, [(1, 4), (1, 3)], ("eval",))],
     "reshape": [({"shape": [-1]}, [_IMG], ("eval",))],
