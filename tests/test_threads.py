@@ -27,3 +27,22 @@ def test_none_leaves_the_defaults_and_zero_is_refused():
     with pytest.raises(ValueError):
         with set_threads(0):
             pass
+
+
+def test_the_kernels_thread_count_follows_numba_in_every_python_thread():
+    """The CPU kernels read Numba's thread count through a lock-free reader (backends/cpu/_util.py);
+    it must say what numba.get_num_threads says, under set_threads and in another Python thread
+    (Numba's count is per thread)."""
+    import threading
+
+    from netspec.backends.cpu._util import thread_count
+    seen = {}
+    with set_threads(1):
+        seen["one"] = (thread_count(), numba.get_num_threads())
+        worker = threading.Thread(target=lambda: seen.update(other=(thread_count(), numba.get_num_threads())))
+        worker.start()
+        worker.join()
+    with set_threads(2):
+        seen["two"] = (thread_count(), numba.get_num_threads())
+    assert seen["one"] == (1, 1) and seen["two"] == (2, 2)
+    assert seen["other"][0] == seen["other"][1] >= 1

@@ -10,11 +10,11 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
 from . import depthwise, gemm, winograd
 from ._act import FMA, NONE, act_row, activation_code
-from ._util import bias_or_zeros, f32, output, window_out
+from ._util import bias_or_zeros, f32, output, thread_count, window_out
 
 
 @njit(cache=True, fastmath=FMA)
@@ -152,7 +152,7 @@ class _Layer:
         x = f32(inputs[0])
         gate = f32(inputs[1]) if self.gated else None
         residual = f32(inputs[1 + self.gated]) if self.residual else None
-        key = (x.shape, get_num_threads())
+        key = (x.shape, thread_count())
         plan = self.plans.get(key)
         if plan is None:
             plan = self.plans[key] = _plan(self.attrs, x.shape, key[1], self.weight, self.bias, self.has_bias,

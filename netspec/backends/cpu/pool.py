@@ -14,9 +14,9 @@ planes at once: stride 1 with a centred window (`_maxpool_same`) and stride 2 on
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
-from ._util import f32, output, window_out
+from ._util import f32, output, thread_count, window_out
 
 # Planes with narrower outputs than this pool their columns as one flat run over all rows (rows of
 # 7–28 values are too short to vectorise well); wider ones row by row, straight into the output.
@@ -395,13 +395,13 @@ def maxpool2d(attrs, inputs, params, ctx, out=None):
     wo = window_out(w, dw * (kw - 1) + 1, sw, pw, pw, attrs.ceil_mode)
     y = output(out, (n, c, ho, wo))
     if (sh, sw, dh, dw) == (1, 1, 1, 1) and (kh, kw) == (2 * ph + 1, 2 * pw + 1) and x.size:
-        _maxpool_same(x, ph, pw, y, get_num_threads())
+        _maxpool_same(x, ph, pw, y, thread_count())
         return y
     if (sh, sw, dh, dw) == (2, 2, 1, 1) and kh <= 3 and kw in (2, 3) and w == 2 * wo and y.size:
-        _maxpool_s2(x, kh, kw, ph, pw, y, get_num_threads())
+        _maxpool_s2(x, kh, kw, ph, pw, y, thread_count())
         return y
     hp, wp, flat = _plane_layout(h, w, ho, wo, attrs.kernel, attrs.stride, attrs.padding, attrs.dilation)
-    _maxpool(x, kh, kw, sh, sw, ph, pw, dh, dw, hp, wp, flat, y, get_num_threads())
+    _maxpool(x, kh, kw, sh, sw, ph, pw, dh, dw, hp, wp, flat, y, thread_count())
     return y
 
 
@@ -415,7 +415,7 @@ def avgpool2d(attrs, inputs, params, ctx, out=None):
     wo = window_out(w, kw, sw, pw, pw, attrs.ceil_mode)
     y = output(out, (n, c, ho, wo))
     hp, wp, flat = _plane_layout(h, w, ho, wo, attrs.kernel, attrs.stride, attrs.padding, (1, 1))
-    _avgpool(x, kh, kw, sh, sw, ph, pw, hp, wp, flat, bool(attrs.count_include_pad), y, get_num_threads())
+    _avgpool(x, kh, kw, sh, sw, ph, pw, hp, wp, flat, bool(attrs.count_include_pad), y, thread_count())
     return y
 
 
