@@ -192,8 +192,19 @@ def fused_case(draw, base: str, base_case):
     return attrs, shapes
 
 
+@st.composite
+def squeeze_excitation_case(draw):
+    """Small maps, and one of 32,768 values: the kernel takes the means on all threads from there."""
+    acts = st.sampled_from([None, "relu", "leaky_relu", "elu", "silu", "hardswish", "sigmoid", "tanh"])
+    attrs = {"hidden": draw(st.integers(1, 6)), "squeeze_bias": draw(st.booleans()), "excite_bias": draw(st.booleans()),
+             "activation": draw(acts), "alpha": draw(st.floats(0.1, 1.0)), "gate_activation": draw(acts),
+             "gate_alpha": draw(st.floats(0.1, 1.0))}
+    return attrs, [draw(st.one_of(image(hw=(1, 9)), st.just((1, 8, 64, 64))))]
+
+
 CASES = {
     "conv2d": conv2d_case(),
+    "squeeze_excitation": squeeze_excitation_case(),
     "fused_conv2d": fused_case("conv2d", conv2d_case()),
     "fused_linear": fused_case("linear", linear_case()),
     "conv_transpose2d": conv_transpose2d_case(),

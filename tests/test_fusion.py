@@ -12,7 +12,7 @@ import pytest
 import netspec
 from netspec.backends.cpu import KERNELS
 from netspec.ops.registry import RunContext
-from netspec.passes.fuse import fuse_epilogues
+from netspec.passes.fuse import fuse_epilogues, fuse_squeeze_excitation
 from netspec.passes.manager import optimize
 from netspec.weights import init_weights
 
@@ -193,6 +193,92 @@ def test_squeeze_excitation_gate_fuses_into_the_pointwise_conv(load_spec, c, hw,
     got, unfused, reference = _three_ways(graph, x)
     np.testing.assert_allclose(got, unfused, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
+
+
+# c·hw² ≥ 32,768 (8·64²): the CPU kernel takes the means on all threads
+@pytest.mark.parametrize("c, hw, batch", [(8, 6, 3), (8, 64, 1), (24, 3, 2)])
+def test_the_squeeze_excitation_gate_becomes_one_node(load_spec, c, hw, batch):
+    graph = load_spec(SQUEEZE_EXCITE.format(c=c, hw=hw, out=c))
+    weights = _weights(graph)
+    optimized, opt_weights = optimize(graph.active("eval"), weights)
+    se = optimized.node("excite")
+    assert se.op == "squeeze_excitation" and se.inputs == ("dw",)
+    assert (se.attrs.hidden, se.attrs.activation, se.attrs.gate_activation) == (2, "silu", "sigmoid")
+    assert not {"squeeze", "reduce"} & {n.name for n in optimized.nodes}
+    for old, new in (("reduce.weight", "squeeze_weight"), ("reduce.bias", "squeeze_bias"),
+                     ("excite.weight", "excite_weight"), ("excite.bias", "excite_bias")):
+        assert opt_weights[f"excite.{new}"] is weights[old] and old not in opt_weights  # renamed, not copied
+    x = np.random.default_rng(6).standard_normal((batch, c, hw, hw), dtype=np.float32)
+    got, unfused, reference = _three_ways(graph, x)
+    np.testing.assert_allclose(got, unfused, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
+
+
+SE_HEAD = "netspec: 1\nname: se\ninput: {shape: [4, 5, 5]}\nlayers:\n"
+
+
+def test_a_squeeze_excitation_gate_that_is_an_output_still_fuses(load_spec):
+    """Its name stays (the fused node keeps the last conv's), so nothing a caller sees is lost."""
+    graph = load_spec(SE_HEAD + """  - {op: global_avgpool, name: p}
+  - {op: conv2d, name: s, out: 2, kernel: 1}
+  - {op: relu}
+  - {op: conv2d, name: out, out: 4, kernel: 1}
+  - {op: sigmoid, name: gate}
+outputs: [out, gate]
+""")
+    optimized, _ = optimize(graph.active("eval"), _weights(graph))
+    assert optimized.node("out").op == "squeeze_excitation" and optimized.node("out").attrs.gate_activation is None
+    x = np.random.default_rng(8).standard_normal((2, 4, 5, 5), dtype=np.float32)
+    weights = _weights(graph)
+    got = netspec.compile(graph, weights=weights, progress=False).run(x)
+    want = netspec.compile(graph, backend="reference", weights=weights, optimize=False).run(x)
+    for key in ("out", "gate"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layers, why", [
+    ("""  - {op: global_avgpool, name: p}
+  - {op: conv2d, name: s, out: 2, kernel: 1}
+  - {op: conv2d, name: e, out: 4, kernel: 1}
+  - {op: add, name: out, in: [e, p]}""", "the pooled value has a second reader"),
+    ("""  - {op: global_avgpool, name: p}
+  - {op: conv2d, name: s, out: 2, kernel: 1}
+  - {op: relu, name: r}
+  - {op: conv2d, name: e, out: 4, kernel: 1}
+  - {op: concat, name: out, in: [e, r]}""", "the squeeze's value has a second reader"),
+    ("""  - {op: global_avgpool, name: p}
+  - {op: conv2d, name: s, out: 2, kernel: 1}
+  - {op: conv2d, name: e, out: 4, kernel: 1}
+  - {op: mul, name: out, in: [input, e]}
+outputs: [s, out]""", "the squeeze's value is an output"),
+    ("""  - {op: global_avgpool, name: p}
+  - {op: conv2d, name: s, out: 2, kernel: 3, padding: 1}
+  - {op: conv2d, name: e, out: 4, kernel: 1}
+  - {op: mul, name: out, in: [input, e]}""", "a 3×3 squeeze"),
+    ("""  - {op: global_avgpool, name: p}
+  - {op: conv2d, name: s, out: 2, kernel: 1}
+  - {op: conv2d, name: e, out: 3, kernel: 1}
+  - {op: global_avgpool, name: out}""", "the gate's channels are not the input's"),
+    ("""  - {op: maxpool2d, name: p, kernel: 5}
+  - {op: conv2d, name: s, out: 2, kernel: 1}
+  - {op: conv2d, name: e, out: 4, kernel: 1}
+  - {op: mul, name: out, in: [input, e]}""", "not an average"),
+    ("""  - {op: global_avgpool, name: p}
+  - {op: conv2d, name: s, out: 2, kernel: 1, groups: 2}
+  - {op: conv2d, name: e, out: 4, kernel: 1}
+  - {op: mul, name: out, in: [input, e]}""", "a grouped squeeze"),
+])
+def test_squeeze_excitation_does_not_fuse_where_it_would_change_a_value(load_spec, layers, why):
+    graph = load_spec(SE_HEAD + layers + "\n")
+    weights = _weights(graph)
+    fused, _ = fuse_epilogues(graph.active("eval"), weights)
+    after, _ = fuse_squeeze_excitation(fused, weights)
+    assert after is fused, why
+    x = np.random.default_rng(7).standard_normal((2, 4, 5, 5), dtype=np.float32)
+    got = netspec.compile(graph, weights=weights, progress=False).run(x)
+    want = netspec.compile(graph, backend="reference", weights=weights, optimize=False).run(x)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-4)
 
 
 def test_linear_takes_its_residual_and_activation(load_spec):

@@ -196,19 +196,46 @@ def _op_spec(shape, layers):
 
 def test_every_registered_op_has_an_export_and_a_case():
     registered = {op.name for op in ops.all_ops()}
-    assert registered | {"fused_conv2d", "fused_linear"} == set(exportable_ops())  # (fused: tested below)
+    internal = {"fused_conv2d", "fused_linear", "squeeze_excitation"}  # made by passes: tested below
+    assert registered | internal == set(exportable_ops())
     covered = {case.split("-")[0] for case, _, _ in OP_CASES}
     assert registered <= covered
 
 
-@pytest.mark.parametrize("name, params", [("efficientnet", {"resolution": 32}), ("resnet18", {"resolution": 32}),
-                                          ("alexnet", {"resolution": 96})])
-def test_an_optimized_graph_with_fused_ops_exports(name, params):
-    # gate, residual and activation epilogues (EfficientNet, ResNet), linear + relu (AlexNet)
-    graph = _zoo_graph(name, None, tuple(sorted(params.items())))
+@pytest.mark.parametrize("name, params, made", [
+    ("efficientnet", {"resolution": 32}, {"fused_conv2d", "squeeze_excitation"}),
+    ("resnet18", {"resolution": 32}, {"fused_conv2d"}),
+    ("alexnet", {"resolution": 96}, {"fused_linear"}),
+])
+def test_an_optimized_graph_with_fused_ops_exports(name, params, made):
+    # gate, residual and activation epilogues and SE gates (EfficientNet, ResNet), linear + relu (AlexNet)
+    _optimized_export_agrees(_zoo_graph(name, None, tuple(sorted(params.items()))), made)
+
+
+SE_GATE = """
+input: {shape: [6, 5, 5]}
+layers:
+  - {op: global_avgpool, name: pool}
+  - {op: conv2d, name: reduce, out: 3, kernel: 1, bias: false}
+  - {op: leaky_relu, slope: 0.2}
+  - {op: conv2d, name: gate, out: 6, kernel: 1}
+  - {op: mul, name: scaled, in: [input, gate]}
+"""
+
+
+def test_a_squeeze_excitation_gate_without_a_bias_or_gate_activation_exports(load_spec):
+    # EfficientNet's SE gates have both biases, silu and sigmoid: here the other branches, and alpha
+    exe = _optimized_export_agrees(load_spec(SE_GATE), {"squeeze_excitation"})
+    a = exe.graph.node("gate").attrs
+    assert (a.squeeze_bias, a.excite_bias, a.activation, a.alpha, a.gate_activation) == \
+        (False, True, "leaky_relu", pytest.approx(0.2), None)
+
+
+def _optimized_export_agrees(graph, made: set[str]):
+    """The graph optimized (with the `made` ops among its nodes), exported and run in ONNX Runtime,
+    agrees with netspec's CPU execution; the optimized executable."""
     exe = netspec.compile(graph, backend="cpu", weights=_random_weights(graph), progress=False)
-    fused = [n for n in exe.graph.nodes if n.op.startswith("fused_")]
-    assert fused
+    assert made <= {n.op for n in exe.graph.nodes}
     model = export_onnx(exe.graph, exe.weights, batch=2)
     assert [n.name for n in model.graph.node if "/" not in n.name] == [n.name for n in exe.graph.nodes]
     (input_name, input_type), = graph.inputs.items()
@@ -218,6 +245,7 @@ def test_an_optimized_graph_with_fused_ops_exports(name, params):
     for key, value in zip(exe.graph.outputs, got):
         scale = max(1.0, float(np.abs(want[key]).max()))
         np.testing.assert_allclose(value, want[key], rtol=1e-3, atol=1e-3 * scale)
+    return exe
 
 
 @pytest.mark.parametrize("case,shape,layers", OP_CASES, ids=[c for c, _, _ in OP_CASES])

@@ -140,7 +140,7 @@ def test_optimize_records_what_each_pass_changed(load_spec):
     assert by_name["remove_identities"].removed == []  # `out` is the output: kept
     assert sorted(by_name["fold_bn"].removed) == ["bn", "bn_fc"]
     assert by_name["fuse_epilogues"].removed == ["act"] and by_name["fuse_epilogues"].changed == ["conv", "3"]
-    assert [r.name for r in records] == ["remove_identities", "fold_bn", "fuse_epilogues", "dce"]
+    assert [r.name for r in records] == ["remove_identities", "fold_bn", "fuse_epilogues", "fuse_squeeze_excitation", "dce"]
     assert len(optimized.nodes) == len(g.nodes) - 3
 
 

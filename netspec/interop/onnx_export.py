@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..ir.graph import Graph, Node
-from ..ops.fused import activation_attrs, split_inputs
+from ..ops.fused import activation_attrs, attrs_of, split_inputs
 from ..ops.pool import adaptive_bins
 
 OPSET = 17
@@ -211,6 +211,22 @@ class _Builder:
 
     op_fused_conv2d = _fused("conv2d")
     op_fused_linear = _fused("linear")
+
+    def op_squeeze_excitation(self, node, ins, a, name):
+        """A squeeze-excitation gate (ops/fused.py) as the nodes it replaced: GlobalAveragePool, then per
+        1×1 convolution a Conv on its own parameters (`squeeze_weight`, ...) and its activation, if
+        any; the last one writes the node's value."""
+        value = self.add("GlobalAveragePool", ins, f"{name}/pool", f"{name}/pool")
+        for prefix, bias, act, alpha in (("squeeze", a.squeeze_bias, a.activation, a.alpha),
+                                         ("excite", a.excite_bias, a.gate_activation, a.gate_alpha)):
+            inputs = [value, self.param(node, f"{prefix}_weight")]
+            inputs += [self.param(node, f"{prefix}_bias")] if bias else []
+            out = name if prefix == "excite" and act is None else f"{name}/{prefix}"
+            value = self.add("Conv", inputs, out, out, kernel_shape=[1, 1])
+            if act is not None:
+                out = name if prefix == "excite" else f"{name}/{prefix}_{act}"
+                getattr(self, f"op_{act}")(node, [value], attrs_of(act, alpha), out)
+                value = out
 
     def op_flatten(self, node, ins, a, name):
         self.add("Flatten", ins, name, name, axis=1)

@@ -14,13 +14,18 @@ Inputs, in order: x; the gate, when `gate` (conv2d only); the residual, when `re
 
 Shapes, parameters, MACs and window are the base op's; the reference runs the base op's reference
 and then the fused ops' own references, so the reference value is exactly the unfused one's.
+
+`squeeze_excitation` (made by the fuse_squeeze_excitation pass) is a squeeze-excitation block's
+gate from its input, the work of three nodes in one: global_avgpool, then two 1×1 convolutions,
+each with its bias and activation.
 """
 from __future__ import annotations
 
 from .conv import Conv2dAttrs, conv2d_macs, conv2d_params, conv2d_reference, conv2d_shape, conv2d_window
-from .fields import Bool, Float
+from .fields import Bool, Float, PosInt
 from .linear import LinearAttrs, _linear_macs, _linear_params, _linear_reference, _linear_shape
-from .registry import GLOBAL, Attrs, OpDef, ShapeError, get, register
+from .pool import _global_reference, _global_shape
+from .registry import GLOBAL, Attrs, Factor, OpDef, ParamSpec, ShapeError, get, register
 
 
 class EpilogueAttrs(Attrs):
@@ -49,9 +54,14 @@ def activation_alpha(attrs: Attrs) -> float:
 
 def activation_attrs(a: EpilogueAttrs):
     """The fused activation's own attribute model (its one attribute set to `alpha`)."""
-    model = get(a.activation).attrs
+    return attrs_of(a.activation, a.alpha)
+
+
+def attrs_of(activation: str, alpha: float):
+    """An elementwise activation's attribute model, its one attribute (if it has one) set to `alpha`."""
+    model = get(activation).attrs
     fields = list(model.model_fields)
-    return model.model_validate({fields[0]: a.alpha} if fields else {})
+    return model.model_validate({fields[0]: alpha} if fields else {})
 
 
 def split_inputs(a: EpilogueAttrs, inputs: list) -> tuple[object, object, object]:
@@ -98,3 +108,69 @@ register(OpDef(name="fused_conv2d", category="convolution", attrs=FusedConv2dAtt
 register(OpDef(name="fused_linear", category="linear", attrs=FusedLinearAttrs,
                doc="linear with its residual add and activation (made by the fuse_epilogues pass).",
                **_fused(_linear_shape, _linear_params, _linear_macs, lambda a, ins: GLOBAL, _linear_reference)))
+
+
+class SqueezeExcitationAttrs(Attrs):
+    """gate = gate_activation(W2 · activation(W1 · mean_HW(x) + b1) + b2): the squeeze (W1: hidden ×
+    C, the first 1×1 convolution) and the excitation (W2: C × hidden, the second); each bias is
+    there if that convolution had one, each activation (an elementwise op, `alpha` its attribute)
+    if one followed it."""
+
+    hidden: PosInt
+    squeeze_bias: Bool = True
+    excite_bias: Bool = True
+    activation: str | None = None
+    alpha: Float = 0.0
+    gate_activation: str | None = None
+    gate_alpha: Float = 0.0
+
+
+SQUEEZE_EXCITATION_PARAMS = ("squeeze_weight", "squeeze_bias", "excite_weight", "excite_bias")
+
+
+def _se_check(a: SqueezeExcitationAttrs, inputs):
+    for act in (a.activation, a.gate_activation):
+        if act is not None and (get(act) is None or not get(act).elementwise):
+            raise ShapeError(f"'{act}' is not an elementwise activation")
+    return _global_shape(a, inputs)
+
+
+def _se_params(a: SqueezeExcitationAttrs, inputs):
+    (x,) = inputs
+    params = {"squeeze_weight": ParamSpec((a.hidden, x.c, 1, 1), ("C_se", "C", "k_h", "k_w"))}
+    if a.squeeze_bias:
+        params["squeeze_bias"] = ParamSpec((a.hidden,), ("C_se",))
+    params["excite_weight"] = ParamSpec((x.c, a.hidden, 1, 1), ("C", "C_se", "k_h", "k_w"))
+    if a.excite_bias:
+        params["excite_bias"] = ParamSpec((x.c,), ("C",))
+    return params
+
+
+def _se_macs(a: SqueezeExcitationAttrs, inputs, out):
+    """The two convolutions' MACs, N·C_se·C each (the average's additions are not MACs)."""
+    (x,) = inputs
+    return [Factor("N", out.batch), Factor("C", x.c), Factor("C_se", a.hidden), Factor("convs", 2)]
+
+
+def _se_conv(out: int, bias: bool) -> Conv2dAttrs:
+    return Conv2dAttrs(out=out, kernel=1, bias=bias)
+
+
+def _se_reference(a: SqueezeExcitationAttrs, inputs, p, ctx):
+    """The unfused nodes' references in turn, so the value is exactly theirs."""
+    c = inputs[0].shape[1]
+    y = _global_reference(a, inputs, {}, ctx)
+    for prefix, out, bias, act, alpha in (("squeeze", a.hidden, a.squeeze_bias, a.activation, a.alpha),
+                                          ("excite", c, a.excite_bias, a.gate_activation, a.gate_alpha)):
+        params = {"weight": p[f"{prefix}_weight"]} | ({"bias": p[f"{prefix}_bias"]} if bias else {})
+        y = conv2d_reference(_se_conv(out, bias), [y], params, ctx)
+        if act is not None:
+            y = get(act).reference(attrs_of(act, alpha), [y], {}, ctx)
+    return y
+
+
+register(OpDef(name="squeeze_excitation", category="pooling", attrs=SqueezeExcitationAttrs,
+               doc="A squeeze-excitation gate: global average, 1×1 conv, activation, 1×1 conv, activation "
+                   "(made by the fuse_squeeze_excitation pass).",
+               shape=_se_check, params=_se_params, macs=_se_macs, window=lambda a, ins: GLOBAL,
+               reference=_se_reference, internal=True))

@@ -13,6 +13,12 @@ call instead of one pass over memory per node:
 Nothing fuses across a value another node reads or a graph output, so no name anyone sees
 disappears and no reader sees a different value. The fused node keeps the conv's name, place and
 parameters; readers of the last fused node read it instead.
+
+`fuse_squeeze_excitation` then makes a squeeze-excitation block's gate one node: a
+global_avgpool, a 1×1 convolution and another 1×1 convolution after it (each with what
+fuse_epilogues gave it: its activation) become one squeeze_excitation node (ops/fused.py). It
+pays in time, not memory: the gate is small, but three kernel calls cost ~40 µs each inside a
+network (Python runs on cold caches there), far more than their arithmetic.
 """
 from __future__ import annotations
 
@@ -78,3 +84,50 @@ def fuse_epilogues(graph: Graph, weights: Weights) -> tuple[Graph, Weights]:
     nodes = [replace(fused.get(n.name, n), inputs=tuple(absorbed.get(i, i) for i in fused.get(n.name, n).inputs))
              for n in graph.nodes if n.name not in absorbed]
     return graph.replace_nodes(nodes), weights
+
+
+FUSED_CONV = ("conv2d", "fused_conv2d")
+
+
+def _channel_mixer(node: Node) -> bool:
+    """Whether `node` is a pointwise convolution with no gate and no residual (after a global
+    average: a linear layer on one value per channel)."""
+    a = node.attrs
+    return node.op in FUSED_CONV and _pointwise(a) and not getattr(a, "gate", False) and not getattr(a, "residual", False)
+
+
+def _read_only_by(graph: Graph, readers: dict, name: str, node: Node) -> bool:
+    """Whether `node` alone reads `name`, once, and `name` is no graph output (it will disappear;
+    `node`'s own name may be an output: the fused node keeps the last one's)."""
+    return readers[name] == [node.name] and name not in graph.outputs
+
+
+def fuse_squeeze_excitation(graph: Graph, weights: Weights) -> tuple[Graph, Weights]:
+    readers = graph.consumers()
+    weights = dict(weights)
+    fused: dict[str, Node] = {}  # the excitation conv's name -> the squeeze_excitation node
+    absorbed: set[str] = set()  # the pool and squeeze conv each one replaces
+    for excite in graph.nodes:
+        if not _channel_mixer(excite) or excite.inputs[0] in graph.inputs:
+            continue
+        squeeze = graph.node(excite.inputs[0])
+        if not _channel_mixer(squeeze) or not _read_only_by(graph, readers, squeeze.name, excite) \
+                or squeeze.inputs[0] in graph.inputs:
+            continue
+        pool = graph.node(squeeze.inputs[0])
+        if pool.op != "global_avgpool" or not _read_only_by(graph, readers, pool.name, squeeze) \
+                or excite.attrs.out != graph.type_of(pool.name).c:
+            continue
+        attrs = ops.get("squeeze_excitation").attrs(
+            hidden=squeeze.attrs.out, squeeze_bias=squeeze.attrs.bias, excite_bias=excite.attrs.bias,
+            activation=getattr(squeeze.attrs, "activation", None), alpha=getattr(squeeze.attrs, "alpha", 0.0),
+            gate_activation=getattr(excite.attrs, "activation", None), gate_alpha=getattr(excite.attrs, "alpha", 0.0))
+        fused[excite.name] = replace(excite, op="squeeze_excitation", attrs=attrs, inputs=pool.inputs)
+        absorbed |= {pool.name, squeeze.name}
+        for conv, prefix in ((squeeze, "squeeze"), (excite, "excite")):  # the parameters, renamed
+            for param in ("weight", "bias"):
+                if f"{conv.name}.{param}" in weights:
+                    weights[f"{excite.name}.{prefix}_{param}"] = weights.pop(f"{conv.name}.{param}")
+    if not fused:
+        return graph, weights
+    return graph.replace_nodes([fused.get(n.name, n) for n in graph.nodes if n.name not in absorbed]), weights

@@ -58,11 +58,11 @@ def optimize(graph: Graph, weights: Weights, mode: str = "eval",
              records: list[PassRecord] | None = None) -> tuple[Graph, Weights]:
     """The standard pipeline for running `graph` in `mode` (the graph must already be `active(mode)`)."""
     from .fold_bn import fold_batchnorm
-    from .fuse import fuse_epilogues
+    from .fuse import fuse_epilogues, fuse_squeeze_excitation
     from .simplify import eliminate_dead_code, remove_identities
 
     passes: list[tuple[str, Pass]] = [("dce", eliminate_dead_code)]
     if mode == "eval":
         passes = [("remove_identities", remove_identities), ("fold_bn", fold_batchnorm),
-                  ("fuse_epilogues", fuse_epilogues)] + passes
+                  ("fuse_epilogues", fuse_epilogues), ("fuse_squeeze_excitation", fuse_squeeze_excitation)] + passes
     return run_passes(graph, weights, passes, records)

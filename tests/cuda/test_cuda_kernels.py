@@ -152,6 +152,17 @@ def test_gemm_paths(name, attrs, shape):
     check_against_reference(name, attrs, [shape], seed=1)
 
 
+@pytest.mark.parametrize("attrs, shape", [
+    ({"hidden": 2, "activation": "silu", "gate_activation": "sigmoid"}, (2, 5, 3, 4)),         # EfficientNet's
+    ({"hidden": 3, "squeeze_bias": False, "excite_bias": False, "activation": "leaky_relu", "alpha": 0.2},
+     (1, 4, 2, 2)),                                                                              # no bias, no gate act
+    ({"hidden": 6, "excite_bias": False, "gate_activation": "elu", "gate_alpha": 0.5}, (3, 2, 1, 1)),
+])
+def test_squeeze_excitation_paths(attrs, shape):
+    """Its own cases besides the drawn ones: each bias and activation on and off, alpha reaching both."""
+    check_against_reference("squeeze_excitation", attrs, [shape], seed=2)
+
+
 def test_tilings_cover_both_paths():
     assert K.tiles_for(1) is K.NARROW
     assert K.tiles_for(10_000) is K.WIDE
@@ -254,6 +265,9 @@ def test_fused_gate_residual_and_linear_activation_match_the_reference(tmp_path)
     gpu, _ = _compare(graph, x)
     fused = {n.name: n.attrs for n in gpu.graph.nodes if n.op.startswith("fused_")}
     assert fused["project"].gate and fused["project"].residual and fused["fc"].activation == "leaky_relu"
+    # the SE gate (squeeze, reduce, relu, excite, sigmoid) is one node, named as its last conv
+    assert [(n.op, n.attrs.activation, n.attrs.gate_activation) for n in gpu.graph.nodes if n.name == "excite"] == \
+        [("squeeze_excitation", "relu", "sigmoid")]
 
 
 def test_buffer_plan_never_overwrites_a_live_tensor(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 from ... import ops
 from ...ir.types import TensorType
 from ...ops.registry import RunContext, infer_output
-from . import conv, elementwise, linear, norm, pool, tensor
+from . import conv, elementwise, excitation, linear, norm, pool, tensor
 
 # kernel(attrs, inputs, params, ctx) -> output: the `Reference` signature (NCHW float32 in and out)
 Kernel = Callable[[ops.Attrs, list[np.ndarray], dict[str, np.ndarray], RunContext], np.ndarray]
@@ -24,6 +24,7 @@ KERNELS: dict[str, Kernel] = {
     "avgpool2d": pool.avgpool2d,
     "global_avgpool": pool.global_avgpool,
     "adaptive_avgpool2d": pool.adaptive_avgpool2d,
+    "squeeze_excitation": excitation.squeeze_excitation,  # avgpool + 1×1 conv ×2 (passes/fuse.py)
     # normalization
     "batchnorm2d": norm.batchnorm2d,
     "lrn": norm.lrn,
@@ -88,6 +89,8 @@ _WARM_CASES: dict[str, list[tuple[dict, list[tuple[int, ...]], tuple[str, ...]]]
     "linear": [({"out": 3}, [(1, 4)], ("eval",))],
     "fused_linear": [({"out": 3, "residual": True, "activation": "relu"}, [(1, 4), (1, 3)], ("eval",))],
     "reshape": [({"shape": [-1]}, [_IMG], ("eval",))],
+    "squeeze_excitation": [({"hidden": 3, "activation": "silu", "gate_activation": "sigmoid"}, [shape], ("eval",))
+                           for shape in (_IMG, (1, 2, 128, 128))],  # the mean on one thread, then on all
     "center_crop": [({"size": 2}, [_IMG], ("eval",))],
 }
 

@@ -21,7 +21,8 @@ from typing import Callable
 import numpy as np
 from numba import cuda
 
-from ...ops.fused import activation_attrs, split_inputs
+from ...ops.conv import Conv2dAttrs
+from ...ops.fused import activation_attrs, attrs_of, split_inputs
 from ...ops.registry import RunError
 from . import kernels as K
 from .kernels import blocks_for, tiles_for
@@ -389,6 +390,44 @@ def _fused(base_step):
 
 STEPS["fused_conv2d"] = _fused(conv2d_step)
 STEPS["fused_linear"] = _fused(linear_step)
+
+
+def _conv1x1(prefix: str, bias: bool, in_shape, out_shape, dp, mode):
+    """One of squeeze_excitation's 1×1 convolutions: conv2d's step, given this convolution's own
+    parameters ("squeeze_weight" → "weight", ...) under the names conv2d reads."""
+    own = {k.removeprefix(prefix + "_"): v for k, v in dp.items() if k.startswith(prefix + "_")}
+    return conv2d_step(Conv2dAttrs(out=out_shape[1], kernel=1, bias=bias), [in_shape], out_shape, own, mode)
+
+
+def _activation_step(act: str | None, alpha: float, shape, mode):
+    return STEPS[act](attrs_of(act, alpha), [shape], shape, {}, mode) if act else None
+
+
+def squeeze_excitation_step(a, in_shapes, out_shape, dp, mode):
+    """squeeze_excitation (ops/fused.py) as the launches of the nodes it replaced: the average and the
+    squeeze into scratch buffers, the excitation into `out`, each activation in place."""
+    n, c = in_shapes[0][:2]
+    pooled, hidden = (n, c, 1, 1), (n, a.hidden, 1, 1)
+    pool = global_avgpool_step(a, in_shapes, pooled, dp, mode)
+    squeeze = _conv1x1("squeeze", a.squeeze_bias, pooled, hidden, dp, mode)
+    act = _activation_step(a.activation, a.alpha, hidden, mode)
+    excite = _conv1x1("excite", a.excite_bias, hidden, out_shape, dp, mode)
+    gate = _activation_step(a.gate_activation, a.gate_alpha, out_shape, mode)
+    means = cuda.device_array(prod(pooled), np.float32)  # scratch, once per batch size
+    squeezed = cuda.device_array(prod(hidden), np.float32)
+
+    def run(ins, out, ctx):
+        pool(ins, means, ctx)
+        squeeze([means], squeezed, ctx)
+        if act is not None:
+            act([squeezed], squeezed, ctx)
+        excite([squeezed], out, ctx)
+        if gate is not None:
+            gate([out], out, ctx)
+    return run
+
+
+STEPS["squeeze_excitation"] = squeeze_excitation_step
 
 UPLOADS: dict[str, Callable] = {
     "conv_transpose2d": conv_transpose2d_upload,
