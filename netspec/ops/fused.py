@@ -125,9 +125,6 @@ class SqueezeExcitationAttrs(Attrs):
     gate_alpha: Float = 0.0
 
 
-SQUEEZE_EXCITATION_PARAMS = ("squeeze_weight", "squeeze_bias", "excite_weight", "excite_bias")
-
-
 def _se_check(a: SqueezeExcitationAttrs, inputs):
     for act in (a.activation, a.gate_activation):
         if act is not None and (get(act) is None or not get(act).elementwise):
