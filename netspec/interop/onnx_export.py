@@ -217,8 +217,7 @@ class _Builder:
         1×1 convolution a Conv on its own parameters (`squeeze_weight`, ...) and its activation, if
         any; the last one writes the node's value."""
         value = self.add("GlobalAveragePool", ins, f"{name}/pool", f"{name}/pool")
-        for prefix, bias, act, alpha in (("squeeze", a.squeeze_bias, a.activation, a.alpha),
-                                         ("excite", a.excite_bias, a.gate_activation, a.gate_alpha)):
+        for prefix, _, bias, act, alpha in a.convs(node.type.c):
             inputs = [value, self.param(node, f"{prefix}_weight")]
             inputs += [self.param(node, f"{prefix}_bias")] if bias else []
             out = name if prefix == "excite" and act is None else f"{name}/{prefix}"

@@ -124,6 +124,12 @@ class SqueezeExcitationAttrs(Attrs):
     gate_activation: str | None = None
     gate_alpha: Float = 0.0
 
+    def convs(self, c: int) -> tuple[tuple[str, int, bool, str | None, float], ...]:
+        """The two 1×1 convolutions in order, for an input of c channels: (parameter prefix, output
+        channels, bias, activation, alpha) each."""
+        return (("squeeze", self.hidden, self.squeeze_bias, self.activation, self.alpha),
+                ("excite", c, self.excite_bias, self.gate_activation, self.gate_alpha))
+
 
 def _se_check(a: SqueezeExcitationAttrs, inputs):
     for act in (a.activation, a.gate_activation):
@@ -155,10 +161,8 @@ def _se_conv(out: int, bias: bool) -> Conv2dAttrs:
 
 def _se_reference(a: SqueezeExcitationAttrs, inputs, p, ctx):
     """The unfused nodes' references in turn, so the value is exactly theirs."""
-    c = inputs[0].shape[1]
     y = _global_reference(a, inputs, {}, ctx)
-    for prefix, out, bias, act, alpha in (("squeeze", a.hidden, a.squeeze_bias, a.activation, a.alpha),
-                                          ("excite", c, a.excite_bias, a.gate_activation, a.gate_alpha)):
+    for prefix, out, bias, act, alpha in a.convs(inputs[0].shape[1]):
         params = {"weight": p[f"{prefix}_weight"]} | ({"bias": p[f"{prefix}_bias"]} if bias else {})
         y = conv2d_reference(_se_conv(out, bias), [y], params, ctx)
         if act is not None:

@@ -32,9 +32,10 @@ def into(out: np.ndarray | None, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def bias_or_zeros(params: dict, n: int, enabled: bool = True) -> tuple[np.ndarray, bool]:
-    """The bias vector (float32, contiguous) and whether there is one; zeros stand in when absent."""
-    b = params.get("bias") if enabled else None
+def bias_or_zeros(params: dict, n: int, enabled: bool = True, key: str = "bias") -> tuple[np.ndarray, bool]:
+    """The bias vector params[key] (float32, contiguous) and whether there is one; zeros stand in
+    when absent."""
+    b = params.get(key) if enabled else None
     if b is None:
         return np.zeros(n, np.float32), False
     return f32(b).reshape(n), True

@@ -78,8 +78,8 @@ class _Gate:
         self.k, self.c = w1.shape[0], w1.shape[1]
         self.w1t = np.ascontiguousarray(w1.reshape(self.k, self.c).T)
         self.w2t = np.ascontiguousarray(w2.reshape(self.c, self.k).T)
-        self.b1, _ = bias_or_zeros({"bias": params.get("squeeze_bias")}, self.k, attrs.squeeze_bias)
-        self.b2, _ = bias_or_zeros({"bias": params.get("excite_bias")}, self.c, attrs.excite_bias)
+        self.b1, _ = bias_or_zeros(params, self.k, attrs.squeeze_bias, "squeeze_bias")
+        self.b2, _ = bias_or_zeros(params, self.c, attrs.excite_bias, "excite_bias")
         self.act1, self.alpha1 = activation_code(attrs.activation), np.float32(attrs.alpha)
         self.act2, self.alpha2 = activation_code(attrs.gate_activation), np.float32(attrs.gate_alpha)
 
