@@ -552,8 +552,9 @@ def test_maxpool_stride_2_matches_reference_exactly(planes, h, half_w, kernel, p
 @pytest.mark.parametrize("x_shape, out", [((2, 512, 16, 16), 40),  # O < H·W: the weights scaled per image
                                            ((2, 400, 7, 7), 64)])  # else the input scaled per channel
 def test_gated_pointwise_conv_on_layer_sized_inputs(x_shape, out):
-    """A fused squeeze-excitation gate (conv.py `_scale`) on inputs large enough for the parallel
-    path, each side of the choice between scaling the weights and scaling the input."""
+    """A fused squeeze-excitation gate on inputs large enough for the parallel path, each side of the
+    choice between scaling the packed weights (packed.py `Packed.gated`) and scaling the input
+    (conv.py `_scale`)."""
     rng = np.random.default_rng(21)
     op = ops.get("fused_conv2d")
     a = op.attrs.model_validate({"out": out, "kernel": 1, "gate": True, "activation": "silu"})
@@ -691,7 +692,7 @@ def test_winograd_weight_transform_is_reused_and_released_with_its_array():
     w = np.random.default_rng(0).standard_normal((16, 16, 3, 3)).astype(np.float32)
     key = id(w)
     u = winograd._transformed(w)
-    assert winograd._transformed(w) is u and u.shape == (16, 16, 16)
+    assert winograd._transformed(w) is u and u.wp.shape[0] == 16 and (u.m, u.k) == (16, 16)
     del w
     gc.collect()
     assert key not in winograd._weights_cache  # no weights kept alive by the cache

@@ -1,6 +1,8 @@
 """Small helpers shared by the CPU kernels."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import get_num_threads
 
@@ -30,6 +32,19 @@ def into(out: np.ndarray | None, y: np.ndarray) -> np.ndarray:
     if out.ctypes.data != y.ctypes.data:
         out[...] = y
     return out
+
+
+_scratch = threading.local()
+
+
+def scratch(name: str, size: int) -> np.ndarray:
+    """A per-thread scratch float32 buffer of at least `size` elements, reused across calls and
+    layers (fresh large allocations cost page faults on every call)."""
+    buf = getattr(_scratch, name, None)
+    if buf is None or buf.size < size:
+        buf = np.empty(max(size, 1), np.float32)
+        setattr(_scratch, name, buf)
+    return buf[:size]
 
 
 def bias_or_zeros(params: dict, n: int, enabled: bool = True, key: str = "bias") -> tuple[np.ndarray, bool]:

@@ -1,20 +1,20 @@
 """Convolutions: conv2d (im2col + GEMM, 1×1 straight to GEMM, Winograd for 3×3, direct
 depthwise) and conv_transpose2d (GEMM + col2im).
 
-The GEMMs are `gemm`'s (OpenBLAS's sgemm in blocks on Numba's threads, the bias, residual and
-activation fused per block). Everything around them (patch extraction, scatter) is Numba. A
-conv2d layer is planned once per input shape (`_Layer`, `_plan`): a run is its kernel calls.
+The GEMMs of ungrouped convolutions run on the layer's weights packed once (`packed`: an LLVM-IR
+micro-kernel, the bias, residual and activation fused); grouped 1×1 and transposed convolutions
+use `gemm`'s (OpenBLAS's sgemm in blocks on Numba's threads). Everything around them (patch
+extraction, scatter) is Numba. A conv2d layer is planned once per input shape (`_Layer`, `_plan`):
+a run is its kernel calls.
 """
 from __future__ import annotations
-
-import threading
 
 import numpy as np
 from numba import njit, prange
 
-from . import depthwise, gemm, winograd
+from . import depthwise, gemm, packed, winograd
 from ._act import FMA, NONE, act_row, activation_code
-from ._util import bias_or_zeros, f32, output, thread_count, window_out
+from ._util import bias_or_zeros, f32, output, scratch, thread_count, window_out
 
 
 @njit(cache=True, fastmath=FMA)
@@ -110,17 +110,6 @@ def _epilogue(t, y, n0, n1, o0, p0, plen, bias, has_bias, act, alpha):
 # output rows). Few large GEMMs: each GEMM call has a fixed cost (Python and dispatch), and
 # cache-sized tiles measured no faster on one thread pool (stop 12, inconclusive).
 _TILE_BYTES = 128 << 20
-_work = threading.local()
-
-
-def _buffer(name: str, size: int) -> np.ndarray:
-    """A per-thread scratch float32 buffer of at least `size` elements, reused across calls (fresh
-    large allocations cost page faults on every call)."""
-    buf = getattr(_work, name, None)
-    if buf is None or buf.size < size:
-        buf = np.empty(max(size, 1), np.float32)
-        setattr(_work, name, buf)
-    return buf[:size]
 
 
 def conv2d(attrs, inputs, params, ctx, out=None):
@@ -174,37 +163,31 @@ _SCALE_PARALLEL = 1 << 15  # elements: below this, waking the thread pool costs 
 
 
 @njit(cache=True, fastmath=FMA, parallel=True)
-def _scale_parallel(a, s, rows, out):
+def _scale_parallel(a, s, out):
     for idx in prange(out.shape[0] * out.shape[1]):
-        _scale_row(a, s, rows, out, idx)
+        _scale_row(a, s, out, idx)
 
 
 @njit(cache=True, fastmath=FMA)
-def _scale_serial(a, s, rows, out):
+def _scale_serial(a, s, out):
     for idx in range(out.shape[0] * out.shape[1]):
-        _scale_row(a, s, rows, out, idx)
+        _scale_row(a, s, out, idx)
 
 
 @njit(inline="always")
-def _scale_row(a, s, rows, out, idx):
+def _scale_row(a, s, out, idx):
     i = idx // out.shape[1]
     r = idx - i * out.shape[1]
-    src, dst, si = a[i % a.shape[0], r], out[i, r], s[i]
-    if rows:
-        f = si[r]
-        for q in range(dst.shape[0]):
-            dst[q] = src[q] * f
-    else:
-        for q in range(dst.shape[0]):
-            dst[q] = src[q] * si[q]
+    src, dst, f = a[i, r], out[i, r], s[i, r]
+    for q in range(dst.shape[0]):
+        dst[q] = src[q] * f
 
 
-def _scale(a, s, rows: bool, out, parallel: bool):
-    """out[i] = a[i % A] times s[i] (P×R×Q from A×R×Q and P×R or P×Q): row r times s[i, r] if
-    `rows`, else column q times s[i, q] — a fused squeeze-excitation gate applied to the input
-    (rows: channels) or to the weights (columns: input channels). Numba, into a reused buffer:
-    numpy's broadcast multiply into a fresh array took 100–160 µs a layer in EfficientNet-B0."""
-    (_scale_parallel if parallel else _scale_serial)(a, s, rows, out)
+def _scale(a, s, out, parallel: bool):
+    """out[i, r] = a[i, r] · s[i, r] (P×R×Q from P×R×Q and P×R): a fused squeeze-excitation gate
+    applied to the input's channels. Numba, into a reused buffer: numpy's broadcast multiply into
+    a fresh array took 100–160 µs a layer in EfficientNet-B0."""
+    (_scale_parallel if parallel else _scale_serial)(a, s, out)
 
 
 def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual):
@@ -244,7 +227,7 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual):
     if pointwise:
         return _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, (sh, sw), (ho, wo))
     if winograd.applies(attrs, c, o, winograd.tiles(n, ho, wo)):
-        wino = winograd.plan(shape, w, bias, has_bias, (pt, pl, pb, pr), act, alpha, _buffer, threads)
+        wino = winograd.plan(shape, w, bias, has_bias, (pt, pl, pb, pr), act, alpha, scratch, threads)
         return lambda x, gate, res, out: wino(x, out)
     return _plan_im2col(shape, threads, w, bias, has_bias, act, alpha, g, ((kh, kw), (sh, sw), (dh, dw), (pt, pl)),
                         (ho, wo))
@@ -252,34 +235,42 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual):
 
 def _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, stride, out):
     """A 1×1 convolution is one GEMM: the input already is its right-hand side (strided: its every
-    sh-th row and sw-th column, copied), and the GEMM writes y directly, its epilogue fused."""
+    sh-th row and sw-th column, copied), and the GEMM writes y directly, its epilogue fused. Ungrouped
+    ones run on the layer's packed weights (`packed`), grouped ones on `gemm`'s sgemm blocks."""
     n, c, h, wd = shape
     o = w.shape[0]
     (sh, sw), (ho, wo) = stride, out
     cg, og, p = c // g, o // g, ho * wo
-    product = gemm.plan((n * g, og, p, cg), bias=bias.reshape(g, og) if has_bias else None, residual=residual,
-                        act=act, alpha=alpha, threads=threads)
-    a = w.reshape(g, og, cg)
-    # A gate (groups 1: the pass fuses one only there) scales the weights per image when that is the
-    # cheaper side, O·C products instead of C·H·W, else the input.
+    if g == 1:
+        weights = packed.Packed(w.reshape(o, c), bias)
+        product = weights.plan(n, p, residual=residual, act=act, alpha=alpha, threads=threads)
+    else:
+        blas = gemm.plan((n * g, og, p, cg), bias=bias.reshape(g, og) if has_bias else None, residual=residual,
+                         act=act, alpha=alpha, threads=threads)
+        a = w.reshape(g, og, cg)
+
+        def product(x, c, res=None, wp=None):
+            return blas(a, x, c, res)
+    # A gate (groups 1: the pass fuses one only there) scales the packed weights per image when that
+    # is the cheaper side, O·C products instead of C·H·W, else the input.
     gate_weights = o < h * wd
-    scale_parallel = (n * o * c if gate_weights else n * c * h * wd) >= _SCALE_PARALLEL
+    scale_parallel = (n * c * h * wd) >= _SCALE_PARALLEL
 
     def run(x, gate, res, out):
-        wa = a
+        wp = None
         if gate is not None:
             if gate_weights:
-                wa = _buffer("gated", n * o * c).reshape(n, o, c)
-                _scale(w.reshape(1, o, c), gate.reshape(n, c), False, wa, scale_parallel)
+                wp = weights.gated(gate.reshape(n, c), scratch("gated", n * weights.wp.size).reshape(
+                    (n,) + weights.wp.shape[1:]))
             else:
-                gx = _buffer("gated", x.size).reshape(n, c, h * wd)
-                _scale(x.reshape(n, c, h * wd), gate.reshape(n, c), True, gx, scale_parallel)
+                gx = scratch("gated", x.size).reshape(n, c, h * wd)
+                _scale(x.reshape(n, c, h * wd), gate.reshape(n, c), gx, scale_parallel)
                 x = gx.reshape(shape)
         if sh > 1 or sw > 1:
             x = np.ascontiguousarray(x[:, :, ::sh, ::sw][:, :, :ho, :wo])
         y = output(out, (n, o, ho, wo))
         shape_y = (n * g, og, p)
-        product(wa, x.reshape(n * g, cg, p), y.reshape(shape_y), None if res is None else res.reshape(shape_y))
+        product(x.reshape(n * g, cg, p), y.reshape(shape_y), None if res is None else res.reshape(shape_y), wp)
         return y
     return run
 
@@ -304,12 +295,15 @@ def _plan_im2col(shape, threads, w, bias, has_bias, act, alpha, g, window, out):
     direct = g == 1 and rows_per >= ho and imgs_per == 1  # a tile is y[n] itself
     tiles = [(n0, min(n, n0 + imgs_per), oh0, min(ho, oh0 + rows_per))
              for n0 in range(0, n, imgs_per) for oh0 in range(0, ho, rows_per)]
-    products = {}  # GEMM plans by tile width (the last tile may be narrower)
+    # each group's weights packed (`packed`), with the bias where the GEMM writes y itself
+    group_bias = bias.reshape(g, og) if has_bias and direct else np.zeros((g, og), np.float32)
+    weights = [packed.Packed(wg[gi], group_bias[gi]) for gi in range(g)]
+    products = {}  # per tile width (the last tile may be narrower), each group's GEMM plan
     for n0, n1, oh0, oh1 in tiles:
         width = (n1 - n0) * (oh1 - oh0) * wo
         if width not in products:
-            products[width] = gemm.plan((1, og, width, k), bias=bias[None] if has_bias and direct else None,
-                                        act=act if direct else NONE, alpha=alpha, threads=threads)
+            products[width] = [pk.plan(1, width, residual=False, act=act if direct else NONE, alpha=alpha,
+                                       threads=threads) for pk in weights]
     wq = -(-wd // sw)
 
     def run(x, gate, res, out):
@@ -317,20 +311,19 @@ def _plan_im2col(shape, threads, w, bias, has_bias, act, alpha, g, window, out):
         if sw == 1:
             xp = x.reshape(n, c, 1, h, wd)
         else:
-            xp = _buffer("phases", n * c * sw * h * wq).reshape(n, c, sw, h, wq)
+            xp = scratch("phases", n * c * sw * h * wq).reshape(n, c, sw, h, wq)
             _column_phases(x, sw, xp)
         for n0, n1, oh0, oh1 in tiles:
             plen = (oh1 - oh0) * wo
             width = (n1 - n0) * plen
-            cols = _buffer("cols", k * width).reshape(k, width)
-            product = products[width]
-            for gi in range(g):
+            cols = scratch("cols", k * width).reshape(k, width)
+            for gi, product in enumerate(products[width]):
                 _im2col(xp, gi * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, wd, wo, n0, n1, oh0, oh1, cols)
                 if direct:
-                    product(wg[None, gi], cols[None], y[n0:n0 + 1])
+                    product(cols[None], y[n0:n0 + 1])
                 else:
-                    t = _buffer("gemm", og * width).reshape(og, width)
-                    product(wg[None, gi], cols[None], t[None])
+                    t = scratch("gemm", og * width).reshape(og, width)
+                    product(cols[None], t[None])
                     _epilogue(t, y, n0, n1, gi * og, oh0 * wo, plen, bias, has_bias, act, alpha)
         return y.reshape(n, o, ho, wo)
     return run
@@ -398,7 +391,7 @@ def conv_transpose2d(attrs, inputs, params, ctx, out=None):
     bias, has_bias = bias_or_zeros(params, o, attrs.bias)
     y = output(out, (n, o, ho, wo))
     step = max(1, min(n, _CHUNK_BYTES // max(1, 4 * g * k * h * wd)))
-    cols = _buffer("cols", step * g * k * h * wd).reshape(step, g, k, h * wd)
+    cols = scratch("cols", step * g * k * h * wd).reshape(step, g, k, h * wd)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         gemm.matmul(wg, xg[n0 * g:n1 * g], cols[:n1 - n0].reshape((n1 - n0) * g, k, h * wd), trans_a=True)

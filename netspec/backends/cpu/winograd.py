@@ -4,8 +4,8 @@ multiplications than im2col + GEMM.
 Each 2×2 output tile comes from a 4×4 input patch d and the 3×3 filter g:
     Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A
 The element-wise product over all channels is 16 independent GEMMs — U[k] (O×C) · V[k] (C×T), for
-k = the 16 positions of the 4×4 transformed tile and T = the tiles of all images — which BLAS runs
-(one batched gemm.matmul). The transforms are Numba, vectorised along a row of tiles.
+k = the 16 positions of the 4×4 transformed tile and T = the tiles of all images — run as one batch
+on the 16 U[k], packed once per layer (`packed`). The transforms are Numba, vectorised along a row of tiles.
 
 Results differ from the direct convolution only by float32 rounding (the transforms add and
 subtract a few values): about 1e−6 relative, well inside the kernels' 1e−4 agreement.
@@ -17,7 +17,7 @@ import weakref
 import numpy as np
 from numba import njit, prange
 
-from . import gemm
+from . import gemm, packed
 from ._act import FMA, NONE, act_row
 from ._util import output
 
@@ -141,13 +141,13 @@ def tiles(n: int, ho: int, wo: int) -> int:
 _weights_cache: dict[int, np.ndarray] = {}  # id(weight array) → its transform, while the array lives
 
 
-def _transformed(w: np.ndarray) -> np.ndarray:
-    """U for this weight array, computed once per array. Keyed by identity: the entry goes when the
+def _transformed(w: np.ndarray) -> packed.Packed:
+    """U for this weight array, packed for its 16 products (`packed`), computed once per array. Keyed by identity: the entry goes when the
     array is freed (a finalizer), so it holds no weights alive and an id is never reused while
     its entry stands."""
     u = _weights_cache.get(id(w))
     if u is None:
-        u = transform_weights(w)
+        u = packed.Packed(transform_weights(w), np.zeros(w.shape[0], np.float32))
         _weights_cache[id(w)] = u
         weakref.finalize(w, _weights_cache.pop, id(w), None)
     return u
@@ -168,15 +168,14 @@ def plan(shape, w, bias, has_bias, pads, act, alpha, buffer, threads=None):
     ho, wo = h + pt + pb - 2, wd + pl + pr - 2
     th, tw = (ho + 1) // 2, (wo + 1) // 2
     t = n * th * tw
-    u = _transformed(w)
-    product = gemm.plan((16, o, t, c), threads=threads)
+    product = _transformed(w).plan(16, t, residual=False, act=NONE, alpha=0.0, threads=threads)
     alpha = float(alpha)
 
     def run(x, out):
         v = buffer("wino_v", 16 * c * t).reshape(16, c, t)
         m = buffer("wino_m", 16 * o * t).reshape(16, o, t)
         _input_transform(x, pt, pl, th, tw, v)
-        product(u, v, m)
+        product(v, m)
         y = output(out, (n, o, ho, wo))
         _output_transform(m, th, tw, bias, has_bias, act, alpha, y)
         return y

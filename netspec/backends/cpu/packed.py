@@ -1,0 +1,348 @@
+"""GEMMs on weights packed once: C[i] = act(W · X[i] + bias (+ residual[i])) for a layer whose W (M×K)
+is fixed, X (K×N) and C (M×N) row-major as NCHW lays them out (a 1×1 convolution: K input
+channels, M output channels, N pixels; im2col and Winograd products alike). Every ungrouped
+convolution's GEMM runs here, not in OpenBLAS's sgemm (`gemm`): against it, hot on 2 threads,
+0.7–1.0× the time on the zoo's shapes (the smaller K or M, the larger the gain), and in networks
+(in-process A/B) MobileNet v1 0.89×, GoogLeNet 0.90×, ResNet-50 0.94×, YOLOv1 0.91×. Why:
+
+- W is packed when the layer is prepared, not by sgemm on every call: blocks of MR rows, each
+  K×MR (`pack`), which the micro-kernel reads as one sequential stream;
+- the micro-kernel (`_emit_tile`, LLVM IR: Numba's loops do not keep a register block) holds an
+  MR×NR block of C (6×16: 12 of AVX2's 16 vector registers) across the whole K loop, then adds
+  the bias and the residual, applies ReLU or ReLU6 in registers, and stores the block once;
+- X is read where it lies when few row blocks share each panel or K is short (packing it would
+  cost more than it saves), else copied chunk by chunk into panels of NR columns that stay in
+  L2 (`_pack_chunk`); a last panel of 8 columns or fewer runs 8 wide (a 7×7 map: 49 = 3·16 + 1);
+- each thread takes a share of the panels, or where they do not share out evenly, of the row
+  blocks; small products run on the calling thread.
+
+Other activations run through `act_row` (the code every kernel shares) over each chunk's rows
+while they are in cache. The sums run over K in order, one fused multiply-add per term: the
+rounding differs from sgemm's, as sgemm's own does between its block sizes.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._act import FMA, NONE, RELU, RELU6, act_row
+from ._util import scratch
+
+MR, NR = 6, 16  # the micro-kernel's block of C: MR rows (broadcast weights) × NR columns (two 8-lane vectors)
+_LANES = 8
+
+_SIG = types.void(*[types.int64] * 12)
+
+
+def _emit_epilogue(builder, sums, p, masks, with_res):
+    """LLVM IR, straight-line: for each row r < rows of the block, v = (sum + bias[r]) (+ the
+    residual), the activation (ReLU or ReLU6, or none), stored to C. `masks`: None for a full
+    block (plain loads and stores), else one lane mask per vector (columns ≥ cols left alone)."""
+    f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
+    v8 = ir.VectorType(f32, _LANES)
+    v8p, fptr = v8.as_pointer(), f32.as_pointer()
+    zero, six = ir.Constant(v8, [0.0] * _LANES), ir.Constant(v8, [6.0] * _LANES)
+    align = ir.Constant(i32, 4)
+    if masks is not None:
+        i1v = ir.VectorType(ir.IntType(1), _LANES)
+        mload = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v8, [v8p, i32, i1v, v8]), "llvm.masked.load.v8f32.p0v8f32")
+        mstore = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [v8, v8p, i32, i1v]), "llvm.masked.store.v8f32.p0v8f32")
+    is_relu = builder.icmp_signed("==", p["act"], ir.Constant(i64, RELU))
+    is_relu6 = builder.icmp_signed("==", p["act"], ir.Constant(i64, RELU6))
+
+    def vector_at(row, j):
+        return builder.bitcast(builder.gep(row, [ir.Constant(i64, _LANES * j)]), v8p)
+
+    vectors = len(sums) // MR
+    for r in range(MR):
+        with builder.if_then(builder.icmp_signed("<", ir.Constant(i64, r), p["rows"])):
+            b = _splat(builder, builder.load(builder.gep(p["bias"], [ir.Constant(i64, r)])))
+            row = builder.bitcast(builder.gep(p["c"], [builder.mul(p["ldc"], ir.Constant(i64, r))]), fptr)
+            res_row = builder.bitcast(builder.gep(p["res"], [builder.mul(p["ldr"], ir.Constant(i64, r))]), fptr)
+            for j in range(vectors):
+                v = builder.fadd(sums[r * vectors + j], b)
+                if with_res:
+                    at = vector_at(res_row, j)
+                    rv = (builder.load(at, align=4) if masks is None
+                          else builder.call(mload, [at, align, masks[j], zero]))
+                    v = builder.fadd(v, rv)
+                # as act_row: ReLU keeps v where v > 0 or NaN, else 0; ReLU6 clamps to [0, 6], NaN kept
+                relu = builder.select(builder.fcmp_unordered(">", v, zero), v, zero)
+                low = builder.select(builder.fcmp_ordered("<", v, zero), zero, v)
+                relu6 = builder.select(builder.fcmp_ordered(">", low, six), six, low)
+                v = builder.select(is_relu, relu, builder.select(is_relu6, relu6, v))
+                at = vector_at(row, j)
+                if masks is None:
+                    builder.store(v, at, align=4)
+                else:
+                    builder.call(mstore, [v, at, align, masks[j]])
+
+
+def _splat(builder, x):
+    """An 8-lane vector of the float x."""
+    v8 = ir.VectorType(ir.FloatType(), _LANES)
+    undef = ir.Constant(v8, ir.Undefined)
+    lane0 = builder.insert_element(undef, x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(lane0, undef, ir.Constant(ir.VectorType(ir.IntType(32), _LANES), [0] * _LANES))
+
+
+def _make_tile(width):
+    """The micro-kernel for blocks `width` columns wide (8 or 16: one or two vectors a row)."""
+    vectors = width // _LANES
+
+    @intrinsic
+    def tile(typingctx, a, b, ldb, k, c, ldc, bias, rows, cols, res, ldr, act):
+        return _SIG, lambda context, builder, signature, args: _emit_tile(builder, args, vectors, context)
+    return tile
+
+
+def _emit_tile(builder, args, vectors, context):
+    """One MR×NR block of C: C[r, q] = act(bias[r] + Σ_k a[k·MR + r] · b[k·NR + q] (+ res[r, q])) for
+    r < rows, q < cols. a: the weights' block, packed (K×MR); b: the panel of X (K×NR); c and res:
+    the block's corner, rows ldc and ldr bytes apart; res = 0: no residual; act: NONE, RELU or
+    RELU6. Pointers as integers. `vectors`: NR / 8."""
+    a, b, ldb, k, c, ldc, bias, rows, cols, res, ldr, act = args
+    f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
+    v8 = ir.VectorType(f32, _LANES)
+    fptr, bptr = f32.as_pointer(), ir.IntType(8).as_pointer()
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]), "llvm.fma.v8f32")
+    pa, pb = builder.inttoptr(a, fptr), builder.inttoptr(b, bptr)
+    zero = ir.Constant(v8, [0.0] * _LANES)
+    entry = builder.block
+    loop = builder.append_basic_block("tile.k")
+    done = builder.append_basic_block("tile.done")
+    builder.cbranch(builder.icmp_signed(">", k, ir.Constant(i64, 0)), loop, done)
+    builder.position_at_end(loop)  # for kk in range(k): the MR×NR sums, one FMA per vector
+    kk = builder.phi(i64)
+    kk.add_incoming(ir.Constant(i64, 0), entry)
+    sums = [builder.phi(v8) for _ in range(MR * vectors)]
+    for s in sums:
+        s.add_incoming(zero, entry)
+    b_row = builder.bitcast(builder.gep(pb, [builder.mul(kk, ldb)]), fptr)
+    bv = [builder.load(builder.bitcast(builder.gep(b_row, [ir.Constant(i64, _LANES * j)]), v8.as_pointer()),
+                       align=4) for j in range(vectors)]
+    a_row = builder.gep(pa, [builder.mul(kk, ir.Constant(i64, MR))])
+    new = []
+    for r in range(MR):
+        av = _splat(builder, builder.load(builder.gep(a_row, [ir.Constant(i64, r)])))
+        for j in range(vectors):
+            new.append(builder.call(fma, [av, bv[j], sums[r * vectors + j]]))
+    nk = builder.add(kk, ir.Constant(i64, 1))
+    kk.add_incoming(nk, loop)
+    for s, n in zip(sums, new):
+        s.add_incoming(n, loop)
+    builder.cbranch(builder.icmp_signed("<", nk, k), loop, done)
+    builder.position_at_end(done)
+    final = []
+    for n in new:
+        phi = builder.phi(v8)
+        phi.add_incoming(zero, entry)
+        phi.add_incoming(n, loop)
+        final.append(phi)
+    p = {"c": builder.inttoptr(c, bptr), "ldc": ldc, "bias": builder.inttoptr(bias, fptr), "rows": rows,
+         "res": builder.inttoptr(res, bptr), "ldr": ldr, "act": act}
+    lanes = ir.Constant(ir.VectorType(i64, _LANES), list(range(_LANES)))
+    cols_v = builder.insert_element(ir.Constant(ir.VectorType(i64, _LANES), ir.Undefined), cols,
+                                    ir.Constant(i32, 0))
+    cols_v = builder.shuffle_vector(cols_v, cols_v, ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+    masks = [builder.icmp_signed("<", builder.add(lanes, ir.Constant(ir.VectorType(i64, _LANES),
+                                                                     [_LANES * j] * _LANES)), cols_v)
+             for j in range(vectors)]
+    has_res = builder.icmp_signed("!=", res, ir.Constant(i64, 0))
+    full = builder.icmp_signed("==", cols, ir.Constant(i64, _LANES * vectors))
+    # four straight-line variants: full block or not (masked loads and stores), residual or not
+    with builder.if_else(full) as (then_full, otherwise):
+        with then_full:
+            with builder.if_else(has_res) as (yes, no):
+                with yes:
+                    _emit_epilogue(builder, final, p, None, True)
+                with no:
+                    _emit_epilogue(builder, final, p, None, False)
+        with otherwise:
+            with builder.if_else(has_res) as (yes, no):
+                with yes:
+                    _emit_epilogue(builder, final, p, masks, True)
+                with no:
+                    _emit_epilogue(builder, final, p, masks, False)
+    return context.get_dummy_value()
+
+
+_tile16, _tile8 = _make_tile(16), _make_tile(8)
+
+
+def pack(w: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """W (M×K) as the micro-kernel reads it: blocks of MR rows, each K×MR (row k: the block's MR weights of
+    input k), the last block padded with zero rows; and the bias in blocks of MR, likewise."""
+    m, k = w.shape
+    blocks = -(-m // MR)
+    wp = np.zeros((blocks * MR, k), np.float32)
+    wp[:m] = w
+    bp = np.zeros(blocks * MR, np.float32)
+    bp[:m] = bias
+    return np.ascontiguousarray(wp.reshape(blocks, MR, k).transpose(0, 2, 1)), bp.reshape(blocks, MR)
+
+
+@njit(cache=True, fastmath=FMA)
+def _pack_chunk(xi, first, last, direct, xp):
+    """Panels first .. last − 1 of xi (K×N) into xp, panel after panel, each K×NR (a last one of 8
+    columns or fewer: K×8), zero past column N. Row by row: X read in its order, 16 values a copy
+    (a loop per panel row would cost more than the copy)."""
+    k, n = xi.shape
+    full = min(last, n // NR)  # panels first .. full − 1 are whole
+    for kk in range(k if not direct else 0):
+        row = xi[kk]
+        for q in range(first, full):
+            base = (q - first) * k * NR + kk * NR
+            q0 = q * NR
+            for j in range(NR):
+                xp[base + j] = row[q0 + j]
+    if full < last:  # the partial panel
+        q0 = full * NR
+        cols = n - q0
+        width = NR if cols > _LANES else _LANES
+        base = (full - first) * k * NR
+        for kk in range(k):
+            for j in range(cols):
+                xp[base + kk * width + j] = xi[kk, q0 + j]
+            for j in range(cols, width):
+                xp[base + kk * width + j] = 0.0
+
+
+@njit(cache=True, fastmath=FMA)
+def _run_part(wp, bp, m, x, c, res, has_res, act, alpha, g0, g1, b0, b1, chunk, group, direct, xp):
+    """One thread's part of the products c[i] = act(W · x[i] + bias (+ res[i])): panels g0 .. g1 − 1
+    (numbered image after image, NR columns each), row blocks b0 .. b1 − 1 (MR rows each). In
+    chunks of up to `chunk` panels of one image: the chunk packed into xp (`_pack_chunk`), then
+    each row block over each of its panels, so that the block's weights stay in L1, the chunk in
+    L2, and W is read once per chunk. wp: A×blocks×K×MR (image i's weights: wp[i % A]),
+    x: P×K×N, c and res: P×M×N."""
+    k, n = x.shape[1], x.shape[2]
+    panels = (n + NR - 1) // NR
+    in_registers = act if act == NONE or act == RELU or act == RELU6 else NONE  # (what the micro-kernel applies)
+    ldc, ldr = c.strides[1], res.strides[1]
+    g = g0
+    while g < g1:
+        i = g // panels
+        first = g - i * panels
+        last = min(panels, first + chunk, first + g1 - g)
+        g += last - first
+        _pack_chunk(x[i], first, last, direct, xp)
+        wi = wp[i % wp.shape[0]]
+        for m0 in range(b0, b1, group):  # row blocks m0 .. m1 − 1: their weights stay in L2
+            m1 = min(b1, m0 + group)
+            for q in range(first, last):  # the panel stays in L1
+                q0 = q * NR
+                cols = min(NR, n - q0)
+                pb, ldb = xp.ctypes.data + (q - first) * k * NR * 4, NR * 4
+                if direct and cols == NR:
+                    pb, ldb = x.ctypes.data + i * x.strides[0] + q0 * 4, x.strides[1]
+                for blk in range(m0, m1):
+                    r0 = blk * MR
+                    pc = c.ctypes.data + i * c.strides[0] + r0 * ldc + q0 * 4
+                    pr = res.ctypes.data + i * res.strides[0] + r0 * ldr + q0 * 4 if has_res else 0
+                    if cols > _LANES:
+                        _tile16(wi[blk].ctypes.data, pb, ldb, k, pc, ldc, bp[blk].ctypes.data, min(MR, m - r0),
+                                cols, pr, ldr, in_registers)
+                    else:
+                        _tile8(wi[blk].ctypes.data, pb, _LANES * 4, k, pc, ldc, bp[blk].ctypes.data,
+                               min(MR, m - r0), cols, pr, ldr, in_registers)
+            if act != in_registers:  # on the blocks' rows of the chunk, still in cache
+                for r in range(m0 * MR, min(m, m1 * MR)):
+                    row = c[i, r, first * NR:min(n, last * NR)]
+                    act_row(row, row, np.float32(0.0), False, act, alpha)
+
+
+@njit(cache=True, fastmath=FMA, parallel=True)
+def _run_parallel(threads, split_rows, wp, bp, m, x, c, res, has_res, act, alpha, chunk, group, direct, buffers):
+    p_, k, n = x.shape
+    total, blocks = p_ * ((n + NR - 1) // NR), wp.shape[1]
+    for w in prange(threads):  # each thread its share of the panels, or of the row blocks; its own buffer
+        xp = buffers[w]
+        if split_rows:
+            _run_part(wp, bp, m, x, c, res, has_res, act, alpha, 0, total, blocks * w // threads,
+                      blocks * (w + 1) // threads, chunk, group, direct, xp)
+        else:
+            _run_part(wp, bp, m, x, c, res, has_res, act, alpha, total * w // threads, total * (w + 1) // threads,
+                      0, blocks, chunk, group, direct, xp)
+
+
+# Products smaller than this (multiply-adds) run in the calling thread: waking the pool costs more.
+_PARALLEL_MIN = 1 << 17
+# A chunk of X, packed, holds at most about this much, and a group of row blocks' weights this
+# much: both stay in L2 (512 KiB a core here) while the group's blocks run over the chunk's panels.
+_CHUNK_BYTES = 256 << 10
+_GROUP_BYTES = 192 << 10
+# X is read in place, not packed, when M or K is at most this (see `Packed.plan`).
+_DIRECT_MAX = 128
+
+_NO_RES = np.zeros((1, 1, 1), np.float32)
+
+
+class Packed:
+    """A layer's weights W (M×K, or A×M×K: image i of a product takes W[i % A]) and bias (M), packed
+    once (`pack`); `plan` runs products with them."""
+
+    def __init__(self, w: np.ndarray, bias: np.ndarray):
+        stack = w.reshape((-1,) + w.shape[-2:])
+        self.m, self.k = stack.shape[1:]
+        self.bp = pack(stack[0], bias)[1]
+        self.wp = np.stack([pack(wi, bias)[0] for wi in stack])
+
+    def plan(self, p: int, n: int, *, residual: bool, act: int, alpha: float, threads: int):
+        """A function run(x, c, res=None, wp=None) → c: c[i] = act(W[i % A] · x[i] + bias (+ res[i])) for
+        x: P×K×N, c (and res): P×M×N, rows of unit stride. `wp`: per-image weights in place of the
+        layer's (`gated`). Decided once, here: whether X is packed, the chunk and group sizes, and
+        how the threads share the work."""
+        panels = -(-n // NR)
+        chunk = max(1, _CHUNK_BYTES // (self.k * NR * 4))
+        group = max(1, _GROUP_BYTES // (self.k * MR * 4))
+        blocks = -(-self.m // MR)
+        # X read where it lies, not packed, where few row blocks share a panel or a panel is short
+        # (K small): then packing costs more than it saves (measured, hot, on the zoo's shapes:
+        # packed 1.1–1.4× the time of in place for M ≤ 64; in place 1.0–1.1× for M, K > 128)
+        direct = self.m <= _DIRECT_MAX or self.k <= _DIRECT_MAX
+        if p * self.m * n * self.k < _PARALLEL_MIN:
+            threads = 1
+        # the panels shared out where they divide evenly or are many (at most one panel more for
+        # some threads: ≤ 1/8 more work), else the row blocks (each thread then packs all of X)
+        split_rows = (p * panels) % threads != 0 and p * panels < 8 * threads and blocks >= 2 * threads
+
+        def run(x, c, res=None, wp=None):
+            args = (self.wp if wp is None else wp, self.bp, self.m, x, c, _NO_RES if res is None else res,
+                    res is not None, act, np.float32(alpha))
+            buffers = scratch("panels", threads * chunk * self.k * NR).reshape(threads, chunk * self.k * NR)
+            if threads == 1:
+                _run_part(*args, 0, p * panels, 0, blocks, chunk, group, direct, buffers[0])
+            else:
+                _run_parallel(threads, split_rows, *args, chunk, group, direct, buffers)
+            return c
+        return run
+
+    def gated(self, gate: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The packed weights with input channel k scaled by gate[i, k], per image i (a fused
+        squeeze-excitation gate, P×K) → out: P×blocks×K×MR."""
+        _gate_weights(self.wp[0], gate, out)
+        return out
+
+
+@njit(cache=True, fastmath=FMA)
+def _gate_weights(wp, gate, out):
+    """out[i, b, k, r] = wp[b, k, r] · gate[i, k]: the gate spread over a block's K×MR layout once per
+    image, then each block scaled by it in one long loop (a loop of MR per input would not vectorise)."""
+    blocks, k = wp.shape[0], wp.shape[1]
+    spread = np.empty(k * MR, np.float32)
+    src = wp.reshape(blocks, k * MR)
+    for i in range(out.shape[0]):
+        for kk in range(k):
+            for r in range(MR):
+                spread[kk * MR + r] = gate[i, kk]
+        dst = out[i].reshape(blocks, k * MR)
+        for b in range(blocks):
+            s, d = src[b], dst[b]
+            for j in range(k * MR):
+                d[j] = s[j] * spread[j]
