@@ -620,7 +620,8 @@ def test_depthwise_matches_reference_on_wider_planes_and_strides(c, h, w, kernel
 def test_depthwise_kernels_give_the_same_bits(n, c, h, w, kernel, stride, dilation, pads, act, seed):
     """The two direct depthwise kernels (backends/cpu/depthwise.py) — by planes, and 8 channels at a
     time for small maps — do the same float32 operations in the same order: identical outputs on any
-    shape, channel counts not a multiple of 8, asymmetric padding, strides, dilations."""
+    shape, channel counts not a multiple of 8, asymmetric padding, strides, dilations (rows of 8 or
+    more positions of 8 channels go in and out of the interleaved buffer by 8×8 transposes)."""
     from netspec.backends.cpu import depthwise
     from netspec.backends.cpu._act import activation_code
     (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = kernel, stride, dilation, pads

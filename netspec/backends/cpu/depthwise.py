@@ -245,6 +245,39 @@ def _row(typingctx, src, step, wts, offs, taps, bias, dst, count):
     return _SIG, codegen
 
 
+# The 8×8 transpose as AVX's unpack / shuffle / lane-permute steps, each a shufflevector of two
+# vectors (a's lanes 0–7, b's 8–15): 24 shuffles for 64 values, against 64 scalar loads and stores.
+_UNPACK_LO, _UNPACK_HI = [0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]
+_PAIRS_LO, _PAIRS_HI = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+_HALVES_LO, _HALVES_HI = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]
+
+
+@intrinsic
+def _transpose8(typingctx, src, src_step, dst, dst_step):
+    """dst row p lane l = src row l lane p for an 8×8 block of float32: src rows src_step bytes apart,
+    dst rows dst_step bytes apart (addresses as integers). Interleaves 8 planes' runs of 8 values
+    (by_channel_blocks' buffer) and back."""
+    def codegen(context, builder, signature, args):
+        src, src_step, dst, dst_step = args
+        i32, i64, bptr = ir.IntType(32), ir.IntType(64), ir.IntType(8).as_pointer()
+        v8p = ir.VectorType(ir.FloatType(), 8).as_pointer()
+
+        def row(base, step, k):
+            at = builder.gep(builder.inttoptr(base, bptr), [builder.mul(step, ir.Constant(i64, k))])
+            return builder.bitcast(at, v8p)
+
+        def shuffle(a, b, mask):
+            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, 8), mask))
+        r = [builder.load(row(src, src_step, k), align=4) for k in range(8)]
+        t = [shuffle(r[k], r[k + 1], mask) for k in (0, 2, 4, 6) for mask in (_UNPACK_LO, _UNPACK_HI)]
+        u = [shuffle(t[a], t[a + 2], mask) for a in (0, 1, 4, 5) for mask in (_PAIRS_LO, _PAIRS_HI)]
+        out = [shuffle(u[k], u[k + 4], mask) for mask in (_HALVES_LO, _HALVES_HI) for k in range(4)]
+        for k in range(8):
+            builder.store(out[k], row(dst, dst_step, k), align=4)
+        return context.get_dummy_value()
+    return types.void(types.int64, types.int64, types.int64, types.int64), codegen
+
+
 @njit(cache=True, fastmath=FMA, parallel=True)
 def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads):
     """Direct depthwise convolution for small maps, 8 channels at a time: their zero-padded planes
@@ -275,14 +308,15 @@ def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act,
             n = u // blocks
             c0 = (u - n * blocks) * 8
             lanes = min(8, c_ - c0)
-            # interleave, position by position: a loop over 8 lanes (known count) for every
-            # position, not a strided loop over a row for every lane (those short loops cost
-            # as much as the taps)
+            # interleave, 8 positions at a time by an 8×8 transpose in registers (position by
+            # position, the scalar loads and stores cost as much as the taps on 28² maps)
             xs = x[n, c0:c0 + lanes]
             for r in range(h_):
                 d = buf[((r + pt) * wp + pl) * 8:((r + pt) * wp + pl + w_) * 8]
                 if lanes == 8:
-                    for q in range(w_):
+                    for q in range(0, w_ - 7, 8):  # 8 positions at a time: an 8×8 transpose
+                        _transpose8(xs[0, r, q:].ctypes.data, xs.strides[0], d[q * 8:].ctypes.data, _STEP)
+                    for q in range(w_ - w_ % 8, w_):
                         for l in range(8):
                             d[q * 8 + l] = xs[l, r, q]
                 else:
@@ -304,7 +338,9 @@ def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act,
             for oh in range(ho):
                 s = out[oh * wo * 8:(oh + 1) * wo * 8]
                 if lanes == 8:
-                    for q in range(wo):
+                    for q in range(0, wo - 7, 8):
+                        _transpose8(s[q * 8:].ctypes.data, _STEP, ys[0, oh, q:].ctypes.data, ys.strides[0])
+                    for q in range(wo - wo % 8, wo):
                         for l in range(8):
                             ys[l, oh, q] = s[q * 8 + l]
                 else:
