@@ -31,14 +31,17 @@ def packed_case(draw):
     act = draw(st.sampled_from(ACTS))
     return dict(p=p, a_count=a_count, m=m, k=k, n=n, residual=draw(st.booleans()), act=act,
                 alpha=ALPHA.get(act, 0.0), threads=draw(st.sampled_from([1, 2])),
-                parallel_min=draw(st.sampled_from([packed._PARALLEL_MIN, 0])))
+                parallel_min=draw(st.sampled_from([packed._PARALLEL_MIN, 0])),
+                # 0: every product counts as wide, and runs on OpenBLAS with the weights unpacked
+                max_columns=draw(st.sampled_from([packed._MAX_COLUMNS, packed._MAX_COLUMNS, 0])))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=packed_case(), seed=st.integers(0, 2**32 - 1))
 def test_packed_product_matches_float64_reference(case, seed):
     """Any M, K, N (edges of the blocks and panels included), stacks of weights, with and without a
-    residual, every activation, one or two threads: c agrees with a float64 numpy reference, and
+    residual, every activation, one or two threads, the packed kernel or (wide products) OpenBLAS
+    on the weights unpacked: c agrees with a float64 numpy reference, and
     every element of c is written."""
     rng = np.random.default_rng(seed)
     p, m, k, n = case["p"], case["m"], case["k"], case["n"]
@@ -47,13 +50,13 @@ def test_packed_product_matches_float64_reference(case, seed):
     x = rng.uniform(-1, 1, (p, k, n)).astype(np.float32)
     residual = rng.uniform(-1, 1, (p, m, n)).astype(np.float32) if case["residual"] else None
     c = np.full((p, m, n), np.nan, np.float32)
-    saved = packed._PARALLEL_MIN
-    packed._PARALLEL_MIN = case["parallel_min"]
+    saved = packed._PARALLEL_MIN, packed._MAX_COLUMNS
+    packed._PARALLEL_MIN, packed._MAX_COLUMNS = case["parallel_min"], case["max_columns"]
     try:
         run = packed.Packed(w if case["a_count"] > 1 else w[0], bias).plan(
             p, n, residual=residual is not None, act=case["act"], alpha=case["alpha"], threads=case["threads"])
     finally:
-        packed._PARALLEL_MIN = saved
+        packed._PARALLEL_MIN, packed._MAX_COLUMNS = saved
     assert run(x, c, residual) is c
     want, mag = reference(w, x, bias=bias[None], residual=residual, act=case["act"], alpha=case["alpha"])
     assert_close_to_reference(c, want, mag)
@@ -103,7 +106,19 @@ def test_gated_weights_scale_each_input_per_image():
     x = rng.uniform(-1, 1, (p, k, n)).astype(np.float32)
     weights = packed.Packed(w, bias)
     per_image = weights.gated(gate, np.empty((p,) + weights.wp.shape[1:], np.float32))
-    c = np.full((p, m, n), np.nan, np.float32)
-    weights.plan(p, n, residual=False, act=packed.NONE, alpha=0.0, threads=2)(x, c, None, per_image)
     want, mag = reference(w[None] * gate[:, None, :], x, bias=bias[None])
-    assert_close_to_reference(c, want, mag)
+    for max_columns in (packed._MAX_COLUMNS, 0):  # the packed kernel, and OpenBLAS on them unpacked
+        saved, packed._MAX_COLUMNS = packed._MAX_COLUMNS, max_columns
+        try:
+            run = weights.plan(p, n, residual=False, act=packed.NONE, alpha=0.0, threads=2)
+        finally:
+            packed._MAX_COLUMNS = saved
+        c = np.full((p, m, n), np.nan, np.float32)
+        run(x, c, None, per_image)
+        assert_close_to_reference(c, want, mag)
+
+
+def test_unpack_inverts_pack():
+    w = np.random.default_rng(1).standard_normal((2, 13, 5)).astype(np.float32)
+    weights = packed.Packed(w, np.zeros(13, np.float32))
+    np.testing.assert_array_equal(packed.unpack(weights.wp, 13), w)

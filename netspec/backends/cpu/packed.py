@@ -16,11 +16,16 @@ convolution's GEMM runs here, not in OpenBLAS's sgemm (`gemm`): against it, hot 
 - each thread takes a share of the panels, or where they do not share out evenly, of the row
   blocks; small products run on the calling thread.
 
+Products wider than _MAX_COLUMNS (Winograd's at batch 8) go to OpenBLAS's sgemm on the weights
+unpacked (`Packed._blas_plan`): there the packed kernel measured no faster.
+
 Other activations run through `act_row` (the code every kernel shares) over each chunk's rows
 while they are in cache. The sums run over K in order, one fused multiply-add per term: the
 rounding differs from sgemm's, as sgemm's own does between its block sizes.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from llvmlite import ir
@@ -28,6 +33,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import gemm
 from ._act import FMA, NONE, RELU, RELU6, act_row
 from ._util import scratch
 
@@ -187,6 +193,12 @@ def pack(w: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(wp.reshape(blocks, MR, k).transpose(0, 2, 1)), bp.reshape(blocks, MR)
 
 
+def unpack(wp: np.ndarray, m: int) -> np.ndarray:
+    """Packed weights (A×blocks×K×MR) back to A×M×K, as `pack` had them."""
+    a, blocks, k = wp.shape[:3]
+    return np.ascontiguousarray(wp.transpose(0, 1, 3, 2).reshape(a, blocks * MR, k)[:, :m])
+
+
 @njit(cache=True, fastmath=FMA)
 def _pack_chunk(xi, first, last, direct, xp):
     """Panels first .. last − 1 of xi (K×N) into xp, panel after panel, each K×NR (a last one of 8
@@ -279,8 +291,25 @@ _CHUNK_BYTES = 256 << 10
 _GROUP_BYTES = 192 << 10
 # X is read in place, not packed, when M or K is at most this (see `Packed.plan`).
 _DIRECT_MAX = 128
+# Products wider than this (a 224² map's 112² Winograd tiles at batch 1) go to OpenBLAS's sgemm:
+# at 16K–128K columns (Winograd at batch 8) the packed kernel took 1.0–1.2× its time (U-Net,
+# batch 8: 1.13× in all), at 4K–12K 0.75–1.0×.
+_MAX_COLUMNS = 12544
 
 _NO_RES = np.zeros((1, 1, 1), np.float32)
+_L1_SETS, _L1_WAYS, _LINE = 64, 8, 64  # a 32 KiB, 8-way L1 data cache (AMD and Intel alike)
+
+
+def _panel_fits_l1(k: int, n: int) -> bool:
+    """Whether a panel read in place, K rows of X n floats apart, can stay in L1: rows a multiple of
+    64 bytes apart fall into 64 / gcd(lines apart, 64) of its sets, 8 lines each. A power-of-two
+    row length puts them all in one set (U-Net at batch 8: Winograd's 131,072-tile rows, 2.7× the
+    time of packing them)."""
+    stride = 4 * n
+    if stride % _LINE:
+        return True
+    sets = _L1_SETS // math.gcd(stride // _LINE, _L1_SETS)
+    return k <= _L1_WAYS * sets
 
 
 class Packed:
@@ -298,6 +327,8 @@ class Packed:
         x: P×K×N, c (and res): P×M×N, rows of unit stride. `wp`: per-image weights in place of the
         layer's (`gated`). Decided once, here: whether X is packed, the chunk and group sizes, and
         how the threads share the work."""
+        if n > _MAX_COLUMNS:
+            return self._blas_plan(p, n, residual=residual, act=act, alpha=alpha, threads=threads)
         panels = -(-n // NR)
         chunk = max(1, _CHUNK_BYTES // (self.k * NR * 4))
         group = max(1, _GROUP_BYTES // (self.k * MR * 4))
@@ -305,7 +336,7 @@ class Packed:
         # X read where it lies, not packed, where few row blocks share a panel or a panel is short
         # (K small): then packing costs more than it saves (measured, hot, on the zoo's shapes:
         # packed 1.1–1.4× the time of in place for M ≤ 64; in place 1.0–1.1× for M, K > 128)
-        direct = self.m <= _DIRECT_MAX or self.k <= _DIRECT_MAX
+        direct = (self.m <= _DIRECT_MAX or self.k <= _DIRECT_MAX) and _panel_fits_l1(self.k, n)
         if p * self.m * n * self.k < _PARALLEL_MIN:
             threads = 1
         # the panels shared out where they divide evenly or are many (at most one panel more for
@@ -321,6 +352,18 @@ class Packed:
             else:
                 _run_parallel(threads, split_rows, *args, chunk, group, direct, buffers)
             return c
+        return run
+
+    def _blas_plan(self, p: int, n: int, *, residual: bool, act: int, alpha: float, threads: int):
+        """`plan` for products wider than _MAX_COLUMNS: OpenBLAS's sgemm in blocks (`gemm`), on
+        the weights unpacked (per-image weights too)."""
+        product = gemm.plan((p, self.m, n, self.k), bias=np.ascontiguousarray(self.bp.reshape(1, -1)[:, :self.m]),
+                            residual=residual,
+                            act=act, alpha=alpha, threads=threads)
+        weights = unpack(self.wp, self.m)
+
+        def run(x, c, res=None, wp=None):
+            return product(weights if wp is None else unpack(wp, self.m), x, c, res)
         return run
 
     def gated(self, gate: np.ndarray, out: np.ndarray) -> np.ndarray:
