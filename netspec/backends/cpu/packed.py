@@ -161,20 +161,19 @@ def _emit_tile(builder, args, vectors, context):
              for j in range(vectors)]
     has_res = builder.icmp_signed("!=", res, ir.Constant(i64, 0))
     full = builder.icmp_signed("==", cols, ir.Constant(i64, _LANES * vectors))
+    def with_and_without_residual(masks):
+        with builder.if_else(has_res) as (yes, no):
+            with yes:
+                _emit_epilogue(builder, final, p, masks, True)
+            with no:
+                _emit_epilogue(builder, final, p, masks, False)
+
     # four straight-line variants: full block or not (masked loads and stores), residual or not
     with builder.if_else(full) as (then_full, otherwise):
         with then_full:
-            with builder.if_else(has_res) as (yes, no):
-                with yes:
-                    _emit_epilogue(builder, final, p, None, True)
-                with no:
-                    _emit_epilogue(builder, final, p, None, False)
+            with_and_without_residual(None)
         with otherwise:
-            with builder.if_else(has_res) as (yes, no):
-                with yes:
-                    _emit_epilogue(builder, final, p, masks, True)
-                with no:
-                    _emit_epilogue(builder, final, p, masks, False)
+            with_and_without_residual(masks)
     return context.get_dummy_value()
 
 
