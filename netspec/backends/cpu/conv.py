@@ -136,6 +136,7 @@ class _Layer:
         self.weight = f32(params["weight"])
         self.bias, self.has_bias = bias_or_zeros(params, attrs.out, attrs.bias)
         self.plans = {}
+        self.packed = {}  # the weights packed for its GEMMs (`packed`), shared by every input shape's plan
 
     def __call__(self, inputs, out=None):
         x = f32(inputs[0])
@@ -145,7 +146,7 @@ class _Layer:
         plan = self.plans.get(key)
         if plan is None:
             plan = self.plans[key] = _plan(self.attrs, x.shape, key[1], self.weight, self.bias, self.has_bias,
-                                           self.act, self.alpha, self.residual)
+                                           self.act, self.alpha, self.residual, self.packed)
         return plan(x, gate, residual, out)
 
 
@@ -190,12 +191,14 @@ def _scale(a, s, out, parallel: bool):
     (_scale_parallel if parallel else _scale_serial)(a, s, out)
 
 
-def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual):
+def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual, packs=None):
     """How a layer convolves inputs of `shape` (N×C×H×W) on `threads` threads: a function
     (x, gate, residual, out) → y (written into `out` where one is given), the convolution of x by
     w (C_out×C/G×kh×kw) + bias, its input channels first scaled by the gate (N×C×1×1, pointwise
     convolutions only) when one is passed, + the residual (output-shaped) if `residual`, then the
-    activation `act` (a code of `_act`) with its scalar `alpha`."""
+    activation `act` (a code of `_act`) with its scalar `alpha`. `packs`: the layer's packed weights
+    by use, filled as plans need them (a new dict: not kept)."""
+    packs = {} if packs is None else packs
     n, c, h, wd = shape
     o, g = attrs.out, attrs.groups
     kh, kw = attrs.kernel
@@ -207,7 +210,7 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual):
     is_depthwise = g > 1 and g == c and o == c
     pointwise = kh == kw == 1 and pt == pl == pb == pr == 0 and not is_depthwise
     if residual and not pointwise:  # the convolution with its bias, then one pass: + residual, activation
-        convolve = _plan(attrs, shape, threads, w, bias, has_bias, NONE, 0.0, False)
+        convolve = _plan(attrs, shape, threads, w, bias, has_bias, NONE, 0.0, False, packs)
 
         def then_residual(x, gate, res, out):
             y = convolve(x, None, None, out)
@@ -225,15 +228,15 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual):
         return direct
 
     if pointwise:
-        return _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, (sh, sw), (ho, wo))
+        return _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, (sh, sw), (ho, wo), packs)
     if winograd.applies(attrs, c, o, winograd.tiles(n, ho, wo)):
         wino = winograd.plan(shape, w, bias, has_bias, (pt, pl, pb, pr), act, alpha, scratch, threads)
         return lambda x, gate, res, out: wino(x, out)
     return _plan_im2col(shape, threads, w, bias, has_bias, act, alpha, g, ((kh, kw), (sh, sw), (dh, dw), (pt, pl)),
-                        (ho, wo))
+                        (ho, wo), packs)
 
 
-def _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, stride, out):
+def _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, stride, out, packs):
     """A 1×1 convolution is one GEMM: the input already is its right-hand side (strided: its every
     sh-th row and sw-th column, copied), and the GEMM writes y directly, its epilogue fused. Ungrouped
     ones run on the layer's packed weights (`packed`), grouped ones on `gemm`'s sgemm blocks."""
@@ -242,7 +245,9 @@ def _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, 
     (sh, sw), (ho, wo) = stride, out
     cg, og, p = c // g, o // g, ho * wo
     if g == 1:
-        weights = packed.Packed(w.reshape(o, c), bias)
+        if "pointwise" not in packs:
+            packs["pointwise"] = packed.Packed(w.reshape(o, c), bias)
+        weights = packs["pointwise"]
         product = weights.plan(n, p, residual=residual, act=act, alpha=alpha, threads=threads)
     else:
         blas = gemm.plan((n * g, og, p, cg), bias=bias.reshape(g, og) if has_bias else None, residual=residual,
@@ -275,7 +280,7 @@ def _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, 
     return run
 
 
-def _plan_im2col(shape, threads, w, bias, has_bias, act, alpha, g, window, out):
+def _plan_im2col(shape, threads, w, bias, has_bias, act, alpha, g, window, out, packs):
     """im2col + GEMM over column tiles: whole output rows of one image when an image is large,
     else whole images (batched into one GEMM); the epilogue scatters, adds bias, activates.
     window: the kernel, stride, dilation and top-left padding, as pairs; out: (ho, wo)."""
@@ -296,8 +301,10 @@ def _plan_im2col(shape, threads, w, bias, has_bias, act, alpha, g, window, out):
     tiles = [(n0, min(n, n0 + imgs_per), oh0, min(ho, oh0 + rows_per))
              for n0 in range(0, n, imgs_per) for oh0 in range(0, ho, rows_per)]
     # each group's weights packed (`packed`), with the bias where the GEMM writes y itself
-    group_bias = bias.reshape(g, og) if has_bias and direct else np.zeros((g, og), np.float32)
-    weights = [packed.Packed(wg[gi], group_bias[gi]) for gi in range(g)]
+    if ("im2col", direct) not in packs:
+        group_bias = bias.reshape(g, og) if has_bias and direct else np.zeros((g, og), np.float32)
+        packs["im2col", direct] = [packed.Packed(wg[gi], group_bias[gi]) for gi in range(g)]
+    weights = packs["im2col", direct]
     products = {}  # per tile width (the last tile may be narrower), each group's GEMM plan
     for n0, n1, oh0, oh1 in tiles:
         width = (n1 - n0) * (oh1 - oh0) * wo
