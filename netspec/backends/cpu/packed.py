@@ -201,17 +201,19 @@ def unpack(wp: np.ndarray, m: int) -> np.ndarray:
 @njit(cache=True, fastmath=FMA)
 def _pack_chunk(xi, first, last, direct, xp):
     """Panels first .. last − 1 of xi (K×N) into xp, panel after panel, each K×NR (a last one of 8
-    columns or fewer: K×8), zero past column N. Row by row: X read in its order, 16 values a copy
+    columns or fewer: K×8), zero past column N; with `direct`, only a last partial panel (the
+    whole ones are read in place). Row by row: X read in its order, 16 values a copy
     (a loop per panel row would cost more than the copy)."""
     k, n = xi.shape
     full = min(last, n // NR)  # panels first .. full − 1 are whole
-    for kk in range(k if not direct else 0):
-        row = xi[kk]
-        for q in range(first, full):
-            base = (q - first) * k * NR + kk * NR
-            q0 = q * NR
-            for j in range(NR):
-                xp[base + j] = row[q0 + j]
+    if not direct:
+        for kk in range(k):
+            row = xi[kk]
+            for q in range(first, full):
+                base = (q - first) * k * NR + kk * NR
+                q0 = q * NR
+                for j in range(NR):
+                    xp[base + j] = row[q0 + j]
     if full < last:  # the partial panel
         q0 = full * NR
         cols = n - q0

@@ -142,9 +142,9 @@ _weights_cache: dict[int, np.ndarray] = {}  # id(weight array) → its transform
 
 
 def _transformed(w: np.ndarray) -> packed.Packed:
-    """U for this weight array, packed for its 16 products (`packed`), computed once per array. Keyed by identity: the entry goes when the
-    array is freed (a finalizer), so it holds no weights alive and an id is never reused while
-    its entry stands."""
+    """U for this weight array, packed for its 16 products (`packed`), computed once per array.
+    Keyed by identity: the entry goes when the array is freed (a finalizer), so it holds no weights
+    alive and an id is never reused while its entry stands."""
     u = _weights_cache.get(id(w))
     if u is None:
         u = packed.Packed(transform_weights(w), np.zeros(w.shape[0], np.float32))
