@@ -4,7 +4,7 @@
 weights packed once and an LLVM IR micro-kernel (6×16 or 6×8 blocks). These tests cover every path
 it chooses: X packed or read in place, panels or row blocks shared among the threads, serial
 products, blocks cut short at the right and bottom edges, 8-wide last panels, activations in
-registers (ReLU, ReLU6) and after (the rest), residuals, stacks of weights and per-image gated
+registers (ReLU, ReLU6, Leaky ReLU, SiLU: act_row's bits) and after (the rest), residuals, stacks of weights and per-image gated
 weights, and the layers that use it (1×1, im2col and Winograd convolutions).
 """
 from __future__ import annotations
@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 import netspec.backends.cpu  # noqa: F401  (sets the Numba cache directory and starts the pool first)
 import netspec.threads
 from netspec.backends.cpu import packed
+from netspec.backends.cpu._act import FMA, IR_ACTIVATIONS, NONE, RELU, act_row
 from test_gemm import ACTS, ALPHA, assert_close_to_reference, reference  # noqa: E402  (the same float64 judge)
 
 
@@ -79,9 +81,37 @@ def test_packed_paths_match_reference(m, k, n, p):
     x = rng.uniform(-1, 1, (p, k, n)).astype(np.float32)
     for threads in (1, 2):
         c = np.full((p, m, n), np.nan, np.float32)
-        packed.Packed(w, bias).plan(p, n, residual=False, act=packed.RELU, alpha=0.0, threads=threads)(x, c)
-        want, mag = reference(w[None], x, bias=bias[None], act=packed.RELU)
+        packed.Packed(w, bias).plan(p, n, residual=False, act=RELU, alpha=0.0, threads=threads)(x, c)
+        want, mag = reference(w[None], x, bias=bias[None], act=RELU)
         assert_close_to_reference(c, want, mag)
+
+
+@njit(fastmath=FMA)  # as the kernels that run act_row
+def _act_rows(c, act, alpha):
+    for i in range(c.shape[0]):
+        for r in range(c.shape[1]):
+            act_row(c[i, r], c[i, r], np.float32(0.0), False, act, alpha)
+
+
+@pytest.mark.parametrize("act", sorted(set(IR_ACTIVATIONS) - {NONE}))
+@pytest.mark.parametrize("m, k, n", [(13, 7, 37), (96, 16, 300)])  # partial blocks and panels; whole ones
+def test_activations_in_registers_give_act_rows_bits(act, m, k, n):
+    """The micro-kernel's activations (IR written after act_row's arithmetic) give exactly act_row's
+    bits on the product without activation: over ±300 (past the exp's clamps), ±0, ±inf and NaN."""
+    rng = np.random.default_rng(act)
+    w = rng.uniform(-3, 3, (m, k)).astype(np.float32)
+    bias = rng.uniform(-3, 3, m).astype(np.float32)
+    x = rng.uniform(-10, 10, (1, k, n)).astype(np.float32)
+    x[0, 0, :7] = [np.nan, np.inf, -np.inf, 1e30, -1e30, 0.0, -0.0]
+    weights = packed.Packed(w, bias)
+    plain = np.empty((1, m, n), np.float32)
+    weights.plan(1, n, residual=False, act=NONE, alpha=0.0, threads=2)(x, plain)
+    assert np.isnan(plain).any() and np.isinf(plain).any() and (np.abs(plain[np.isfinite(plain)]) > 88).any()
+    got = np.empty_like(plain)
+    weights.plan(1, n, residual=False, act=act, alpha=0.1, threads=2)(x, got)
+    _act_rows(plain, act, np.float32(0.1))
+    np.testing.assert_array_equal(got.view(np.int32)[~np.isnan(got)], plain.view(np.int32)[~np.isnan(got)])
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(plain))
 
 
 def test_packing_pads_with_zeros_and_keeps_every_weight():
@@ -111,7 +141,7 @@ def test_gated_weights_scale_each_input_per_image():
     for max_columns in (packed._MAX_COLUMNS, 0):  # the packed kernel, and OpenBLAS on them unpacked
         saved, packed._MAX_COLUMNS = packed._MAX_COLUMNS, max_columns
         try:
-            run = weights.plan(p, n, residual=False, act=packed.NONE, alpha=0.0, threads=2)
+            run = weights.plan(p, n, residual=False, act=NONE, alpha=0.0, threads=2)
         finally:
             packed._MAX_COLUMNS = saved
         c = np.full((p, m, n), np.nan, np.float32)

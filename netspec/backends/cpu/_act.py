@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 NONE, RELU, RELU6, LEAKY_RELU, ELU, SILU, HARDSWISH, SIGMOID, TANH = range(9)
@@ -127,6 +128,65 @@ def _tanh(x):
     t = _TANH_NEG if t < _TANH_NEG else t
     e = _expm1(t + t)
     return _div(e, e + _TWO)
+
+
+# --- the same activations in LLVM IR --------------------------------------------------------------
+# For micro-kernels that apply the activation in registers (packed.py): act_row's arithmetic,
+# operation for operation, with a fused multiply-add exactly where Numba's `contract` makes one,
+# so the bits are act_row's. Each maps an 8-lane float32 vector v (and alpha, an 8-lane vector)
+# to act(v); IR_ACTIVATIONS has those there are.
+
+
+def _vec(value):
+    return ir.Constant(ir.VectorType(ir.FloatType(), 8), [float(value)] * 8)
+
+
+def _fma(builder, a, b, c):
+    v8 = a.type
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]), "llvm.fma.v8f32")
+    return builder.call(fma, [a, b, c])
+
+
+def _ir_none(builder, v, alpha):
+    return v
+
+
+def _ir_relu(builder, v, alpha):  # v where v > 0 or NaN, else 0
+    return builder.select(builder.fcmp_unordered(">", v, _vec(0)), v, _vec(0))
+
+
+def _ir_relu6(builder, v, alpha):  # clamped to [0, 6], NaN kept
+    low = builder.select(builder.fcmp_ordered("<", v, _vec(0)), _vec(0), v)
+    return builder.select(builder.fcmp_ordered(">", low, _vec(6)), _vec(6), low)
+
+
+def _ir_leaky_relu(builder, v, alpha):
+    return builder.select(builder.fcmp_ordered(">", v, _vec(0)), v, builder.fmul(v, alpha))
+
+
+def _ir_silu(builder, v, alpha):
+    """v / (1 + e^−v), e^−v as `_act._exp_sat`: (1 + q)·2^n; 1 + (1 + q)·2^n one multiply-add."""
+    x = builder.fsub(_vec(-0.0), v)
+    t = builder.select(builder.fcmp_ordered(">", x, _vec(_SAT_LO)), x, _vec(_SAT_LO))
+    t = builder.select(builder.fcmp_ordered("<", t, _vec(_SAT_HI)), t, _vec(_SAT_HI))
+    n = builder.fsub(_fma(builder, t, _vec(_LOG2E), _vec(_ROUND)), _vec(_ROUND))
+    minus_n = builder.fsub(_vec(-0.0), n)
+    r = _fma(builder, minus_n, _vec(_LN2_HI), t)
+    r = _fma(builder, minus_n, _vec(_LN2_LO), r)
+    q = _vec(_P0)
+    for coefficient in (_P1, _P2, _P3, _P4, _P5):
+        q = _fma(builder, q, r, _vec(coefficient))
+    q = _fma(builder, q, builder.fmul(r, r), r)
+    q = builder.select(builder.fcmp_ordered("==", x, x), q, x)
+    i32v = ir.VectorType(ir.IntType(32), 8)
+    bits = builder.shl(builder.add(builder.fptosi(n, i32v), ir.Constant(i32v, [127] * 8)),
+                       ir.Constant(i32v, [23] * 8))
+    two_n = builder.bitcast(bits, v.type)
+    return builder.fdiv(v, _fma(builder, builder.fadd(_vec(1), q), two_n, _vec(1)))
+
+
+IR_ACTIVATIONS = {NONE: _ir_none, RELU: _ir_relu, RELU6: _ir_relu6, LEAKY_RELU: _ir_leaky_relu, SILU: _ir_silu}
+
 
 # --- the activations ---------------------------------------------------------------------------
 
