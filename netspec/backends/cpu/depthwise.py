@@ -12,8 +12,8 @@ from numba.extending import intrinsic
 
 from ._act import FMA, NONE, act_row
 
-# Outputs at most this wide go to by_channel_blocks (7², 14² and 28² maps; measured, see there).
-BLOCKS_MAX_WIDTH = 28
+# Outputs at most this wide go to by_channel_blocks (7² to 56² maps; measured, see there).
+BLOCKS_MAX_WIDTH = 56
 
 
 @njit(cache=True, fastmath=FMA, parallel=True)
@@ -287,7 +287,9 @@ def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act,
     the same order (bias, then the taps row by row) as `by_planes`, so the same bits. On small
     maps the planes kernel's short loops cost more than its arithmetic. Against it (2 threads,
     MobileNet's and EfficientNet-B0's layers): 0.3× the time on 7² maps, 0.5–0.6× on 14², 0.5–0.8×
-    on stride-2 layers with outputs up to 28 wide, 0.8–0.9× on 28², but 1.1–1.2× on 56²."""
+    on stride-2 layers with outputs up to 28 wide, 0.8–0.9× on 28²; with the interleaving done by
+    8×8 transposes, 0.6–0.97× on 56² outputs (in-network). Not on 112² outputs: 1.0–1.1× there,
+    and 3.5× on 16 channels of 224² (its buffers hold whole planes, far past L2)."""
     n_, c_, h_, w_ = x.shape
     ho, wo = y.shape[2], y.shape[3]
     hp = max(h_ + pt, (ho - 1) * sh + (kh - 1) * dh + 1)
