@@ -11,6 +11,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._act import FMA, NONE, act_row
+from ._util import scratch
 
 # Outputs at most this wide go to by_channel_blocks (7² to 56² maps; measured, see there).
 BLOCKS_MAX_WIDTH = 56
@@ -278,7 +279,6 @@ def _transpose8(typingctx, src, src_step, dst, dst_step):
     return types.void(types.int64, types.int64, types.int64, types.int64), codegen
 
 
-@njit(cache=True, fastmath=FMA, parallel=True)
 def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads):
     """Direct depthwise convolution for small maps, 8 channels at a time: their zero-padded planes
     interleaved in one buffer (buf[(row·wp + column)·8 + lane]), so that a tap is one 8-wide fused
@@ -290,10 +290,21 @@ def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act,
     on stride-2 layers with outputs up to 28 wide, 0.8–0.9× on 28²; with the interleaving done by
     8×8 transposes, 0.6–0.97× on 56² outputs (in-network). Not on 112² outputs: 1.0–1.1× there,
     and 3.5× on 16 channels of 224² (its buffers hold whole planes, far past L2)."""
+    h_, w_ = x.shape[2], x.shape[3]
+    ho, wo = y.shape[2], y.shape[3]
+    hp = max(h_ + pt, (ho - 1) * sh + (kh - 1) * dh + 1)  # the zero-padded planes' size
+    wp = max(w_ + pl, (wo - 1) * sw + (kw - 1) * dw + 1)
+    size = (hp * wp + ho * wo) * 8  # a thread's buffers: the block's padded input and its output, interleaved
+    buffers = scratch("depthwise", threads * size).reshape(threads, size)
+    _by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads, hp, wp, buffers)
+
+
+@njit(cache=True, fastmath=FMA, parallel=True)
+def _by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads, hp, wp,
+                       buffers):
+    """by_channel_blocks in Numba, in each thread's reused buffers (a run allocates no planes)."""
     n_, c_, h_, w_ = x.shape
     ho, wo = y.shape[2], y.shape[3]
-    hp = max(h_ + pt, (ho - 1) * sh + (kh - 1) * dh + 1)
-    wp = max(w_ + pl, (wo - 1) * sw + (kw - 1) * dw + 1)
     blocks = (c_ + 7) // 8
     units = n_ * blocks
     taps = kh * kw
@@ -302,10 +313,11 @@ def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act,
         for j in range(kw):
             offs[i * kw + j] = ((i * dh) * wp + j * dw) * _STEP
     for t in prange(threads):
-        buf = np.zeros(hp * wp * 8, np.float32)
+        buf = buffers[t, :hp * wp * 8]
+        buf[:] = 0.0  # (the padding: only the inside is written below)
+        out = buffers[t, hp * wp * 8:]  # the block's output, interleaved
         wb = np.zeros(taps * 8, np.float32)
         b8 = np.zeros(8, np.float32)
-        out = np.empty(ho * wo * 8, np.float32)  # the block's output, interleaved
         for u in range(units * t // threads, units * (t + 1) // threads):
             n = u // blocks
             c0 = (u - n * blocks) * 8
