@@ -134,7 +134,7 @@ def _tanh(x):
 # For micro-kernels that apply the activation in registers (packed.py): act_row's arithmetic,
 # operation for operation, with a fused multiply-add exactly where Numba's `contract` makes one,
 # so the bits are act_row's. Each maps an 8-lane float32 vector v (and alpha, an 8-lane vector)
-# to act(v); IR_ACTIVATIONS has those there are.
+# to act(v); IR_ACTIVATIONS lists them by activation code.
 
 
 def _vec(value):
@@ -165,7 +165,7 @@ def _ir_leaky_relu(builder, v, alpha):
 
 
 def _ir_silu(builder, v, alpha):
-    """v / (1 + e^−v), e^−v as `_act._exp_sat`: (1 + q)·2^n; 1 + (1 + q)·2^n one multiply-add."""
+    """v / (1 + e^−v), e^−v as `_exp_sat` has it, (1 + q)·2^n; 1 + (1 + q)·2^n one multiply-add."""
     x = builder.fsub(_vec(-0.0), v)
     t = builder.select(builder.fcmp_ordered(">", x, _vec(_SAT_LO)), x, _vec(_SAT_LO))
     t = builder.select(builder.fcmp_ordered("<", t, _vec(_SAT_HI)), t, _vec(_SAT_HI))

@@ -163,6 +163,7 @@ def _emit_tile(builder, args, vectors, context):
              for j in range(vectors)]
     has_res = builder.icmp_signed("!=", res, ir.Constant(i64, 0))
     full = builder.icmp_signed("==", cols, ir.Constant(i64, _LANES * vectors))
+
     def by_activation(masks, with_res):  # one straight-line epilogue per activation, chosen once
         done = builder.append_basic_block("tile.stored")
         plain = builder.append_basic_block("tile.none")
