@@ -374,9 +374,9 @@ class Packed:
     def _blas_plan(self, p: int, n: int, *, residual: bool, act: int, alpha: float, threads: int):
         """`plan` for products wider than _MAX_COLUMNS: OpenBLAS's sgemm in blocks (`gemm`), on
         the weights unpacked (per-image weights too)."""
-        product = gemm.plan((p, self.m, n, self.k), bias=np.ascontiguousarray(self.bp.reshape(1, -1)[:, :self.m]),
-                            residual=residual,
-                            act=act, alpha=alpha, threads=threads)
+        bias = np.ascontiguousarray(self.bp.reshape(1, -1)[:, :self.m])  # (the blocks' padding dropped)
+        product = gemm.plan((p, self.m, n, self.k), bias=bias, residual=residual, act=act, alpha=alpha,
+                            threads=threads)
         weights = unpack(self.wp, self.m)
 
         def run(x, c, res=None, wp=None):
