@@ -646,8 +646,11 @@ def test_depthwise_kernels_give_the_same_bits(n, c, h, w, kernel, stride, dilati
 def test_winograd_3x3_matches_reference(c, o, h, w, batch, pads, bias, seed):
     """3×3 stride-1 convolutions with channels and tiles enough go through Winograd F(2×2, 3×3)
     (backends/cpu/winograd.py): odd and even sizes, padding 0–2 per axis, batches, with and without
-    bias. The transforms round differently from a direct sum: agreement to RTOL, not bit for bit."""
-    from netspec.backends.cpu import winograd
+    bias. The transforms round differently from a direct sum: agreement to RTOL, not bit for bit.
+    (The implicit GEMM, which takes the smaller of these, switched off.)"""
+    from unittest import mock
+
+    from netspec.backends.cpu import implicit, winograd
     op = ops.get("conv2d")
     a = op.attrs.model_validate({"out": o, "kernel": 3, "padding": list(pads), "bias": bias})
     ho, wo = h + 2 * pads[0] - 2, w + 2 * pads[1] - 2
@@ -657,10 +660,71 @@ def test_winograd_3x3_matches_reference(c, o, h, w, batch, pads, bias, seed):
     params = {"weight": (rng.standard_normal((o, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)}
     if bias:
         params["bias"] = rng.standard_normal(o).astype(np.float32)
-    got = KERNELS["conv2d"](a, [x], params, RunContext())
+    with mock.patch.object(implicit, "MAX_TAPS", 0), mock.patch.object(winograd, "plan", wraps=winograd.plan) as spy:
+        got = KERNELS["conv2d"](a, [x], params, RunContext())
+    assert spy.called
     want = op.reference(a, [x], params, RunContext())
     assert got.shape == want.shape == (batch, o, ho, wo)
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+@st.composite
+def implicit_gemm_case(draw):
+    """A fused conv2d the implicit GEMM takes (backends/cpu/implicit.py): groups 1, not a plain 1×1,
+    an activation of the micro-kernel's; maps up to 40 wide (several tiles a row, a last one of
+    8 lanes or fewer), outputs up to 26 channels (5 row blocks: split between 2 threads),
+    'same' padding of even kernels (more at the bottom and right)."""
+    c, out = draw(st.integers(1, 12)), draw(st.integers(1, 26))
+    kernel = draw(pair(1, 7))
+    attrs = {"out": out, "kernel": kernel, "stride": draw(pair(1, 3)), "dilation": draw(pair(1, 2)),
+             "padding": draw(st.one_of(pair(0, 3), st.just("same"))), "bias": draw(st.booleans()),
+             "activation": draw(st.sampled_from([None, "relu", "relu6", "leaky_relu", "silu"])),
+             "alpha": draw(st.floats(0.1, 1.0)), "residual": draw(st.booleans())}
+    if attrs["padding"] == "same":  # (stride 1; asymmetric for an even kernel)
+        attrs["stride"] = [1, 1]
+    assume(kernel != [1, 1] or attrs["padding"] not in ("same", [0, 0]))
+    x = (draw(st.integers(1, 3)), c, draw(st.integers(1, 20)), draw(st.integers(1, 40)))
+    op = ops.get("conv2d")
+    try:
+        y = infer_output(op, op.attrs.model_validate({k: attrs[k] for k in ("out", "kernel", "stride", "dilation",
+                                                                             "padding", "bias")}), [TensorType(x)])
+    except ShapeError:
+        assume(False)
+    return attrs, [x] + ([tuple(y.shape)] if attrs["residual"] else [])
+
+
+@pytest.mark.parametrize("path", ["implicit", "im2col"])
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=implicit_gemm_case(), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
+def test_implicit_gemm_and_im2col_match_reference(path, case, threads, seed):
+    """The same convolutions through the implicit GEMM (its taps read from the padded input through
+    offsets) and, with it switched off, through im2col + the packed GEMM: strides, dilations,
+    padding (asymmetric too), batches, residuals, the in-register activations, one and two threads."""
+    from unittest import mock
+
+    from netspec.backends.cpu import conv, implicit
+    from netspec.threads import set_threads
+    attrs, shapes = case
+    module, name = (implicit, "plan") if path == "implicit" else (conv, "_plan_im2col")
+    with mock.patch.object(implicit, "MAX_TAPS", 10**6 if path == "implicit" else 0), \
+            mock.patch.object(module, name, wraps=getattr(module, name)) as spy, set_threads(threads):
+        check_against_reference("fused_conv2d", attrs, shapes, seed, 1.0)
+    assert spy.called
+
+
+def test_implicit_gemm_takes_stems_and_small_layers():
+    from netspec.backends.cpu import implicit, winograd
+    from netspec.backends.cpu._act import ELU, RELU
+    attrs = ops.get("conv2d").attrs.model_validate
+    assert implicit.applies(attrs({"out": 64, "kernel": 7, "stride": 2, "padding": 3}), 3, RELU, None)  # ResNet's stem
+    assert implicit.applies(attrs({"out": 64, "kernel": 11, "stride": 4, "padding": 2}), 3, RELU, None)  # AlexNet's
+    assert not implicit.applies(attrs({"out": 64, "kernel": 3, "stride": 2}), 64, RELU, None)  # K = 576
+    assert not implicit.applies(attrs({"out": 8, "kernel": 3}), 3, ELU, None)  # not applied in registers
+    assert not implicit.applies(attrs({"out": 8, "kernel": 3, "groups": 3}), 3, RELU, None)
+    small = attrs({"out": 48, "kernel": 3, "padding": 1})  # GoogLeNet's 16 → 48 on 14²: Winograd gives it up
+    assert implicit.applies(small, 16, RELU, winograd.tiles(1, 14, 14))
+    wide = attrs({"out": 96, "kernel": 3, "padding": 1})  # its 32 → 96 on 28²: Winograd keeps it
+    assert not implicit.applies(wide, 32, RELU, winograd.tiles(1, 28, 28))
 
 
 def test_winograd_keeps_small_maps_and_other_convolutions_on_im2col():

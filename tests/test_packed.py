@@ -155,8 +155,9 @@ def test_unpack_inverts_pack():
     np.testing.assert_array_equal(packed.unpack(weights.wp, 13), w)
 
 
-@pytest.mark.parametrize("kernel", [1, 3])
-def test_a_layer_packs_its_weights_once_for_every_input_shape(kernel):
+@pytest.mark.parametrize("kernel, channels, packs", [(1, 12, 1), (3, 12, 1), (3, 64, 2)],
+                         ids=["pointwise", "implicit", "im2col"])
+def test_a_layer_packs_its_weights_once_for_every_input_shape(kernel, channels, packs):
     """A convolution layer planned for several batch sizes and thread counts packs its weights once
     per use (`_Layer.packed`), not once per plan, and every plan gives the reference's values."""
     from netspec import ops
@@ -165,14 +166,15 @@ def test_a_layer_packs_its_weights_once_for_every_input_shape(kernel):
     op = ops.get("conv2d")
     attrs = op.attrs.model_validate({"out": 20, "kernel": kernel, "stride": 2, "padding": kernel // 2})
     rng = np.random.default_rng(4)
-    params = {"weight": rng.standard_normal((20, 12, kernel, kernel)).astype(np.float32),
+    params = {"weight": rng.standard_normal((20, channels, kernel, kernel)).astype(np.float32),
               "bias": rng.standard_normal(20).astype(np.float32)}
     layer = conv.prepare(attrs, params)
     for batch, threads in [(1, 2), (3, 2), (2, 1)]:
-        x = rng.standard_normal((batch, 12, 9, 9)).astype(np.float32)
+        x = rng.standard_normal((batch, channels, 9, 9)).astype(np.float32)
         with netspec.threads.set_threads(threads):
             got = layer([x])
         np.testing.assert_allclose(got, op.reference(attrs, [x], params, RunContext()), rtol=1e-4, atol=1e-4)
-    # a 1×1 layer packs once; an im2col layer once with its bias (batch 1: the GEMM writes y itself)
-    # and once without (batch 3 and 2: tiles of several images, the bias added as they are scattered)
-    assert len(layer.plans) == 3 and len(layer.packed) == (1 if kernel == 1 else 2)
+    # a 1×1 or implicit-GEMM layer packs once; an im2col layer once with its bias (batch 1: the GEMM
+    # writes y itself) and once without (batch 3 and 2: tiles of several images, the bias added as
+    # they are scattered)
+    assert len(layer.plans) == 3 and len(layer.packed) == packs

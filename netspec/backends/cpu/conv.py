@@ -1,5 +1,5 @@
-"""Convolutions: conv2d (im2col + GEMM, 1×1 straight to GEMM, Winograd for 3×3, direct
-depthwise) and conv_transpose2d (GEMM + col2im).
+"""Convolutions: conv2d (an implicit GEMM for few taps, im2col + GEMM, 1×1 straight to GEMM,
+Winograd for 3×3, direct depthwise) and conv_transpose2d (GEMM + col2im).
 
 The GEMMs of ungrouped convolutions run on the layer's weights packed once (`packed`: an LLVM-IR
 micro-kernel, the bias, residual and activation fused); grouped 1×1 and transposed convolutions
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import depthwise, gemm, packed, winograd
+from . import depthwise, gemm, implicit, packed, winograd
 from ._act import FMA, NONE, act_row, activation_code
 from ._util import bias_or_zeros, f32, output, scratch, thread_count, window_out
 
@@ -114,8 +114,8 @@ _TILE_BYTES = 128 << 20
 
 def conv2d(attrs, inputs, params, ctx, out=None):
     """conv2d, and fused_conv2d: conv2d with what the fuse_epilogues pass gave it (ops/fused.py),
-    y = act(conv(x · gate) + residual). im2col + GEMM, 1×1 straight to GEMM, Winograd for 3×3,
-    depthwise direct; one call is `prepare` and one run."""
+    y = act(conv(x · gate) + residual). An implicit GEMM for few taps, im2col + GEMM, 1×1
+    straight to GEMM, Winograd for 3×3, depthwise direct; one call is `prepare` and one run."""
     return prepare(attrs, params)(inputs, out)
 
 
@@ -209,6 +209,14 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual, packs=
     wo = window_out(wd, dw * (kw - 1) + 1, sw, pl, pr)
     is_depthwise = g > 1 and g == c and o == c
     pointwise = kh == kw == 1 and pt == pl == pb == pr == 0 and not is_depthwise
+    tiles = winograd.tiles(n, ho, wo)
+    wino_tiles = tiles if winograd.applies(attrs, c, o, tiles) else None
+    if not (is_depthwise or pointwise) and implicit.applies(attrs, c, act, wino_tiles):
+        if "implicit" not in packs:
+            packs["implicit"] = packed.Packed(w.reshape(o, -1), bias)
+        convolve = implicit.plan(shape, ((kh, kw), (sh, sw), (dh, dw), (pt, pl)), (ho, wo), packs["implicit"], act,
+                                 alpha, threads)
+        return lambda x, gate, res, out: convolve(x, res, out)
     if residual and not pointwise:  # the convolution with its bias, then one pass: + residual, activation
         convolve = _plan(attrs, shape, threads, w, bias, has_bias, NONE, 0.0, False, packs)
 
@@ -229,7 +237,7 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual, packs=
 
     if pointwise:
         return _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, (sh, sw), (ho, wo), packs)
-    if winograd.applies(attrs, c, o, winograd.tiles(n, ho, wo)):
+    if wino_tiles is not None:
         wino = winograd.plan(shape, w, bias, has_bias, (pt, pl, pb, pr), act, alpha, scratch, threads)
         return lambda x, gate, res, out: wino(x, out)
     return _plan_im2col(shape, threads, w, bias, has_bias, act, alpha, g, ((kh, kw), (sh, sw), (dh, dw), (pt, pl)),

@@ -18,6 +18,10 @@ convolution's GEMM runs here, not in OpenBLAS's sgemm (`gemm`): against it, hot 
 - each thread takes a share of the panels, or where they do not share out evenly, of the row
   blocks; small products run on the calling thread.
 
+The micro-kernel's gather variant (`_gather16`, `_gather8`) reads row k of its panel at an offset
+from a table, not k·ldb: the implicit GEMM (`implicit`) runs convolutions with it, each tap read
+from the padded input where it lies.
+
 Products wider than _MAX_COLUMNS (Winograd's at batch 8) go to OpenBLAS's sgemm on the weights
 unpacked (`Packed._blas_plan`): there the packed kernel measured no faster.
 
@@ -98,22 +102,24 @@ def _splat(builder, x):
     return builder.shuffle_vector(lane0, undef, ir.Constant(ir.VectorType(ir.IntType(32), _LANES), [0] * _LANES))
 
 
-def _make_tile(width):
-    """The micro-kernel for blocks `width` columns wide (8 or 16: one or two vectors a row)."""
+def _make_tile(width, gather=False):
+    """The micro-kernel for blocks `width` columns wide (8 or 16: one or two vectors a row); with
+    `gather`, its ldb is the address of a table of row offsets (see `_emit_tile`)."""
     vectors = width // _LANES
 
     @intrinsic
     def tile(typingctx, a, b, ldb, k, c, ldc, bias, rows, cols, res, ldr, act, alpha):
-        return _SIG, lambda context, builder, signature, args: _emit_tile(builder, args, vectors, context)
+        return _SIG, lambda context, builder, signature, args: _emit_tile(builder, args, vectors, context, gather)
     return tile
 
 
-def _emit_tile(builder, args, vectors, context):
-    """One MR×NR block of C: C[r, q] = act(bias[r] + Σ_k a[k·MR + r] · b[k·NR + q] (+ res[r, q])) for
-    r < rows, q < cols. a: the weights' block, packed (K×MR); b: the panel of X (K×NR); c and res:
-    the block's corner, rows ldc and ldr bytes apart; res = 0: no residual; act: an activation
-    code of IR_ACTIVATIONS (another is taken as NONE), alpha its parameter. Pointers as integers.
-    `vectors`: NR / 8."""
+def _emit_tile(builder, args, vectors, context, gather=False):
+    """One MR×NR block of C: C[r, q] = act(bias[r] + Σ_k a[k·MR + r] · B_k[q] (+ res[r, q])) for
+    r < rows, q < cols. a: the weights' block, packed (K×MR); B_k, row k of the panel of X: at b +
+    k·ldb bytes, or with `gather` at b + offsets[k] bytes, ldb then the address of that int64 table
+    (a convolution's taps read from its input, `implicit`); c and res: the block's corner, rows
+    ldc and ldr bytes apart; res = 0: no residual; act: an activation code of IR_ACTIVATIONS
+    (another is taken as NONE), alpha its parameter. Pointers as integers. `vectors`: NR / 8."""
     a, b, ldb, k, c, ldc, bias, rows, cols, res, ldr, act, alpha = args
     f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
     v8 = ir.VectorType(f32, _LANES)
@@ -131,7 +137,11 @@ def _emit_tile(builder, args, vectors, context):
     sums = [builder.phi(v8) for _ in range(MR * vectors)]
     for s in sums:
         s.add_incoming(zero, entry)
-    b_row = builder.bitcast(builder.gep(pb, [builder.mul(kk, ldb)]), fptr)
+    if gather:
+        offsets = builder.inttoptr(ldb, i64.as_pointer())
+        b_row = builder.bitcast(builder.gep(pb, [builder.load(builder.gep(offsets, [kk]))]), fptr)
+    else:
+        b_row = builder.bitcast(builder.gep(pb, [builder.mul(kk, ldb)]), fptr)
     bv = [builder.load(builder.bitcast(builder.gep(b_row, [ir.Constant(i64, _LANES * j)]), v8.as_pointer()),
                        align=4) for j in range(vectors)]
     a_row = builder.gep(pa, [builder.mul(kk, ir.Constant(i64, MR))])
@@ -194,6 +204,7 @@ def _emit_tile(builder, args, vectors, context):
 
 
 _tile16, _tile8 = _make_tile(16), _make_tile(8)
+_gather16, _gather8 = _make_tile(16, gather=True), _make_tile(8, gather=True)
 
 
 def pack(w: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,137 @@
+"""Convolution as an implicit GEMM: no patch matrix. The packed micro-kernel (`packed`) computes
+each MR×NR block of output (MR channels × NR pixels of one output row) reading tap k's NR input
+values straight from a zero-padded copy of the input, at the offset `offsets[k]` (its gather
+variant), instead of from row k of an im2col matrix.
+
+For convolutions with few taps (K = C·kh·kw ≤ MAX_TAPS): stems (3 channels, 7×7 stride 2: K =
+147) and small layers. There the patch matrix costs more than the product: a 224² image's 7×7
+stem writes and reads 7.4 MB of it, and on small maps im2col and Winograd's transforms are each
+a pass, a thread-pool wake-up and a buffer out of cache for a few microseconds of arithmetic. Here
+a tap row of a block is read from L1: all the taps of one output row (K rows of NR values) stay
+there while the weights' row blocks run over them.
+
+The padded copy is split into column phases (stride sw: phase f holds padded columns q·sw + f),
+so that NR neighbouring outputs of a strided convolution read NR consecutive values. Its rows are
+padded to whole tiles, so every load stays in its row (the columns past the output are computed
+and not stored). A row of tiles wastes wo mod NR lanes: 12.5% at 7, 14, 28 and 56 wide.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import packed
+from ._act import FMA, IR_ACTIVATIONS
+from ._util import output, scratch
+
+# Convolutions with at most this many taps (K = C·kh·kw) take this path: one output row's tap rows,
+# K × NR floats, then fit in L1 beside a row block of weights (K × MR). Measured, hot, 2 threads,
+# against the path they had (im2col or Winograd): K = 147 to 363 (stems) 0.61–0.77× the time,
+# 3×3 layers of 16 to 48 channels on 7² to 28² maps 0.57–0.94×; K = 576 (64 channels) 1.05–1.10×.
+MAX_TAPS = 432
+# Except where Winograd (2.25× fewer multiplications) has many tiles to run on and the channels to
+# amortise its transforms: GoogLeNet's 32 → 96, 28² (K = 288, 196 tiles) took 1.01–1.10× its time.
+WINOGRAD_KEEPS = (144, 196)  # more taps than this, and at least this many tiles
+_NO_RES = np.zeros(1, np.float32)
+
+
+def applies(attrs, c: int, act: int, winograd_tiles: int | None) -> bool:
+    """Whether a conv2d (not depthwise or 1×1: caller's check) runs as an implicit GEMM: one group,
+    few taps, an activation the micro-kernel applies itself. winograd_tiles: None where Winograd
+    does not apply, else its tile count."""
+    kh, kw = attrs.kernel
+    taps = c * kh * kw
+    if winograd_tiles is not None and taps > WINOGRAD_KEEPS[0] and winograd_tiles >= WINOGRAD_KEEPS[1]:
+        return False
+    return attrs.groups == 1 and taps <= MAX_TAPS and act in IR_ACTIVATIONS
+
+
+def plan(shape, window, out, weights: packed.Packed, act: int, alpha: float, threads: int):
+    """run(x, res, out) → y for inputs of `shape` (N×C×H×W): the convolution by the layer's packed
+    weights (M×K, K ordered (c, i, j) as weight[o].ravel()), their bias, + res (output-shaped) if
+    given, then the activation. window: the kernel, stride, dilation and top-left padding, as
+    pairs; out: (ho, wo)."""
+    n, c, h, w = shape
+    (kh, kw), (sh, sw), (dh, dw), (pt, pl) = window
+    ho, wo = out
+    hp = (ho - 1) * sh + (kh - 1) * dh + 1  # padded rows the windows reach
+    tiles = -(-wo // packed.NR)
+    wq = tiles * packed.NR + (kw - 1) * dw // sw  # phase columns: every tile's loads inside the row
+    offsets = np.array([4 * (((ci * sw + j * dw % sw) * hp + i * dh) * wq + j * dw // sw)
+                        for ci in range(c) for i in range(kh) for j in range(kw)], np.int64)
+    lines = n * ho
+    blocks = weights.wp.shape[1]
+    # the row blocks shared out where the output rows do not divide evenly and are few (as `packed`)
+    split_rows = lines % threads != 0 and lines < 8 * threads and blocks >= 2 * threads
+    alpha32 = np.float32(alpha)
+
+    def run(x, res, out):
+        y = output(out, (n, weights.m, ho, wo))
+        xq = scratch("implicit", n * c * sw * hp * wq).reshape(n, c, sw, hp, wq)
+        _convolve(x, xq, sh, sw, pt, pl, weights.wp[0], weights.bp, weights.m, offsets, y,
+                  _NO_RES if res is None else res.reshape(-1), res is not None, act, alpha32, threads, split_rows)
+        return y
+    return run
+
+
+@njit(cache=True, fastmath=FMA, parallel=True)
+def _convolve(x, xq, sh, sw, pt, pl, wp, bp, m, offsets, y, res, has_res, act, alpha, threads, split_rows):
+    """y = act(W ∗ x + bias (+ res)): first xq[n, c, f, r, q] = x[n, c, r − pt, q·sw + f − pl] (zero
+    outside x), then on each thread its output rows (or row blocks), tile by tile: for each tile
+    of NR pixels, every row block of weights (wp: blocks×K×MR, bp: blocks×MR) over the tile's taps."""
+    n_, c_, h_, w_ = x.shape
+    sw_, hp, wq = xq.shape[2], xq.shape[3], xq.shape[4]
+    planes = n_ * c_ * sw_
+    for idx in prange(planes * hp):  # the padded, phase-split input, row by row
+        plane = idx // hp
+        r = idx - plane * hp
+        n = plane // (c_ * sw_)
+        c = (plane - n * c_ * sw_) // sw_
+        f = plane - (n * c_ + c) * sw_
+        dst = xq[n, c, f, r]
+        ih = r - pt
+        lo, hi = 0, 0  # the phase columns q with 0 ≤ q·sw + f − pl < w
+        if 0 <= ih < h_:
+            lo = max(0, (pl - f + sw - 1) // sw)
+            hi = min(wq, (w_ - 1 + pl - f) // sw + 1)
+            hi = max(hi, lo)
+        for q in range(lo):
+            dst[q] = 0.0
+        if hi > lo:
+            src = x[n, c, ih]
+            first = lo * sw + f - pl
+            for q in range(hi - lo):
+                dst[lo + q] = src[first + q * sw]
+        for q in range(hi, wq):
+            dst[q] = 0.0
+
+    o, ho, wo = y.shape[1], y.shape[2], y.shape[3]
+    p = ho * wo
+    k = offsets.shape[0]
+    blocks = wp.shape[0]
+    lines = n_ * ho
+    ldc = 4 * p
+    plane_bytes = 4 * c_ * sw_ * hp * wq
+    for t in prange(threads):
+        l0, l1, b0, b1 = lines * t // threads, lines * (t + 1) // threads, 0, blocks
+        if split_rows:
+            l0, l1, b0, b1 = 0, lines, blocks * t // threads, blocks * (t + 1) // threads
+        for line in range(l0, l1):
+            n = line // ho
+            oh = line - n * ho
+            taps = xq.ctypes.data + n * plane_bytes + 4 * oh * sh * wq
+            corner = 4 * (n * o * p + oh * wo)  # of output row oh, channel 0, in y and res
+            for ow0 in range(0, wo, packed.NR):
+                cols = min(packed.NR, wo - ow0)
+                for blk in range(b0, b1):
+                    r0 = blk * packed.MR
+                    at = corner + 4 * (r0 * p + ow0)
+                    pr = res.ctypes.data + at if has_res else 0
+                    if cols > packed._LANES:
+                        packed._gather16(wp[blk].ctypes.data, taps + 4 * ow0, offsets.ctypes.data, k,
+                                         y.ctypes.data + at, ldc, bp[blk].ctypes.data, min(packed.MR, m - r0),
+                                         cols, pr, ldc, act, alpha)
+                    else:
+                        packed._gather8(wp[blk].ctypes.data, taps + 4 * ow0, offsets.ctypes.data, k,
+                                        y.ctypes.data + at, ldc, bp[blk].ctypes.data, min(packed.MR, m - r0),
+                                        cols, pr, ldc, act, alpha)
