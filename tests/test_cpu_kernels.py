@@ -531,8 +531,9 @@ def test_pools_on_wide_planes_and_large_windows(name, attrs, hw):
        ceil=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_maxpool_stride_2_matches_reference_exactly(planes, h, half_w, kernel, pad, ceil, seed):
     """Stride-2 max pooling on inputs twice the output's width (pool.py `_maxpool_s2`: the columns
-    pooled flat over many rows, the windows clipped by a row's edges redone, the rows row by row):
-    equal to the reference with padding, the ceil-mode overhang, NaN and −inf."""
+    pooled flat over many rows, the windows clipped by a row's edges redone, the rows row by row;
+    rows first for windows 3 high, else columns first): equal to the reference with padding, the
+    ceil-mode overhang, NaN and −inf."""
     pads = [kernel[0] // 2 if pad[0] else 0, kernel[1] // 2 if pad[1] else 0]
     op = ops.get("maxpool2d")
     a = op.attrs.model_validate({"kernel": list(kernel), "stride": 2, "padding": pads, "ceil_mode": ceil})
