@@ -26,8 +26,8 @@ from ._util import output, scratch
 
 # Convolutions with at most this many taps (K = C·kh·kw) take this path: one output row's tap rows,
 # K × NR floats, then fit in L1 beside a row block of weights (K × MR). Measured, hot, 2 threads,
-# against the path they had (im2col or Winograd): K = 147 to 363 (stems) 0.61–0.77× the time,
-# 3×3 layers of 16 to 48 channels on 7² to 28² maps 0.57–0.94×; K = 576 (64 channels) 1.05–1.10×.
+# against the path they had (im2col or Winograd): stems (K = 27 to 363) 0.61–0.77× the time, 3×3
+# layers of 16 to 48 channels on 7² to 28² maps 0.57–0.99×; K = 576 (64 channels) 1.05–1.10×.
 MAX_TAPS = 432
 # Except where Winograd (2.25× fewer multiplications) has many tiles to run on and the channels to
 # amortise its transforms: GoogLeNet's 32 → 96, 28² (K = 288, 196 tiles) took 1.01–1.10× its time.
