@@ -61,8 +61,7 @@ def plan(shape, window, out, weights: packed.Packed, act: int, alpha: float, thr
                         for ci in range(c) for i in range(kh) for j in range(kw)], np.int64)
     lines = n * ho
     blocks = weights.wp.shape[1]
-    # the row blocks shared out where the output rows do not divide evenly and are few (as `packed`)
-    split_rows = lines % threads != 0 and lines < 8 * threads and blocks >= 2 * threads
+    split_rows = packed.split_row_blocks(lines, blocks, threads)  # else the output rows
     alpha32 = np.float32(alpha)
 
     def run(x, res, out):

@@ -328,6 +328,14 @@ _NO_RES = np.zeros((1, 1, 1), np.float32)
 _L1_SETS, _L1_WAYS, _LINE = 64, 8, 64  # a 32 KiB, 8-way L1 data cache (AMD and Intel alike)
 
 
+def split_row_blocks(units: int, blocks: int, threads: int) -> bool:
+    """Whether threads share a product's row blocks rather than its `units` of columns (panels, or
+    output rows): the units are shared where they divide evenly or are many (at most one more for
+    some threads: ≤ 1/8 more work), else the row blocks, where there are 2 a thread (each thread
+    then reads all of X)."""
+    return units % threads != 0 and units < 8 * threads and blocks >= 2 * threads
+
+
 def _panel_fits_l1(k: int, n: int) -> bool:
     """Whether a panel read in place, K rows of X n floats apart, can stay in L1: rows a multiple of
     64 bytes apart fall into 64 / gcd(lines apart, 64) of its sets, 8 lines each. A power-of-two
@@ -367,9 +375,7 @@ class Packed:
         direct = (self.m <= _DIRECT_MAX or self.k <= _DIRECT_MAX) and _panel_fits_l1(self.k, n)
         if p * self.m * n * self.k < _PARALLEL_MIN:
             threads = 1
-        # the panels shared out where they divide evenly or are many (at most one panel more for
-        # some threads: ≤ 1/8 more work), else the row blocks (each thread then packs all of X)
-        split_rows = (p * panels) % threads != 0 and p * panels < 8 * threads and blocks >= 2 * threads
+        split_rows = split_row_blocks(p * panels, blocks, threads)
 
         def run(x, c, res=None, wp=None):
             args = (self.wp if wp is None else wp, self.bp, self.m, x, c, _NO_RES if res is None else res,
