@@ -9,10 +9,13 @@ from .spec.errors import SpecError
 __version__ = "0.1.0"
 
 
-def load(path, variant: str | None = None, params: dict | None = None) -> Graph:
-    """Load a spec file into a typed graph (batch symbolic). Raises SpecError listing every mistake."""
+def load(path, variant: str | None = None, params: dict | None = None, include=()) -> Graph:
+    """Load a spec file into a typed graph (batch symbolic). Raises SpecError listing every mistake.
+
+    The files a spec names (`imports:`, `extends:`) are read only from its own folder and below, and
+    from the folders in `include` and $NETSPEC_PATH."""
     from .spec.load import load_graph
-    return load_graph(path, variant, params)
+    return load_graph(path, variant, params, include)
 
 
 def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None, seed: int = 0,

@@ -56,8 +56,9 @@ def check_writable(path: str, force: bool) -> Path:
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"cannot write '{path}': it is a directory")
-    if target.exists() and not force:
-        raise UsageError(f"'{path}' already exists; pass --force to replace it")
+    if os.path.lexists(target) and not force:  # (a dangling link too: the user's, to a file to come)
+        what = "a symbolic link to nothing" if not target.exists() else "already exists"
+        raise UsageError(f"'{path}' {'is ' if not target.exists() else ''}{what}; pass --force to replace it")
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"cannot write '{path}': no directory '{parent}'")
@@ -77,20 +78,30 @@ def write_output(path: str, data: str | bytes, force: bool = False) -> None:
 
 def _load(args):
     from . import load
-    return load(args.spec, variant=args.variant, params=parse_sets(args.set))
+    return load(args.spec, variant=args.variant, params=parse_sets(args.set), include=args.include or ())
 
 
 def cmd_check(args) -> int:
-    from .spec.load import variants_of
+    from .spec.load import library_blocks, variants_of
     from . import load
     failed = 0
+    include = args.include or ()
     for spec in args.specs:
         problems: list[Diagnostic] = []
+        try:
+            blocks = library_blocks(spec, include)
+        except SpecError as e:
+            failed += 1
+            print(e.format(), file=sys.stderr)
+            continue
+        if blocks is not None:
+            print(f"ok  {spec}  (block library: {', '.join(blocks)})")
+            continue
         variants = variants_of(spec)
         checked = []
         for variant in [None] + variants:
             try:
-                load(spec, variant=variant, params=parse_sets(args.set))
+                load(spec, variant=variant, params=parse_sets(args.set), include=include)
                 checked.append(variant or "base")
             except SpecError as e:
                 suffix = f" (variant {variant})" if variant else ""
@@ -125,7 +136,8 @@ def cmd_run(args) -> int:
     import numpy as np
 
     from . import compile
-    from .inputs import load_input
+    from .inputs import load_input, planned_batch
+    from .resources import check_fits, run_needs
     from .threads import set_threads
 
     graph = _load(args)
@@ -133,6 +145,9 @@ def cmd_run(args) -> int:
         check_writable(args.output, args.force)
         if len(graph.outputs) > 1 and not args.output.endswith(".npz"):
             raise UsageError("this network has several outputs: write them to a .npz file")
+    # what the run will hold, against what it may have, before anything is allocated
+    batch = planned_batch(args.input, graph, args.batch)
+    check_fits(run_needs(graph.active(args.mode), batch, args.backend), args.max_memory)
     x = load_input(args.input, graph, args.batch, args.seed)
     with set_threads(args.threads):
         started = time.perf_counter()
@@ -218,7 +233,7 @@ def cmd_compare(args) -> int:
     summaries, labels = [], []
     for item in args.specs:
         spec, _, variant = item.rpartition(":") if ":" in item and not Path(item).exists() else (item, "", "")
-        graph = load(spec, variant=variant or None, params=parse_sets(args.set))
+        graph = load(spec, variant=variant or None, params=parse_sets(args.set), include=args.include or ())
         summaries.append(summary(graph, batch=args.batch))
         labels.append(Path(spec).stem + (f":{variant}" if variant else ""))
     print(compare(summaries, labels))
@@ -254,9 +269,10 @@ def cmd_ops(args) -> int:
     return 0
 
 
-def positive_int_or(*words: str):
-    """An argparse type: a positive integer, or one of `words` (e.g. 'auto', 'dynamic')."""
-    expected = "a positive integer" + "".join(f" or '{w}'" for w in words)
+def int_in(low: int, high: int, *words: str):
+    """An argparse type: an integer from `low` to `high`, or one of `words` (e.g. 'auto', 'dynamic')."""
+    kind = "a positive integer" if low == 1 else "a non-negative integer" if low == 0 else f"an integer ≥ {low}"
+    expected = kind + "".join(f" or '{w}'" for w in words)
 
     def parse(text: str) -> int | str:
         if text in words:
@@ -264,14 +280,37 @@ def positive_int_or(*words: str):
         try:
             value = int(text)
         except ValueError:
-            value = 0
-        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got '{text}'") from None
+        if value < low:
             raise argparse.ArgumentTypeError(f"expected {expected}, got '{text}'")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{value:,} is too large (at most {high:,})")
         return value
     return parse
 
 
+def positive_int_or(*words: str):
+    """An argparse type: a positive integer (up to 2**24, netspec's limit on any one size), or one of
+    `words`."""
+    return int_in(1, MAX_COUNT, *words)
+
+
+def memory_size(text: str) -> int:
+    from .resources import parse_size
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+MAX_COUNT = 1 << 24  # the largest batch, repeat count or depth (ops/fields.MAX_SIZE, for any size)
 positive_int = positive_int_or()
+seed_int = int_in(0, 2**63 - 1)
+
+
+def include_option(p) -> None:
+    p.add_argument("--include", "-I", action="append", metavar="DIR",
+                   help="a folder the spec's imports and extends may also read (repeatable; also $NETSPEC_PATH)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("spec", metavar="SPEC", help="spec file (YAML)")
             p.add_argument("--variant", "-V", help="a variant declared in the spec")
         p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a spec parameter (repeatable)")
+        include_option(p)
 
     p = sub.add_parser("check", help="validate specs and every variant they declare")
     spec_options(p, many=True)
@@ -307,13 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="FILE.safetensors", help="weights (default: initialized from --seed)")
     p.add_argument("--input", metavar="FILE", help="a .npy batch (N×C×H×W or C×H×W) or an image (png, jpg, ...)")
     p.add_argument("--batch", type=positive_int, default=1, help="batch size for random or image input (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights, random input and dropout (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed for weights, random input and dropout (default 0)")
     p.add_argument("--mode", choices=["eval", "train"], default="eval", help="eval (default) or train")
     p.add_argument("--backend", choices=["cpu", "cuda", "reference"], default="cpu",
                    help="cpu: Numba kernels (default); cuda: numba.cuda kernels on an NVIDIA GPU; reference: plain numpy")
     p.add_argument("--repeat", type=positive_int, default=5,
                    help="timed runs after the warm-up (default 5; fewer once 2 s have been spent)")
     p.add_argument("--threads", type=positive_int, help="threads for BLAS and the kernels (default: all cores)")
+    p.add_argument("--max-memory", type=memory_size, metavar="SIZE",
+                   help="refuse a run that needs more memory than this, e.g. 8G (default: the memory available)")
     p.add_argument("--output", "-o", metavar="FILE.npy", help="save the output (.npz for several outputs)")
     p.add_argument("--force", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=cmd_run)
@@ -330,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     w = wsub.add_parser("init", help="write deterministically initialized weights for a spec")
     spec_options(w)
     w.add_argument("-o", "--output", required=True, metavar="FILE.safetensors")
-    w.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    w.add_argument("--seed", type=seed_int, default=0, help="seed (default 0)")
     w.add_argument("--force", action="store_true", help="replace the output file if it exists")
     w.set_defaults(func=cmd_weights_init)
 
@@ -342,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="params, MACs and more of several specs side by side")
     p.add_argument("specs", nargs="+", metavar="SPEC[:VARIANT]", help="two or more specs (optionally spec:variant)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a parameter of every spec")
+    include_option(p)
     p.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
     p.set_defaults(func=cmd_compare)
 
@@ -365,8 +408,9 @@ def user_errors() -> tuple[type[Exception], ...]:
     from .backends.cuda import BackendUnavailable
     from .backends.executor import InputError
     from .ops.registry import RunError
+    from .resources import ResourceError
     from .weights import WeightsError
-    return (InputError, RunError, WeightsError, BackendUnavailable)
+    return (InputError, RunError, WeightsError, BackendUnavailable, ResourceError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,17 +1,125 @@
-"""Writing the user's files safely: atomically (a failure never leaves a half-written or emptied
-file), with the permissions a plain `open(path, "w")` would give."""
+"""Reading and writing the user's files safely.
+
+Reading: only regular files (a FIFO, a device such as /dev/zero or a directory is refused before a
+byte is read) and never more than a size limit plus one byte, so an endless or huge file is refused
+instead of filling memory. Writing: atomically (a failure never leaves a half-written or emptied
+file), with the permissions a plain `open(path, "w")` would give; the temporary file a killed
+write left behind is removed by the next write to the same path."""
 from __future__ import annotations
 
+import errno
 import os
-import uuid
+import stat
 from pathlib import Path
 
 
+class FileReadError(OSError):
+    """A file that cannot be read as asked; the message is the reason, in words."""
+
+
+def _reason(e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "a loop of symbolic links"
+    return e.strerror or str(e)
+
+
+def open_regular(path: str | os.PathLike):
+    """An open binary file object for `path`, which must be a regular file (FileReadError if not).
+
+    O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            raise FileReadError(e.errno, "no such file") from None
+        raise FileReadError(e.errno, _reason(e)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else
+                    "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                    else "not a regular file")
+            raise FileReadError(errno.EINVAL, f"it is {kind}, not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_limited(path: str | os.PathLike, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (FileReadError otherwise). Reads at most
+    limit + 1 bytes whatever the file claims to be."""
+    with open_regular(path) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise FileReadError(errno.EFBIG, f"{what} is over the limit of {limit:,} bytes")
+    return data
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """The absolute path with every symbolic link resolved; FileReadError for a loop of links."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a symlink loop
+        raise FileReadError(errno.ELOOP, "a loop of symbolic links") from None
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    """Whether the resolved `path` is `folder` or below it (both resolved)."""
+    return path == folder or folder in path.parents
+
+
+def _tmp_prefix(target: Path) -> str:
+    return f".{target.name}."
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Temporary files of earlier writes to `target` whose writer is gone (killed mid-write)."""
+    prefix = _tmp_prefix(target)
+    try:
+        names = [n for n in os.listdir(target.parent) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):-len(".tmp")].split(".")[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            (target.parent / name).unlink()
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same directory; raises OSError."""
+    """Write `data` to `path` via a temporary file in the same directory; raises OSError.
+
+    The temporary file is named after the target and the writing process (`.NAME.PID.N.tmp`), so a
+    later write can tell the leftovers of a killed writer from a live one's, and removes them."""
     target = Path(path)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
+    _remove_stale_temporaries(target)
+    for n in range(100):
+        tmp = target.parent / f"{_tmp_prefix(target)}{os.getpid()}.{n}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, f"too many temporary files beside '{target}'")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

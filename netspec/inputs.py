@@ -2,13 +2,17 @@
 or a seeded random batch."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .backends.executor import InputError
+from .files import FileReadError, open_regular
 from .ir.graph import Graph
+from .resources import Needs, check_fits, npy_bytes, npy_header
 
+MAX_IMAGE_PIXELS = 8192 * 8192  # a larger image is refused before it is decoded
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -19,23 +23,34 @@ def _input_type(graph: Graph):
 
 def random_batch(graph: Graph, batch: int, seed: int) -> np.ndarray:
     _, type_ = _input_type(graph)
-    return np.random.default_rng(seed).standard_normal((batch,) + type_.dims).astype(np.float32)
+    return np.random.default_rng(seed).standard_normal((batch,) + type_.dims, dtype=np.float32)
+
+
+def _not_npy(path: str) -> InputError:
+    return InputError(f"'{path}' is not a .npy array file (write one with numpy.save), nor an image "
+                      f"({', '.join(sorted(IMAGE_SUFFIXES))})")
 
 
 def read_npy(path: str) -> np.ndarray:
+    """A .npy array, read from a regular file only, its size checked against the memory left first."""
     try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"cannot read '{path}': no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"cannot read '{path}': it is a directory") from None
-    except (OSError, ValueError, EOFError):
-        raise InputError(f"'{path}' is not a .npy array file (write one with numpy.save), nor an image "
-                         f"({', '.join(sorted(IMAGE_SUFFIXES))})") from None
-    if not isinstance(array, np.ndarray):
-        array.close()
+        with open_regular(path) as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise InputError(f"cannot read '{path}': {e.strerror}") from None
+    if magic.startswith(b"PK\x03\x04"):
         raise InputError(f"'{path}' is an .npz archive; give one array as a .npy file (numpy.save)")
-    return array
+    nbytes = npy_bytes(path)
+    if nbytes is None:
+        raise _not_npy(path)
+    check_fits(Needs({"the array in the file": nbytes}), hint="the file is too large to read here")
+    try:
+        with open_regular(path) as f:
+            return np.load(f, allow_pickle=False)
+    except OSError as e:
+        raise InputError(f"cannot read '{path}': {e.strerror or e}") from None
+    except (ValueError, EOFError):
+        raise _not_npy(path) from None
 
 
 def fit(image, width: int, height: int):
@@ -58,17 +73,38 @@ def read_image(path: str, graph: Graph) -> np.ndarray:
     if type_.rank != 4 or type_.c not in (1, 3):
         raise InputError(f"this network's input is {type_}; images need 1 or 3 channels")
     try:
-        with Image.open(path) as image:
-            image = fit(image.convert("L" if type_.c == 1 else "RGB"), type_.w, type_.h)
-            pixels = np.asarray(image, dtype=np.float32) / 255.0
-    except FileNotFoundError:
-        raise InputError(f"cannot read '{path}': no such file") from None
-    except (UnidentifiedImageError, OSError) as e:
+        with open_regular(path) as f, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(f) as image:  # (reads the header only: the size is known before decoding)
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise InputError(f"image '{path}' is {image.width}×{image.height} "
+                                     f"({image.width * image.height:,} pixels); images are limited to "
+                                     f"{MAX_IMAGE_PIXELS:,} pixels")
+                image = fit(image.convert("L" if type_.c == 1 else "RGB"), type_.w, type_.h)
+                pixels = np.asarray(image, dtype=np.float32) / 255.0
+    except FileReadError as e:
+        raise InputError(f"cannot read '{path}': {e.strerror}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"image '{path}' declares more than {MAX_IMAGE_PIXELS:,} pixels; images are limited to "
+                         "that") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise InputError(f"cannot read image '{path}': {e}") from None
     chw = pixels[None] if type_.c == 1 else pixels.transpose(2, 0, 1)
     mean = np.asarray(graph.preprocess.get("mean", [0.0] * type_.c), np.float32)[:, None, None]
     std = np.asarray(graph.preprocess.get("std", [1.0] * type_.c), np.float32)[:, None, None]
     return ((chw - mean) / std)[None].astype(np.float32)
+
+
+def planned_batch(path: str | None, graph: Graph, batch: int) -> int:
+    """The batch size `load_input` will give, known before anything is read: a .npy file's from its
+    header (a file that is not one gives `batch`: reading it will say what is wrong)."""
+    if path is None or Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        return batch
+    header = npy_header(path)
+    if header is None:
+        return batch
+    shape = header[0]
+    return 1 if shape == _input_type(graph)[1].dims or not shape else max(1, int(shape[0]))
 
 
 def load_input(path: str | None, graph: Graph, batch: int, seed: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from .. import ops
 from ..ir.graph import Graph, Node
 from ..ops.registry import RunContext
 from ..passes.memory import ALIGN, VIEWS, plan_memory
+from ..resources import Needs, check_fits
 
 Kernel = Callable[..., np.ndarray]
 
@@ -108,9 +109,10 @@ class Arena:
     (`outs()`), with the concat inputs placed in it, so the arrays a run returns stay the
     caller's when the next run comes."""
 
-    def __init__(self, graph: Graph, batch: int):
+    def __init__(self, graph: Graph, batch: int, max_memory: int | None = None):
         plan = plan_memory(graph, batch)
         self.batch = batch
+        check_fits(Needs({"activations": plan.arena}), max_memory, hint="run a smaller batch")
         raw = np.empty(plan.arena + ALIGN, np.uint8)
         self.memory = raw[-raw.ctypes.data % ALIGN:][:plan.arena]  # (on a cache line, as planned)
         step_of = {node.name: i for i, node in enumerate(graph.nodes)}
@@ -182,6 +184,7 @@ class Executable:
         self.graph = graph.active(mode)
         self.weights = weights
         self.mode, self.seed, self.backend = mode, seed, backend
+        self.max_memory: int | None = None  # bytes a run's arena may take (None: what is available)
         self.steps = 0  # runs so far: train-mode dropout draws a fresh mask each run
         missing = sorted({n.op for n in self.graph.nodes if n.op not in kernels})
         if missing:
@@ -229,7 +232,7 @@ class Executable:
             batch = next(iter(values.values())).shape[0]
             if self._arena is None or self._arena.batch != batch:
                 self._arena = None  # (the old one freed before the new one is made)
-                self._arena = Arena(self.graph, batch)
+                self._arena = Arena(self.graph, batch, self.max_memory)
             return self._run(values, self._arena.outs(), self._arena.done)
 
     def _run(self, values: dict[str, np.ndarray], outs: list[np.ndarray | None],

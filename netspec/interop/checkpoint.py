@@ -9,14 +9,18 @@ written.
 """
 from __future__ import annotations
 
-import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import regex  # like re, but with a time bound: a user's pattern may backtrack for ever (`^(a+)+$`)
 
 from ..ir.graph import Graph
 from ..weights import WeightsError, check_weights, read_weights
+
+
+REGEX_SECONDS = 5.0  # for all of a mapping's regular expressions on all of a checkpoint's keys
 
 
 class CheckpointError(ValueError):
@@ -26,7 +30,7 @@ class CheckpointError(ValueError):
 @dataclass
 class Mapping:
     rename: dict[str, str]
-    regex: list[tuple[re.Pattern, str]]
+    regex: list[tuple[regex.Pattern, str]]
 
 
 @dataclass
@@ -117,8 +121,8 @@ def read_mapping(path: str | Path) -> Mapping:
         if not (isinstance(rule, list) and len(rule) == 2 and all(isinstance(x, str) for x in rule)):
             raise CheckpointError(f"mapping '{path}': regex rule {i + 1} must be [pattern, replacement]")
         try:
-            rules.append((re.compile(rule[0]), rule[1]))
-        except re.error as e:
+            rules.append((regex.compile(rule[0]), rule[1]))
+        except regex.error as e:
             raise CheckpointError(f"mapping '{path}': regex rule {i + 1} ('{rule[0]}'): {e}") from None
     if not isinstance(data.get("regex") or [], list):
         raise CheckpointError(f"mapping '{path}': `regex` must be a list of [pattern, replacement]")
@@ -129,6 +133,7 @@ def map_state_dict(state: dict[str, np.ndarray], graph: Graph, mapping: Mapping 
                    origin: str = "weights in the checkpoint") -> ImportReport:
     """Rename, drop num_batches_tracked, and check against the graph (WeightsError lists every problem)."""
     ignored = [k for k in state if k == "num_batches_tracked" or k.endswith(".num_batches_tracked")]
+    deadline = time.monotonic() + REGEX_SECONDS
     mapped: dict[str, np.ndarray] = {}
     sources: dict[str, str] = {}
     problems, renamed = [], 0
@@ -140,9 +145,13 @@ def map_state_dict(state: dict[str, np.ndarray], graph: Graph, mapping: Mapping 
             new = mapping.rename.get(new, new)
             for pattern, replacement in mapping.regex:
                 try:
-                    new = pattern.sub(replacement, new)
-                except re.error as e:
+                    new = pattern.sub(replacement, new, timeout=max(0.001, deadline - time.monotonic()))
+                except (regex.error, IndexError) as e:
                     raise CheckpointError(f"regex '{pattern.pattern}' → '{replacement}': {e}") from None
+                except TimeoutError:
+                    raise CheckpointError(f"regex '{pattern.pattern}' took too long: the mapping's regular "
+                                          f"expressions may take {REGEX_SECONDS:g} s in all (at key '{key}'); "
+                                          "simplify the pattern") from None
         renamed += new != key
         if new in mapped:
             problems.append(f"{key} and {sources[new]} both map to {new}")

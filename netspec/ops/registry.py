@@ -7,6 +7,7 @@ Backends attach their kernels elsewhere, keyed by the op's name.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
@@ -183,7 +184,7 @@ def infer_output(op: OpDef, attrs: Attrs, inputs: Sequence[TensorType]) -> Tenso
     out = op.shape(attrs, inputs)
     if any(d <= 0 for d in out.dims):
         raise ShapeError(f"{op.name} would produce the empty shape {out.dims_str()}")
-    if any(d > MAX_SIZE for d in out.dims) or out.numel() > MAX_ELEMENTS:
+    if any(d > MAX_SIZE for d in out.dims) or math.prod(out.dims) > MAX_ELEMENTS:  # (per sample: any batch)
         raise ShapeError(f"{op.name} would produce the absurd shape {out.dims_str()} (limits: {MAX_SIZE:,} per "
                          f"dimension, {MAX_ELEMENTS:,} elements per sample)")
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from pydantic import ValidationError
 
@@ -14,6 +14,7 @@ from ..ir.verify import verify
 from .errors import COMMAND_LINE, Collector, Location, SpecError, did_you_mean
 from .expand import INVALID_OP, BlockRef, expand
 from .expr import ExprError, evaluate
+from ..files import FileReadError, is_within, resolve
 from .loader import SourceFile, read_source
 from .schema import IDENT_RE, SpecFile, attach_sources, check_param_type
 from .validation import validation_diagnostics
@@ -21,15 +22,59 @@ from ..ops import registry
 from ..ops.fields import MAX_SIZE
 
 MAX_IMPORTS = 100
+SPEC_FIELDS = set(SpecFile.model_fields)
 
 
 def display_path(path: Path) -> str:
     """The path as the user would type it: relative to the working directory when inside it."""
-    absolute = Path(path).resolve()
+    try:
+        absolute = resolve(path)
+    except FileReadError:  # a loop of links: show it as written
+        absolute = Path(os.path.abspath(path))
     try:
         return str(absolute.relative_to(Path.cwd()))
     except ValueError:
         return str(absolute)
+
+
+class Folders:
+    """Where a spec may read the files it names (`imports:`, `extends:`): the folder of the spec the
+    user named and below, and the folders allowed with `--include DIR` or $NETSPEC_PATH (searched, in
+    that order, for a relative name not found beside the file that names it). Links are resolved
+    first and held to the same rule, so no name reaches a file elsewhere, and such a file is never read."""
+
+    def __init__(self, spec: Path, include: Sequence[str | os.PathLike] = ()):
+        env = [p for p in os.environ.get("NETSPEC_PATH", "").split(os.pathsep) if p]
+        self.include: list[Path] = []
+        for folder in list(include) + env:
+            try:
+                self.include.append(resolve(folder))
+            except FileReadError:
+                continue
+        try:
+            home = resolve(Path(spec).parent)
+        except FileReadError:
+            home = Path(os.path.abspath(Path(spec).parent))
+        self.roots = [home] + self.include
+
+    def locate(self, name: str, naming_file: Path) -> Path:
+        """The resolved file `name` stands for, written in `naming_file`; FileReadError with the reason
+        when there is no such file or it lies outside the allowed folders."""
+        candidates = [naming_file.parent / name]
+        if not Path(name).is_absolute():
+            candidates += [folder / name for folder in self.include]
+        found = None
+        for candidate in candidates:
+            target = resolve(candidate)  # (a loop of links raises)
+            if not any(is_within(target, root) for root in self.roots):
+                found = found or FileReadError(
+                    0, f"it lies outside {' and '.join(map(display_path, self.roots))} (a spec reads files only "
+                       "from its own folder and below); allow another folder with --include DIR or NETSPEC_PATH")
+                continue
+            if target.is_file():
+                return target
+            found = found or FileReadError(0, f"no such file (looked for {display_path(target)})")
+        raise found
 
 
 def parse_file(path: Path, errors: Collector) -> tuple[SpecFile | None, SourceFile | None]:
@@ -38,8 +83,10 @@ def parse_file(path: Path, errors: Collector) -> tuple[SpecFile | None, SourceFi
     except SpecError as e:
         errors.diagnostics += e.diagnostics
         return None, None
-    if not isinstance(source.data, dict):
-        errors.error(source.loc(()), "a spec must be a mapping with `layers:` (or `blocks:` for a library)")
+    if not isinstance(source.data, dict) or not SPEC_FIELDS.intersection(source.data):
+        # (nothing of a spec in it: say so without echoing what it holds, which may be another's secret)
+        errors.error(source.loc(()), "not a netspec spec: a spec is a mapping with `layers:` "
+                     "(or `blocks:` for a block library)")
         return None, source
     data = source.data
     try:
@@ -97,11 +144,12 @@ def _entry_path(loc: tuple) -> tuple | None:
     return None
 
 
-def collect_blocks(spec: SpecFile, source: SourceFile, path: Path, errors: Collector) -> dict[str, BlockRef]:
+def collect_blocks(spec: SpecFile, source: SourceFile, path: Path, folders: Folders,
+                   errors: Collector) -> dict[str, BlockRef]:
     """The blocks the spec defines and imports (transitively), checked for clashes."""
     blocks: dict[str, BlockRef] = {}
     defined_at: dict[str, Location] = {}
-    seen: set[Path] = {path.resolve()}
+    seen: set[Path] = {resolve(path)}
     todo = [(spec, source, path)]
     while todo:
         file_spec, file_source, file_path = todo.pop(0)
@@ -117,17 +165,18 @@ def collect_blocks(spec: SpecFile, source: SourceFile, path: Path, errors: Colle
                 blocks[name], defined_at[name] = BlockRef(name, block, file_source), where
                 check_block(name, block, file_source, errors)
         for k, imported in enumerate(file_spec.imports):
-            target = (file_path.parent / imported).resolve()
             where = file_source.loc(("imports", k))
+            try:
+                target = folders.locate(imported, file_path)
+            except FileReadError as e:
+                errors.error(where, f"cannot import '{imported}': {e.strerror}")
+                continue
             if target in seen:
                 continue
             if len(seen) >= MAX_IMPORTS:
                 errors.error(where, f"more than {MAX_IMPORTS} imported files")
                 return blocks
             seen.add(target)
-            if not target.is_file():
-                errors.error(where, f"cannot import '{imported}': no such file (looked for {display_path(target)})")
-                continue
             lib, lib_source = parse_file(target, errors)
             if lib is None:
                 continue
@@ -151,13 +200,13 @@ def check_block(name: str, block, source: SourceFile, errors: Collector) -> None
         errors.error(source.loc(("blocks", name, "params", p), key=True), f"'{p}' is both a parameter and an input")
 
 
-def follow_extends(spec: SpecFile, source: SourceFile, path: Path, errors: Collector):
+def follow_extends(spec: SpecFile, source: SourceFile, path: Path, folders: Folders, errors: Collector):
     """For a spec that `extends:` another: the base spec, plus the parameter values the extension sets.
 
     An extension only names the base and changes parameter defaults (`params: {depth: 50}`), so a
     family of networks stays one spec (resnet50.yaml extends resnet.yaml)."""
     values: dict[str, tuple[Any, Location]] = {}
-    seen = [path.resolve()]
+    seen = [resolve(path)]
     while spec is not None and spec.extends is not None:
         extra = [k for k in ("layers", "input", "blocks", "imports", "variants", "outputs") if getattr(spec, k)]
         for key in extra:
@@ -165,14 +214,15 @@ def follow_extends(spec: SpecFile, source: SourceFile, path: Path, errors: Colle
                          f"params; `{key}` belongs in {spec.extends}")
         for key, decl in spec.params.items():
             values.setdefault(key, (decl.default, source.loc(("params", key))))
-        target = (path.parent / spec.extends).resolve()
         where = source.loc(("extends",))
+        try:
+            target = folders.locate(spec.extends, path)
+        except FileReadError as e:
+            errors.error(where, f"cannot extend '{spec.extends}': {e.strerror}")
+            return None, None, path, values
         if target in seen:
             chain = " → ".join(display_path(p) for p in seen[seen.index(target):] + [target])
             errors.error(where, f"a cycle of extends: {chain}")
-            return None, None, path, values
-        if not target.is_file():
-            errors.error(where, f"cannot extend '{spec.extends}': no such file (looked for {display_path(target)})")
             return None, None, path, values
         seen.append(target)
         path = target
@@ -242,15 +292,18 @@ def input_dims(spec: SpecFile, source: SourceFile, params: dict[str, Any], error
     return tuple(dims)
 
 
-def load_graph(path: str | os.PathLike, variant: str | None = None, params: dict[str, Any] | None = None) -> Graph:
-    """Read a spec and build its typed graph; raises SpecError with every problem found."""
+def load_graph(path: str | os.PathLike, variant: str | None = None, params: dict[str, Any] | None = None,
+               include: Sequence[str | os.PathLike] = ()) -> Graph:
+    """Read a spec and build its typed graph; raises SpecError with every problem found. The files
+    it names are read from its own folder and below, and from the `include` folders (see Folders)."""
     errors = Collector()
     path = Path(path)
+    folders = Folders(path, include)
     spec, source = parse_file(path, errors)
     if spec is None:
         errors.check()
     name = spec.name or path.stem
-    spec, source, base_path, extended = follow_extends(spec, source, path, errors)
+    spec, source, base_path, extended = follow_extends(spec, source, path, folders, errors)
     if spec is None:
         errors.check()
     if base_path is not path and variant is not None:  # the extension pins parameters a variant could undo
@@ -259,7 +312,7 @@ def load_graph(path: str | os.PathLike, variant: str | None = None, params: dict
         errors.error(COMMAND_LINE, f"{display_path(path)} extends {display_path(base_path)} and has no variants of "
                      f"its own; {where}")
         errors.check()
-    blocks = collect_blocks(spec, source, base_path, errors)
+    blocks = collect_blocks(spec, source, base_path, folders, errors)
     if spec.layers is None or spec.input is None:
         missing = "`layers:`" if spec.layers is None else "`input:`"
         errors.error(source.loc(()), f"this file has no {missing}, so it defines no network"
@@ -284,6 +337,21 @@ def load_graph(path: str | os.PathLike, variant: str | None = None, params: dict
     graph = Graph(name, inputs, nodes, outputs, scopes, values, variant, display_path(path), preprocess)
     verify(graph)
     return graph
+
+
+def library_blocks(path: str | os.PathLike, include: Sequence[str | os.PathLike] = ()) -> list[str] | None:
+    """For a block library (a file with `blocks:` and no `layers:` or `input:`): the names of the
+    blocks it defines, after checking it on its own (its fields, its imports, each block's
+    parameters); SpecError with every problem found. None for any other file."""
+    errors = Collector()
+    path = Path(path)
+    spec, source = parse_file(path, errors)
+    if spec is None or spec.layers is not None or spec.input is not None or spec.extends is not None \
+            or not spec.blocks:
+        return None
+    collect_blocks(spec, source, path, Folders(path, include), errors)
+    errors.check()
+    return list(spec.blocks)
 
 
 def variants_of(path: str | os.PathLike) -> list[str]:

@@ -6,17 +6,23 @@ is refused quickly instead of eating memory.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..files import read_limited
 from .errors import Diagnostic, Location, SpecError
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_NODES = 100_000  # values after alias expansion
 MAX_DEPTH = 64
+
+# What YAML 1.1 does not allow in a stream (PyYAML's Reader.NON_PRINTABLE): C0 controls other than
+# tab, newline and carriage return, DEL and C1 controls other than NEL, surrogates, U+FFFE and U+FFFF.
+_NON_PRINTABLE = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
 
 _COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 _PLAIN_TAGS = {
@@ -26,6 +32,9 @@ _PLAIN_TAGS = {
     "tag:yaml.org,2002:bool",
     "tag:yaml.org,2002:null",
 }
+
+# what PyYAML's constructors raise for a value that is not what its tag says (`!!int doc`, `!!bool maybe`)
+_CONSTRUCT_ERRORS = (yaml.YAMLError, ValueError, OverflowError, KeyError, TypeError, IndexError)
 
 Path_ = tuple  # a path into the document: ('layers', 3, 'kernel')
 
@@ -53,12 +62,9 @@ def read_source(path: str | Path, display_name: str | None = None) -> SourceFile
     """Read and parse a YAML file; raise SpecError with a located message on any problem."""
     name = display_name or str(path)
     try:
-        raw = Path(path).read_bytes()
+        raw = read_limited(path, MAX_FILE_BYTES, "the file")
     except OSError as e:
         raise SpecError([Diagnostic(Location(name, 1, 1), f"cannot read file: {e.strerror or e}")])
-    if len(raw) > MAX_FILE_BYTES:
-        raise SpecError([Diagnostic(Location(name, 1, 1),
-                                    f"file is {len(raw):,} bytes; specs are limited to {MAX_FILE_BYTES:,}")])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -67,6 +73,12 @@ def read_source(path: str | Path, display_name: str | None = None) -> SourceFile
 
 
 def parse_source(text: str, name: str) -> SourceFile:
+    bad = _NON_PRINTABLE.search(text)
+    if bad:  # (PyYAML's reader would refuse it with no line or column)
+        line = text.count("\n", 0, bad.start()) + 1
+        column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        raise SpecError([Diagnostic(Location(name, line, column), f"invalid character U+{ord(bad.group()):04X}: "
+                                    "YAML files may not contain control characters (except tab and newline)")])
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
@@ -125,15 +137,25 @@ class _Converter:
             return None
         try:
             return self.constructor.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, OverflowError) as e:
+        except _CONSTRUCT_ERRORS as e:
             self.errors.append(Diagnostic(self.where(node), f"invalid value: {e}"))
+            return None
+
+    def key(self, node) -> str | None:
+        """A mapping key as text, or None when it is not a plain scalar (a list, a mapping, or a
+        tagged value that is not what its tag says: `!!int doc`)."""
+        if not isinstance(node, yaml.ScalarNode) or node.tag not in _PLAIN_TAGS:
+            return None
+        try:
+            return str(self.constructor.construct_object(node))
+        except _CONSTRUCT_ERRORS:
             return None
 
     def mapping(self, node, path: Path_, depth: int) -> dict:
         own: set[str] = set()  # keys written in this mapping; merged-in keys (<<) may be overridden
         for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag in _PLAIN_TAGS:
-                key = str(self.constructor.construct_object(key_node))
+            key = self.key(key_node)
+            if key is not None:
                 if key in own:
                     self.errors.append(Diagnostic(self.where(key_node), f"duplicate key '{key}'"))
                 own.add(key)
@@ -144,10 +166,10 @@ class _Converter:
             return {}
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _PLAIN_TAGS:
+            key = self.key(key_node)
+            if key is None:
                 self.errors.append(Diagnostic(self.where(key_node), "mapping keys must be plain words"))
                 continue
-            key = str(self.constructor.construct_object(key_node))
             self.source.keys[path + (key,)] = self.where(key_node)
             result[key] = self.convert(value_node, path + (key,), depth + 1)
         return result
