@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ops
-from .files import atomic_write
+from .files import atomic_write, read_limited
 from .ir.graph import Graph
 from .ops.registry import ParamSpec
 
@@ -143,7 +143,7 @@ def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise WeightsError(f"'{path}' looks like a PyTorch checkpoint; convert it first: "
                            f"netspec weights import {path} -o weights.safetensors --spec SPEC")
     try:
-        data = Path(path).read_bytes()
+        data = read_limited(path, what="the weights file")
     except OSError as e:
         raise WeightsError(f"cannot read weights '{path}': {e.strerror or e}") from None
     try:

@@ -286,3 +286,19 @@ def test_a_killed_writer_s_temporary_file_is_removed_by_the_next_write(workdir):
     assert Path("out.bin").read_bytes() == b"whole"
     assert not stale.exists() and live.exists()
     assert sorted(p.name for p in Path(".").iterdir()) == sorted(["out.bin", live.name])
+
+
+@pytest.mark.parametrize("args", [
+    ["run", LENET, "--weights", "{fifo}.safetensors"],
+    ["weights", "import", "{fifo}.safetensors", "-o", "out.safetensors", "--spec", LENET],
+    ["weights", "import", "{file}", "-o", "out.safetensors", "--spec", LENET, "--map", "{fifo}.yaml"],
+    ["import", "{fifo}.onnx", "-o", "out.yaml"],
+])
+def test_weights_maps_and_models_that_are_fifos_are_refused(cli, workdir, args):
+    os.mkfifo("pipe.safetensors")
+    os.mkfifo("pipe.yaml")
+    os.mkfifo("pipe.onnx")
+    from netspec.weights import init_weights, save_weights
+    save_weights(init_weights(netspec.load(LENET)), "w.safetensors")
+    argv = [a.replace("{fifo}", "pipe").replace("{file}", "w.safetensors") for a in args]
+    clean(cli(*argv), 1, "a named pipe, not a regular file")

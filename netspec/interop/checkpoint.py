@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import regex  # like re, but with a time bound: a user's pattern may backtrack for ever (`^(a+)+$`)
 
+from ..files import open_regular, read_limited
 from ..ir.graph import Graph
 from ..weights import WeightsError, check_weights, read_weights
 
 
+MAX_MAPPING_BYTES = 1 << 20
 REGEX_SECONDS = 5.0  # for all of a mapping's regular expressions on all of a checkpoint's keys
 
 
@@ -43,10 +45,10 @@ class ImportReport:
 def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """The tensors of a checkpoint as numpy arrays: .safetensors always; .pt/.pth/.bin/.ckpt with torch."""
     p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"cannot read '{path}': no such file")
-    if p.is_dir():
-        raise CheckpointError(f"cannot read '{path}': it is a directory")
+    try:
+        open_regular(p).close()  # (torch.load would wait on a FIFO and read a device for ever)
+    except OSError as e:
+        raise CheckpointError(f"cannot read '{path}': {e.strerror}") from None
     if p.suffix == ".safetensors":
         try:
             return read_weights(p)
@@ -101,7 +103,9 @@ def read_mapping(path: str | Path) -> Mapping:
     """A mapping file: `rename: {old: new}` and `regex: [[pattern, replacement], ...]`, both optional."""
     import yaml
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_limited(path, MAX_MAPPING_BYTES, "the mapping file").decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointError(f"mapping '{path}' is not UTF-8 text") from None
     except OSError as e:
         raise CheckpointError(f"cannot read mapping '{path}': {e.strerror or e}") from None
     try:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import ops
+from ..files import open_regular
 from ..ir.graph import Graph, Node
 from ..ir.types import BATCH, TensorType
 from ..ops.pool import adaptive_bins
@@ -60,10 +61,10 @@ def read_model(path: str | Path):
         raise OnnxImportError("ONNX import needs the onnx package: pip install 'netspec[onnx]' (or pip install onnx)") \
             from None
     p = Path(path)
-    if not p.exists():
-        raise OnnxImportError(f"cannot read '{path}': no such file")
-    if p.is_dir():
-        raise OnnxImportError(f"cannot read '{path}': it is a directory")
+    try:
+        open_regular(p).close()  # (onnx.load would wait on a FIFO and read a device for ever)
+    except OSError as e:
+        raise OnnxImportError(f"cannot read '{path}': {e.strerror}") from None
     try:
         model = onnx.load(str(p))
     except OSError as e:
