@@ -56,7 +56,7 @@ def read_limited(path: str | os.PathLike, limit: int | None = None, what: str = 
         if limit is None:
             from .resources import Needs, check_fits
             limit = os.fstat(f.fileno()).st_size
-            check_fits(Needs({what: limit}), hint="the file is too large to read here")
+            check_fits(Needs({what: limit}), hint="the file is too large to read here", subject=what)
         data = f.read(limit + 1)
     if len(data) > limit:
         raise FileReadError(errno.EFBIG, f"{what} is over the limit of {limit:,} bytes")

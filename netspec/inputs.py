@@ -43,7 +43,7 @@ def read_npy(path: str) -> np.ndarray:
     nbytes = npy_bytes(path)
     if nbytes is None:
         raise _not_npy(path)
-    check_fits(Needs({"the array in the file": nbytes}), hint="the file is too large to read here")
+    check_fits(Needs({"the array in the file": nbytes}), hint="the file is too large to read here", subject=f"'{path}'")
     try:
         with open_regular(path) as f:
             return np.load(f, allow_pickle=False)

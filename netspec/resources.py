@@ -94,15 +94,16 @@ class Needs:
         return ", ".join(f"{name} {format_bytes(size)}" for size, name in parts)
 
 
-def check_fits(needs: Needs, max_memory: int | None = None, hint: str = "lower --batch or the input size") -> None:
+def check_fits(needs: Needs, max_memory: int | None = None, hint: str = "lower --batch or the input size",
+               subject: str = "this run") -> None:
     """ResourceError when `needs` exceeds `max_memory` (or, without it, the memory available now)."""
     if max_memory is not None:
         room, source = max_memory, "allowed by --max-memory"
     else:
         room, source = available_memory()
     if needs.total > room:
-        raise ResourceError(f"this run needs {format_bytes(needs.total)}, {format_bytes(room)} {source}; {hint} "
-                            f"(needed: {needs.describe()})")
+        raise ResourceError(f"not enough memory for {subject}: {format_bytes(needs.total)} needed, "
+                            f"{format_bytes(room)} {source}; {hint} ({needs.describe()})")
 
 
 def run_needs(graph, batch: int, backend: str = "cpu", input_ready: bool = False) -> Needs:

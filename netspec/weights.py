@@ -69,7 +69,12 @@ def initialize(rule: tuple[str, float | None], shape: tuple[int, ...], rng: np.r
 
 def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     """Deterministic weights: each parameter draws from its own stream (seed, name), so adding a
-    layer does not change the others; rules come from the spec's `init:` or the op's defaults."""
+    layer does not change the others; rules come from the spec's `init:` or the op's defaults.
+    Weights that cannot fit in memory are refused first (resources.ResourceError)."""
+    from .resources import BYTES, Needs, check_fits
+    specs = param_specs(graph)
+    check_fits(Needs({"weights": BYTES * sum(spec.size for spec in specs.values())}),
+               hint="the layers are too large", subject="the weights")
     weights = {}
     for node in graph.nodes:
         op = ops.get(node.op)

@@ -197,16 +197,16 @@ def test_a_run_that_cannot_fit_is_refused_before_allocating(cli, workdir, monkey
     if spec is not None:
         Path("s.yaml").write_text(spec)
     path = "s.yaml" if spec is not None else LENET
-    first = clean(cli("run", path, *args, "--max-memory", "16G"), 1, "this run needs", "allowed by --max-memory")
+    first = clean(cli("run", path, *args, "--max-memory", "16G"), 1, "not enough memory for this run", "allowed by --max-memory")
     assert "GiB" in first and "activations" in first
     # without --max-memory: the memory available (as this machine would say it)
     from netspec import resources
     monkeypatch.setattr(resources, "available_memory", lambda: (12 << 30, "available"))
-    clean(cli("run", path, *args), 1, "this run needs", "12.0 GiB available")
+    clean(cli("run", path, *args), 1, "not enough memory for this run", "12.0 GiB available")
 
 
 def test_max_memory_refuses_and_allows(cli):
-    clean(cli("run", LENET, "--max-memory", "100K"), 1, "this run needs", "100.0 KiB allowed by --max-memory")
+    clean(cli("run", LENET, "--max-memory", "100K"), 1, "not enough memory for this run", "100.0 KiB allowed by --max-memory")
     assert cli("run", LENET, "--max-memory", "1G", "--repeat", "1").code == 0
 
 
@@ -226,7 +226,7 @@ def test_an_npy_larger_than_memory_is_refused_from_its_header(cli, workdir):
     header["shape"] = (1 << 30, 1, 32, 32)
     with open("big.npy", "wb") as f:
         np.lib.format.write_array_header_1_0(f, header)
-    clean(cli("run", LENET, "--input", "big.npy"), 1, "this run needs")
+    clean(cli("run", LENET, "--input", "big.npy"), 1, "not enough memory for this run")
 
 
 def test_an_npz_or_a_fifo_as_input(cli, workdir):
@@ -302,3 +302,13 @@ def test_weights_maps_and_models_that_are_fifos_are_refused(cli, workdir, args):
     save_weights(init_weights(netspec.load(LENET)), "w.safetensors")
     argv = [a.replace("{fifo}", "pipe").replace("{file}", "w.safetensors") for a in args]
     clean(cli(*argv), 1, "a named pipe, not a regular file")
+
+
+def test_weights_that_cannot_fit_are_refused_before_initialising(cli, workdir):
+    Path("s.yaml").write_text("name: fat\ninput: {shape: [3, 32, 32]}\n"
+                              "layers: [{op: flatten}, {op: linear, out: 16777216}]\n")
+    for args in (["weights", "init", "s.yaml", "-o", "w.safetensors"], ["export", "s.yaml", "--onnx", "s.onnx"],
+                 ["compile", "s.yaml"]):
+        clean(cli(*args), 1, "not enough memory for the weights: 192.1 GiB needed")
+    clean(cli("run", "s.yaml"), 1, "not enough memory for this run", "weights 192.1 GiB")
+    assert not Path("w.safetensors").exists() and not Path("s.onnx").exists()
