@@ -73,10 +73,12 @@ def table(summary: Summary, depth: int | None = None) -> str:
     def line(cells):
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
-    inputs = ", ".join(f"{name} {t}" for name, t in g.inputs.items())
+    # "input 1×3×224×224" for the usual single input named `input`; the names otherwise
+    named = [f"{name} {t}" if name != "input" or len(g.inputs) > 1 else str(t) for name, t in g.inputs.items()]
+    inputs = ("input " if len(named) == 1 else "inputs ") + ", ".join(named)
     title = f"{g.name}" + (f" (variant {g.variant})" if g.variant else "")
     rule = "─" * len(line(header))
-    out = [f"{title}: input {inputs}, {summary.mode} mode", rule, line(header), rule]
+    out = [f"{title}: {inputs}, {summary.mode} mode", rule, line(header), rule]
     out += [line(b) for b in body]
     out += [rule] + totals(summary)
     return "\n".join(out)
