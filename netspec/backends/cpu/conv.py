@@ -244,6 +244,35 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual, packs=
                         (ho, wo), packs)
 
 
+def workspace_bytes(op: str, attrs, shape) -> int:
+    """The scratch memory (bytes) a convolution of inputs `shape` takes, for the memory guard
+    (netspec/resources.py): the buffers of the algorithm `_plan` picks — a bound, not the byte. Where
+    the activation decides between the implicit GEMM and another path, the larger of the two."""
+    n, c, h, wd = shape
+    kh, kw = attrs.kernel
+    if op == "conv_transpose2d":  # the column matrix, at most _CHUNK_BYTES unless one image needs more
+        k = attrs.out // attrs.groups * kh * kw
+        return max(min(n * 4 * attrs.groups * k * h * wd, _CHUNK_BYTES), 4 * attrs.groups * k * h * wd)
+    o, g = attrs.out, attrs.groups
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = attrs.stride, attrs.dilation, attrs.pads
+    ho = window_out(h, dh * (kh - 1) + 1, sh, pt, pb)
+    wo = window_out(wd, dw * (kw - 1) + 1, sw, pl, pr)
+    padded = 4 * n * c * (h + pt + pb) * (wd + pl + pr)
+    if g > 1 and g == c and o == c:  # depthwise: per-thread padded planes at most
+        return padded // n * max(1, thread_count())
+    if kh == kw == 1 and pt == pl == pb == pr == 0:  # pointwise: a gated copy of the input at most
+        return 4 * n * c * h * wd
+    tiles = winograd.tiles(n, ho, wo)
+    if winograd.applies(attrs, c, o, tiles):
+        other = 4 * 16 * (c + o) * tiles
+    else:
+        k = c // g * kh * kw
+        width = max(wo, _TILE_BYTES // (4 * k))
+        other = 4 * (k + o // g) * width + (4 * n * c * h * wd if sw > 1 else 0)
+    few_taps = g == 1 and c * kh * kw <= implicit.MAX_TAPS
+    return max(other, 2 * padded if few_taps else 0)  # (the implicit GEMM's phase-split copy: padded, ≤ 2×)
+
+
 def _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, stride, out, packs):
     """A 1×1 convolution is one GEMM: the input already is its right-hand side (strided: its every
     sh-th row and sw-th column, copied), and the GEMM writes y directly, its epilogue fused. Ungrouped
