@@ -56,6 +56,8 @@ def check_writable(path: str, force: bool) -> Path:
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"cannot write '{path}': it is a directory")
+    if target.exists() and not target.is_file():  # a device, a FIFO: --force must not swap it for a file
+        raise UsageError(f"cannot write '{path}': it is not a regular file")
     if os.path.lexists(target) and not force:  # (a dangling link too: the user's, to a file to come)
         what = "a symbolic link to nothing" if not target.exists() else "already exists"
         raise UsageError(f"'{path}' {'is ' if not target.exists() else ''}{what}; pass --force to replace it")

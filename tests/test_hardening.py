@@ -312,3 +312,10 @@ def test_weights_that_cannot_fit_are_refused_before_initialising(cli, workdir):
         clean(cli(*args), 1, "not enough memory for the weights: 192.1 GiB needed")
     clean(cli("run", "s.yaml"), 1, "not enough memory for this run", "weights 192.1 GiB")
     assert not Path("w.safetensors").exists() and not Path("s.onnx").exists()
+
+
+def test_force_never_replaces_a_device_or_fifo(cli, workdir):
+    os.mkfifo("out.npy")
+    for target in ("/dev/null", "out.npy"):
+        clean(cli("run", LENET, "-o", target, "--force"), 2, "it is not a regular file")
+    assert Path("/dev/null").is_char_device() and Path("out.npy").is_fifo()
