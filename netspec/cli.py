@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from .files import atomic_write
+from .files import atomic_write, temporary_name
 from .spec.errors import Diagnostic, SpecError
 
 
@@ -54,18 +54,26 @@ def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
 def check_writable(path: str, force: bool) -> Path:
     """Refuse, before any work is done, to write where it would fail or replace the user's file."""
     target = Path(path)
-    if target.is_dir():
-        raise UsageError(f"cannot write '{path}': it is a directory")
-    if target.exists() and not target.is_file():  # a device, a FIFO: --force must not swap it for a file
-        raise UsageError(f"cannot write '{path}': it is not a regular file")
-    if os.path.lexists(target) and not force:  # (a dangling link too: the user's, to a file to come)
-        what = "a symbolic link to nothing" if not target.exists() else "already exists"
-        raise UsageError(f"'{path}' {'is ' if not target.exists() else ''}{what}; pass --force to replace it")
-    parent = target.parent
-    if not parent.is_dir():
-        raise UsageError(f"cannot write '{path}': no directory '{parent}'")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"cannot write '{path}': directory '{parent}' is not writable")
+    try:
+        if "\0" in path:
+            raise ValueError("a file name cannot contain a NUL character")
+        exists, linked = target.exists(), os.path.lexists(target)
+        if target.is_dir():
+            raise UsageError(f"cannot write '{path}': it is a directory")
+        if exists and not target.is_file():  # a device, a FIFO: --force must not swap it for a file
+            raise UsageError(f"cannot write '{path}': it is not a regular file")
+        if linked and not force:  # (a dangling link too: the user's, to a file to come)
+            what = "already exists" if exists else "is a symbolic link to nothing"
+            raise UsageError(f"'{path}' {what}; pass --force to replace it")
+        parent = target.parent
+        if not parent.is_dir():
+            raise UsageError(f"cannot write '{path}': no directory '{parent}'")
+        if not os.access(parent, os.W_OK):
+            raise UsageError(f"cannot write '{path}': directory '{parent}' is not writable")
+        if len(os.fsencode(temporary_name(target))) > os.pathconf(parent, "PC_NAME_MAX"):  # (written through it)
+            raise UsageError(f"cannot write '{path}': the file name is too long")
+    except (OSError, ValueError) as e:  # a name too long, a NUL in it
+        raise UsageError(f"cannot write '{path}': {getattr(e, 'strerror', None) or e}") from None
     return target
 
 
@@ -421,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `netspec run`. Freezing them first skips those passes (the process is ending; nothing is lost).
     atexit.unregister(gc.freeze)  # (once per process, however often main is called)
     atexit.register(gc.freeze)
+    for stream in (sys.stdout, sys.stderr):  # a file name from the command line may not be valid UTF-8:
+        if hasattr(stream, "reconfigure"):  # print it escaped, not fail (a strict UTF-8 locale would)
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -64,11 +64,24 @@ def read_limited(path: str | os.PathLike, limit: int | None = None, what: str = 
 
 
 def resolve(path: str | os.PathLike) -> Path:
-    """The absolute path with every symbolic link resolved; FileReadError for a loop of links."""
+    """The absolute path with every symbolic link resolved; FileReadError for a loop of links or a
+    name no file can have (a NUL byte, a component over the system's length limit)."""
+    if "\0" in str(path):
+        raise FileReadError(errno.EINVAL, "a file name cannot contain a NUL character")
     try:
         return Path(path).resolve()
-    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a symlink loop
+    except RuntimeError:  # Python 3.11 raises RuntimeError for a symlink loop
         raise FileReadError(errno.ELOOP, "a loop of symbolic links") from None
+    except OSError as e:
+        raise FileReadError(e.errno, _reason(e)) from None
+
+
+def is_regular(path: Path) -> bool:
+    """Whether `path` is a regular file (following links), False for a name that cannot exist."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def is_within(path: Path, folder: Path) -> bool:
@@ -78,6 +91,11 @@ def is_within(path: Path, folder: Path) -> bool:
 
 def _tmp_prefix(target: Path) -> str:
     return f".{target.name}."
+
+
+def temporary_name(target: Path, n: int = 99) -> str:
+    """The name of the temporary file a write to `target` goes through (the n-th try)."""
+    return f"{_tmp_prefix(target)}{os.getpid()}.{n}.tmp"
 
 
 def _remove_stale_temporaries(target: Path) -> None:
@@ -117,7 +135,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     target = Path(path)
     _remove_stale_temporaries(target)
     for n in range(100):
-        tmp = target.parent / f"{_tmp_prefix(target)}{os.getpid()}.{n}.tmp"
+        tmp = target.parent / temporary_name(target, n)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
             break

@@ -319,3 +319,37 @@ def test_force_never_replaces_a_device_or_fifo(cli, workdir):
     for target in ("/dev/null", "out.npy"):
         clean(cli("run", LENET, "-o", target, "--force"), 2, "it is not a regular file")
     assert Path("/dev/null").is_char_device() and Path("out.npy").is_fifo()
+
+
+# ---- what the fuzzer (tools/fuzz.py) found next --------------------------------------------------------
+
+@pytest.mark.parametrize("name", ['"a\\0b.yaml"', "a" * 300 + ".yaml"])
+@pytest.mark.parametrize("key", ["imports", "extends"])
+def test_impossible_file_names_in_a_spec_are_located_errors(workdir, key, name):
+    Path("s.yaml").write_text(_spec_importing(name, key))
+    with pytest.raises(SpecError) as info:
+        netspec.load("s.yaml")
+    assert info.value.diagnostics[0].location.line == 2, info.value.format()
+    assert "cannot " + ("import" if key == "imports" else "extend") in info.value.format()
+
+
+@pytest.mark.parametrize("name", ["o" * 300 + ".json", "o" * 250 + ".json"])
+def test_an_output_name_too_long_is_a_usage_error(cli, workdir, name):
+    clean(cli("schema", "-o", name), 2, "too long")
+
+
+def test_a_map_whose_regex_is_not_a_list(cli, workdir):
+    from netspec.weights import init_weights, save_weights
+    save_weights(init_weights(netspec.load(LENET)), "w.safetensors")
+    Path("m.yaml").write_text("regex: 3\n")
+    clean(cli("weights", "import", "w.safetensors", "-o", "o.safetensors", "--spec", LENET, "--map", "m.yaml"), 1,
+          "`regex` must be a list")
+
+
+def test_a_file_name_that_is_not_utf8_prints_escaped_under_a_strict_locale(workdir):
+    name = os.fsdecode(b"\xff.yaml")
+    Path(name).write_text(TINY)
+    r = subprocess.run([sys.executable, "-m", "netspec.cli", "check", name], capture_output=True,
+                       env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert b"ok  \\udcff.yaml" in r.stdout

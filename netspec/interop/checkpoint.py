@@ -120,6 +120,8 @@ def read_mapping(path: str | Path) -> Mapping:
     rename = data.get("rename") or {}
     if not isinstance(rename, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in rename.items()):
         raise CheckpointError(f"mapping '{path}': `rename` must map old names to new names ({{old: new}})")
+    if not isinstance(data.get("regex") or [], list):
+        raise CheckpointError(f"mapping '{path}': `regex` must be a list of [pattern, replacement]")
     rules = []
     for i, rule in enumerate(data.get("regex") or []):
         if not (isinstance(rule, list) and len(rule) == 2 and all(isinstance(x, str) for x in rule)):
@@ -128,8 +130,6 @@ def read_mapping(path: str | Path) -> Mapping:
             rules.append((regex.compile(rule[0]), rule[1]))
         except regex.error as e:
             raise CheckpointError(f"mapping '{path}': regex rule {i + 1} ('{rule[0]}'): {e}") from None
-    if not isinstance(data.get("regex") or [], list):
-        raise CheckpointError(f"mapping '{path}': `regex` must be a list of [pattern, replacement]")
     return Mapping(rename, rules)
 
 

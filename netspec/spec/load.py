@@ -14,7 +14,7 @@ from ..ir.verify import verify
 from .errors import COMMAND_LINE, Collector, Location, SpecError, did_you_mean
 from .expand import INVALID_OP, BlockRef, expand
 from .expr import ExprError, evaluate
-from ..files import FileReadError, is_within, resolve
+from ..files import FileReadError, is_regular, is_within, resolve
 from .loader import SourceFile, read_source
 from .schema import IDENT_RE, SpecFile, attach_sources, check_param_type
 from .validation import validation_diagnostics
@@ -71,7 +71,7 @@ class Folders:
                     0, f"it lies outside {' and '.join(map(display_path, self.roots))} (a spec reads files only "
                        "from its own folder and below); allow another folder with --include DIR or NETSPEC_PATH")
                 continue
-            if target.is_file():
+            if is_regular(target):
                 return target
             found = found or FileReadError(0, f"no such file (looked for {display_path(target)})")
         raise found
