@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from .files import atomic_write, temporary_name
+from .files import atomic_write, printable, temporary_name
 from .spec.errors import Diagnostic, SpecError
 
 
@@ -81,7 +81,7 @@ def write_output(path: str, data: str | bytes, force: bool = False) -> None:
     """Write atomically, so a failure never leaves a half-written or emptied file behind."""
     target = check_writable(path, force)
     try:
-        atomic_write(target, data.encode("utf-8") if isinstance(data, str) else data)
+        atomic_write(target, printable(data).encode("utf-8") if isinstance(data, str) else data)
     except OSError as e:
         raise UsageError(f"cannot write '{path}': {e.strerror or e}") from None
 

@@ -17,6 +17,12 @@ class FileReadError(OSError):
     """A file that cannot be read as asked; the message is the reason, in words."""
 
 
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: a file name that is not (its bytes kept as surrogates) escaped, for
+    writing it into a file's metadata."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _reason(e: OSError) -> str:
     if e.errno == errno.ELOOP:
         return "a loop of symbolic links"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ops
-from .files import atomic_write, read_limited
+from .files import atomic_write, printable, read_limited
 from .ir.graph import Graph
 from .ops.registry import ParamSpec
 
@@ -132,6 +132,7 @@ def save_weights(weights: dict[str, np.ndarray], path: str | os.PathLike, metada
     """Write a safetensors file atomically (a failure leaves any existing file untouched)."""
     from safetensors.numpy import save
 
+    metadata = {k: printable(v) for k, v in (metadata or {}).items()} or None
     data = save({k: np.ascontiguousarray(v) for k, v in weights.items()}, metadata=metadata)
     try:
         atomic_write(path, data)

@@ -353,3 +353,9 @@ def test_a_file_name_that_is_not_utf8_prints_escaped_under_a_strict_locale(workd
                        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"}, timeout=120)
     assert r.returncode == 0, r.stderr
     assert b"ok  \\udcff.yaml" in r.stdout
+    # and written into the files made from it: escaped
+    from netspec.cli import main
+    for args in (["weights", "init", name, "-o", "w.safetensors"], ["export", name, "--onnx", "o.onnx"],
+                 ["expand", name, "-o", "e.yaml"]):
+        assert main(args) == 0, args
+    assert "\\udcff.yaml" in Path("e.yaml").read_text(encoding="utf-8")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import printable
 from ..ir.graph import Graph, Node
 from ..ops.fused import activation_attrs, attrs_of, split_inputs
 from ..ops.pool import adaptive_bins
@@ -345,8 +346,9 @@ def export_onnx(graph: Graph, weights: dict[str, np.ndarray] | None = None, batc
         tensor.data_type = helper.np_dtype_to_tensor_dtype(value.dtype)
         tensor.dims.extend(value.shape)
         tensor.raw_data = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
-    model.doc_string = f"{graph.name}, exported by netspec from {graph.source or 'a graph'} ({mode} mode)"
-    meta = {"netspec.mode": mode, "netspec.source": str(graph.source or "")}
+    source = printable(str(graph.source or ""))  # (a file name that is not UTF-8, escaped)
+    model.doc_string = f"{graph.name}, exported by netspec from {source or 'a graph'} ({mode} mode)"
+    meta = {"netspec.mode": mode, "netspec.source": source}
     if graph.variant:
         meta["netspec.variant"] = graph.variant
     if graph.params:
