@@ -51,8 +51,8 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
         from .progress import StderrProgress
         kernels = KERNELS
         # Compile (or load from the cache) every kernel the graph needs now, not in the middle of a run.
-        warm_up({node.op for node in graph.nodes},
-                progress=StderrProgress("preparing CPU kernels (compiled once, then cached)") if progress else None)
+        with StderrProgress("compiling CPU kernels", note="cached for later runs") as bar:
+            warm_up({node.op for node in graph.nodes}, progress=bar if progress else None, graph=graph)
     elif backend == "reference":
         kernels = reference_kernels()
     elif backend == "cuda":

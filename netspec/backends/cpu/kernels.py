@@ -1,7 +1,9 @@
 """The CPU kernel registry (op name → kernel) and `warm_up`, which compiles (or loads from Numba's
-on-disk cache) the jitted functions behind a set of ops by running each kernel on tiny inputs."""
+on-disk cache) the jitted functions behind a set of ops by running each kernel on tiny inputs, with
+the measured time each takes to compile (for the progress bar's estimate)."""
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import numpy as np
@@ -9,7 +11,9 @@ import numpy as np
 from ... import ops
 from ...ir.types import TensorType
 from ...ops.registry import RunContext, infer_output
-from . import conv, elementwise, excitation, linear, norm, pool, tensor
+from . import conv, depthwise, elementwise, excitation, implicit, linear, norm, packed, pool, tensor, winograd
+from ._act import activation_code
+from ._util import window_out
 
 # kernel(attrs, inputs, params, ctx) -> output: the `Reference` signature (NCHW float32 in and out)
 Kernel = Callable[[ops.Attrs, list[np.ndarray], dict[str, np.ndarray], RunContext], np.ndarray]
@@ -63,58 +67,194 @@ def kernel_for(name: str) -> Kernel:
         raise KeyError(f"the CPU backend has no kernel for op '{name}'") from None
 
 
-# Tiny cases per op — (attributes, input shapes, modes) — chosen so that every jitted code path
-# of the op's kernel runs once. Ops missing here are warmed with no attributes on one 1×2×4×4 input.
+# --- warm-up -------------------------------------------------------------------------------------
+# `warm_up` runs each op's kernel on tiny cases — (attributes, input shapes, modes) — chosen so that
+# every jitted function a network's run may call is compiled (or loaded from the cache) then, with
+# the argument types the run gives it, not in the middle of the network's first run. Checked on the
+# zoo (batch 1 and 8, and train mode at batch 2): after `warm_up(ops, graph=...)`, a first run
+# compiles nothing.
+#
+# Each op, or path of an op, has its measured cold seconds: its warm-up from an empty cache
+# (NUMBA_CACHE_DIR a fresh temporary folder, after Numba's own start; Numba 0.68.1, on this 2-core
+# machine while other work ran on it: ±30% from run to run). The progress bar's estimate comes from
+# them; re-measure after a change to the cases or to the kernels' code paths.
+Case = tuple[dict, list[tuple[int, ...]], tuple[str, ...]]
+_E = ("eval",)
 _IMG = (1, 2, 4, 4)
-_WARM_CASES: dict[str, list[tuple[dict, list[tuple[int, ...]], tuple[str, ...]]]] = {
-    "conv2d": [({"out": 2, "kernel": 3, "padding": 1}, [_IMG], ("eval",)),            # im2col + GEMM
-               ({"out": 2, "kernel": 1}, [_IMG], ("eval",)),                          # pointwise GEMM
-               ({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [_IMG], ("eval",)),   # depthwise
-               ({"out": 2, "kernel": 3, "groups": 2, "stride": 2}, [_IMG], ("eval",)),    # depthwise, strided
-               ({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [(1, 2, 32, 32)], ("eval",)),  # wide depthwise
-               ({"out": 2, "kernel": 3, "groups": 2, "stride": 2}, [(1, 2, 66, 66)], ("eval",)),   # wide, strided
-               ({"out": 16, "kernel": 3, "padding": 1}, [(1, 16, 16, 16)], ("eval",)),    # Winograd
-               ({"out": 4, "kernel": 1}, [(1, 4, 128, 128)], ("eval",))],   # GEMM in parallel blocks
-    "conv_transpose2d": [({"out": 2, "kernel": 2, "stride": 2}, [_IMG], ("eval",))],
-    "maxpool2d": [({"kernel": 2}, [_IMG], ("eval",))],
-    "avgpool2d": [({"kernel": 2}, [_IMG], ("eval",))],
-    "adaptive_avgpool2d": [({"size": 2}, [_IMG], ("eval",))],
-    "batchnorm2d": [({}, [_IMG], ("eval", "train"))],
-    "lrn": [({"size": 3}, [_IMG], ("eval",))],
-    "dropout": [({"p": 0.5}, [_IMG], ("train",))],
-    "maxout": [({"pieces": 2}, [_IMG], ("eval",))],
-    "add": [({}, [_IMG, _IMG, _IMG], ("eval",))],
-    "mul": [({}, [_IMG, (1, 2, 1, 1)], ("eval",))],
-    "concat": [({}, [_IMG] * k, ("eval",)) for k in (1, 2, 3, 4)],  # one compilation per count of inputs
-    "linear": [({"out": 3}, [(1, 4)], ("eval",))],
-    "fused_linear": [({"out": 3, "residual": True, "activation": "relu"}, [(1, 4), (1, 3)], ("eval",))],
-    "reshape": [({"shape": [-1]}, [_IMG], ("eval",))],
-    "squeeze_excitation": [({"hidden": 3, "activation": "silu", "gate_activation": "sigmoid"}, [shape], ("eval",))
-                           for shape in (_IMG, (1, 2, 128, 128))],  # the mean on one thread, then on all
-    "center_crop": [({"size": 2}, [_IMG], ("eval",))],
+_BIG = (1, 4, 256, 256)  # large enough for the parallel kernels of the cheapest pointwise ops (elementwise.py)
+
+# conv2d's code paths (conv._plan), fused_conv2d's too (its activation is a run-time code: same
+# compiled code): the cases that compile each, and their seconds. A network warms only the paths its
+# convolutions may take (`_conv_paths`), not all (LeNet-5's take 2 of the 10, 40 of the ~130 s).
+_CONV_PATHS: dict[str, tuple[list[Case], float]] = {
+    "gemm": ([({"out": 2, "kernel": 1}, [_IMG], _E),                    # the packed GEMM of every path,
+              ({"out": 8, "kernel": 1}, [(1, 8, 64, 64)], _E)], 25.0),  # on one thread and in parallel
+    "wide gemm": ([({"out": 4, "kernel": 1}, [(1, 4, 128, 128)], _E)], 0.5),  # sgemm in parallel blocks
+    "grouped gemm": ([({"out": 4, "kernel": 1, "groups": 2}, [(1, 4, 4, 4)], _E)], 0.5),
+    "implicit": ([({"out": 2, "kernel": 3, "padding": 1}, [_IMG], _E)], 8.0),
+    "im2col": ([({"out": 8, "kernel": 3, "padding": 1}, [(1, 64, 6, 6)], _E),
+                ({"out": 8, "kernel": 3, "stride": 2, "padding": 1}, [(1, 64, 6, 6)], _E),  # column phases
+                ({"out": 4, "kernel": 3, "groups": 2, "padding": 1}, [(1, 4, 4, 4)], _E)], 15.0),  # own epilogue
+    "winograd": ([({"out": 16, "kernel": 3, "padding": 1}, [(1, 32, 28, 28)], _E)], 15.0),
+    "depthwise": ([({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [_IMG], _E),
+                   ({"out": 2, "kernel": 3, "groups": 2, "stride": 2}, [_IMG], _E)], 14.0),
+    "wide depthwise": ([({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [(1, 2, 60, 60)], _E)], 16.0),
+    # fused_conv2d only: the residual added in a pass of its own (where the GEMM does not add it), the gate
+    "residual": ([({"out": 8, "kernel": 3, "padding": 1, "residual": True}, [(1, 64, 6, 6), (1, 8, 6, 6)], _E)],
+                 18.0),
+    "gate": ([({"out": 2, "kernel": 1, "gate": True, "residual": True}, [_IMG, (1, 2, 1, 1), _IMG], _E),  # weights
+              ({"out": 32, "kernel": 1, "gate": True}, [(1, 2, 2, 2), (1, 2, 1, 1)], _E),  # input, one thread
+              ({"out": 64, "kernel": 1, "gate": True}, [(1, 512, 8, 8), (1, 512, 1, 1)], _E)], 2.0),  # in parallel
+}
+_FUSED_ONLY = frozenset({"residual", "gate"})
+
+
+def _conv_paths(attrs, dims: tuple[int, ...]) -> set[str]:
+    """The paths of `conv._plan` that a conv2d or fused_conv2d node on C×H×W inputs may take, at
+    any batch up to 8: a superset (a path left out would compile in the middle of the first run)."""
+    c, h, w = dims
+    kh, kw = attrs.kernel
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = attrs.stride, attrs.dilation, attrs.pads
+    ho, wo = window_out(h, dh * (kh - 1) + 1, sh, pt, pb), window_out(w, dw * (kw - 1) + 1, sw, pl, pr)
+    residual = getattr(attrs, "residual", False)
+    paths = {"gemm", "gate"} if getattr(attrs, "gate", False) else {"gemm"}
+    if attrs.groups > 1 and attrs.groups == c == attrs.out:  # depthwise
+        paths.add("depthwise" if wo <= depthwise.BLOCKS_MAX_WIDTH else "wide depthwise")
+        return paths | ({"residual"} if residual else set())
+    if 8 * ho * wo > packed._MAX_COLUMNS:  # a product over 8 images' columns (im2col, Winograd) may be wide
+        paths.add("wide gemm")
+    if kh == kw == 1 and pt == pl == pb == pr == 0:  # pointwise: the GEMM adds the residual
+        return paths | ({"grouped gemm"} if attrs.groups > 1 else set())
+    act = activation_code(getattr(attrs, "activation", None))
+    by_winograd = winograd.applies(attrs, c, attrs.out, winograd.MIN_TILES)  # at a batch with tiles enough
+    paths.add("implicit" if implicit.applies(attrs, c, act, None) else "im2col")
+    if by_winograd:
+        paths.add("winograd")
+    if residual and not implicit.applies(attrs, c, act, 1 << 30 if by_winograd else None):
+        paths.add("residual")  # unless the implicit GEMM takes the layer at every batch (it adds the residual)
+    return paths
+
+
+# maxpool2d's code paths (pool.maxpool2d), likewise
+_MAXPOOL_PATHS: dict[str, tuple[list[Case], float]] = {
+    "stride 2": ([({"kernel": 2}, [_IMG], _E)], 15.0),
+    "centred": ([({"kernel": 3, "stride": 1, "padding": 1}, [_IMG], _E)], 11.0),
+    "other": ([({"kernel": 3, "stride": 2}, [(1, 2, 5, 5)], _E)], 30.0),
 }
 
 
-# A fused conv2d runs every path of conv2d, with an activation and (one pass) a residual or gate.
-_WARM_CASES["fused_conv2d"] = [({**attrs, "activation": "relu"}, shapes, modes)
-                               for attrs, shapes, modes in _WARM_CASES["conv2d"]] + [
-    ({"out": 2, "kernel": 3, "padding": 1, "residual": True, "activation": "relu"}, [_IMG, _IMG], ("eval",)),
-    ({"out": 2, "kernel": 1, "gate": True, "residual": True}, [_IMG, (1, 2, 1, 1), _IMG], ("eval",)),
-    ({"out": 32, "kernel": 1, "gate": True}, [(1, 2, 2, 2), (1, 2, 1, 1)], ("eval",))]
-
-# Pointwise activations switch to a parallel kernel on large inputs: warm that path too.
-_BIG = (1, 2, 128, 128)
-for _name in ("relu", "relu6", "sigmoid", "tanh", "silu", "hardswish"):
-    _WARM_CASES[_name] = [({}, [_IMG], ("eval",)), ({}, [_BIG], ("eval",))]
-_WARM_CASES["leaky_relu"] = [({"slope": 0.1}, [_IMG], ("eval",)), ({"slope": 0.1}, [_BIG], ("eval",))]
-_WARM_CASES["elu"] = [({}, [_IMG], ("eval",)), ({}, [_BIG], ("eval",))]
+def _maxpool_paths(attrs, dims: tuple[int, ...]) -> set[str]:
+    c, h, w = dims
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = attrs.kernel, attrs.stride, attrs.padding, attrs.dilation
+    wo = window_out(w, dw * (kw - 1) + 1, sw, pw, pw, attrs.ceil_mode)
+    if (sh, sw, dh, dw) == (1, 1, 1, 1) and (kh, kw) == (2 * ph + 1, 2 * pw + 1):
+        return {"centred"}
+    if (sh, sw, dh, dw) == (2, 2, 1, 1) and kh <= 3 and kw in (2, 3) and w == 2 * wo:
+        return {"stride 2"}
+    return {"other"}
 
 
-def _warm_one(name: str) -> None:
+# the ops with paths: their paths, and the paths a node (attributes, input dims) may take
+_PATHS = {"conv2d": (_CONV_PATHS, _conv_paths), "fused_conv2d": (_CONV_PATHS, _conv_paths),
+          "maxpool2d": (_MAXPOOL_PATHS, _maxpool_paths)}
+
+# the other ops' cases (an op missing here: no attributes, one 1×2×4×4 input)
+_WARM_CASES: dict[str, list[Case]] = {
+    "conv_transpose2d": [({"out": 2, "kernel": 2, "stride": 2}, [_IMG], _E)],
+    "avgpool2d": [({"kernel": 2}, [_IMG], _E)],
+    "adaptive_avgpool2d": [({"size": 2}, [_IMG], _E)],
+    "batchnorm2d": [({}, [_IMG], ("eval", "train"))],
+    "lrn": [({"size": 3}, [_IMG], _E)],
+    "dropout": [({"p": 0.5}, [_IMG], ("train",))],
+    "maxout": [({"pieces": 2}, [_IMG], _E)],
+    "add": [({}, [_IMG, _IMG, _IMG], _E), ({}, [_BIG, _BIG], _E)],
+    "mul": [({}, [_IMG, (1, 2, 1, 1)], _E), ({}, [_BIG, (1, 4, 1, 1)], _E)],
+    "concat": [({}, [_IMG] * k, _E) for k in (1, 2, 3, 4)],  # one compilation per count of inputs
+    "linear": [({"out": 3}, [(1, 4)], _E), ({"out": 64}, [(8, 512)], _E)],  # on one thread, and on all
+    "fused_linear": [({"out": 3, "residual": True, "activation": "relu"}, [(1, 4), (1, 3)], _E),
+                     ({"out": 64, "activation": "relu"}, [(8, 512)], _E)],
+    "reshape": [({"shape": [-1]}, [_IMG], _E)],
+    "squeeze_excitation": [({"hidden": 3, "activation": "silu", "gate_activation": "sigmoid"}, [shape], _E)
+                           for shape in (_IMG, (1, 2, 128, 128))],  # the mean on one thread, then on all
+    "center_crop": [({"size": 2}, [_IMG], _E)],
+}
+_ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "leaky_relu", "elu", "silu", "hardswish")
+for _name in _ACTIVATIONS:  # on large inputs, a parallel kernel: warm that path too
+    _attrs = {"slope": 0.1} if _name == "leaky_relu" else {}
+    _WARM_CASES[_name] = [(_attrs, [_IMG], _E), (_attrs, [_BIG], _E)]
+_WARM_CASES["conv2d"] = [case for path, (cases, _) in _CONV_PATHS.items() if path not in _FUSED_ONLY
+                         for case in cases]
+_WARM_CASES["fused_conv2d"] = [({"activation": "relu", **attrs}, shapes, modes)
+                               for cases, _ in _CONV_PATHS.values() for attrs, shapes, modes in cases]
+_WARM_CASES["maxpool2d"] = [case for cases, _ in _MAXPOOL_PATHS.values() for case in cases]
+
+# The other ops' cold seconds (alone, one op a process), less those of the code they share with
+# others (`_USES`): that is compiled once, for the first op or path that runs it.
+COMPILE_SECONDS: dict[str, float] = {
+    "conv_transpose2d": 3.0, "avgpool2d": 12.0, "global_avgpool": 0.8, "adaptive_avgpool2d": 1.2,
+    "squeeze_excitation": 9.0, "batchnorm2d": 2.6, "lrn": 0.6, "identity": 0.1,
+    **{name: 0.1 for name in _ACTIVATIONS}, "softmax": 0.7, "maxout": 0.3, "dropout": 0.2,
+    "add": 0.9, "mul": 1.4, "concat": 3.4,
+    "linear": 0.5, "fused_linear": 2.5, "flatten": 0.1, "reshape": 0.1, "center_crop": 0.6,
+}
+_SHARED_SECONDS = {"sgemm": 14.0,      # gemm.py's sgemm in blocks (on one thread and in parallel), its epilogue
+                   "activate": 7.0}    # elementwise.activate: every activation, in one kernel
+_USES: dict[str, tuple[str, ...]] = {
+    "wide gemm": ("sgemm",), "grouped gemm": ("sgemm",), "conv_transpose2d": ("sgemm",),
+    "linear": ("sgemm",), "fused_linear": ("sgemm",), **{name: ("activate",) for name in _ACTIVATIONS},
+}
+
+
+def warm_up_order(op_names) -> list[str]:
+    """The canonical names of `op_names`, each once: a list or tuple keeps its order; any other
+    collection (a set) is put in the order of KERNELS, so that warm-up runs the same way every time.
+    An op without a CPU kernel is a KeyError."""
+    names = list(dict.fromkeys(ops.registry.canonical_name(n) for n in op_names))
+    for n in names:
+        kernel_for(n)
+    if not isinstance(op_names, (list, tuple)):
+        rank = {name: i for i, name in enumerate(KERNELS)}
+        names.sort(key=rank.__getitem__)
+    return names
+
+
+def warm_up_plan(names: list[str], graph=None) -> list[tuple[str, list[Case], float]]:
+    """For each op of `names` in order: the cases to run and their expected cold seconds. With a
+    graph, an op with paths runs only those its nodes may take; a path already warmed (conv2d's,
+    for fused_conv2d) is not run again."""
+    needed: dict[str, set[str]] = {}
+    if graph is not None:
+        for node in graph.nodes:
+            if node.op in _PATHS:
+                dims = graph.type_of(node.inputs[0]).dims
+                needed.setdefault(node.op, set()).update(_PATHS[node.op][1](node.attrs, dims))
+    plan, warmed = [], set()
+
+    def seconds(part, own):  # its own seconds, and those of the shared code it is the first to run
+        shared = [u for u in _USES.get(part, ()) if u not in warmed]
+        warmed.update(shared)
+        return own + sum(_SHARED_SECONDS[u] for u in shared)
+    for name in names:
+        if name in _PATHS:
+            table = _PATHS[name][0]
+            paths = [p for p in table if (graph is None or p in needed.get(name, ()))
+                     and (id(table), p) not in warmed and not (name == "conv2d" and p in _FUSED_ONLY)]
+            warmed.update((id(table), p) for p in paths)
+            fused = name == "fused_conv2d"
+            cases = [({"activation": "relu", **attrs} if fused else attrs, shapes, modes)
+                     for p in paths for attrs, shapes, modes in table[p][0]]
+            plan.append((name, cases, sum(seconds(p, table[p][1]) for p in paths)))
+        else:
+            cases = _WARM_CASES.get(name, [({}, [_IMG], _E)])
+            plan.append((name, cases, seconds(name, COMPILE_SECONDS.get(name, 1.0))))
+    return plan
+
+
+def _warm_one(name: str, cases: list[Case]) -> None:
     op = ops.get(name)
     kernel = KERNELS[name]
     rng = np.random.default_rng(0)
-    for attrs_dict, shapes, modes in _WARM_CASES.get(name, [({}, [_IMG], ("eval",))]):
+    for attrs_dict, shapes, modes in cases:
         attrs = op.attrs.model_validate(attrs_dict)
         types = [TensorType(s) for s in shapes]
         infer_output(op, attrs, types)
@@ -126,19 +266,40 @@ def _warm_one(name: str) -> None:
             kernel(attrs, inputs, params, RunContext(mode, np.random.default_rng(0)))
 
 
-def warm_up(op_names, progress: Callable[[int, int, str], None] | None = None) -> None:
+def _reporting_compiles(working: Callable[[], None] | None):
+    """A context in which `working()` is called whenever Numba starts compiling a function (a load
+    from the on-disk cache is no such event)."""
+    if working is None:
+        return contextlib.nullcontext()
+    from numba.core import event
+
+    class Compiling(event.Listener):
+        def on_start(self, e):
+            working()
+
+        def on_end(self, e):
+            pass
+    return event.install_listener("numba:compile", Compiling())
+
+
+def warm_up(op_names, progress: Callable[[int, int, str], None] | None = None, graph=None) -> None:
     """Compile (or load from the on-disk cache) the kernels of `op_names` by running each on tiny
-    inputs. Names may be aliases; duplicates are warmed once; an op without a CPU kernel is a KeyError.
+    inputs, in the order of `warm_up_order`. Names may be aliases; duplicates are warmed once; an op
+    without a CPU kernel is a KeyError. With `graph` (typed), the ops with several code paths
+    (convolutions, max pooling) warm only the paths its nodes may take; without, all of them.
 
     `progress(done, total, name)` is called before each op is warmed (done = ops finished so far)
-    and once more at the end with done == total and name "", so a caller can report on stderr.
+    and once more at the end with done == total and name "", so a caller can report on stderr. If
+    it has them, `progress.plan({op: seconds})` is called first with the ops' expected cold compile
+    times (`warm_up_plan`), and `progress.working()` whenever Numba starts compiling something.
     """
-    names = list(dict.fromkeys(ops.registry.canonical_name(n) for n in op_names))
-    for n in names:
-        kernel_for(n)
-    for i, name in enumerate(names):
-        if progress is not None:
-            progress(i, len(names), name)
-        _warm_one(name)
+    plan = warm_up_plan(warm_up_order(op_names), graph)
+    if progress is not None and hasattr(progress, "plan"):
+        progress.plan({name: seconds for name, _, seconds in plan})
+    with _reporting_compiles(getattr(progress, "working", None)):
+        for i, (name, cases, _) in enumerate(plan):
+            if progress is not None:
+                progress(i, len(plan), name)
+            _warm_one(name, cases)
     if progress is not None:
-        progress(len(names), len(names), "")
+        progress(len(plan), len(plan), "")

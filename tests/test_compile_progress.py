@@ -1,0 +1,290 @@
+"""The first run's kernel compilation: its progress on stderr (netspec/progress.py, driven by
+backends/cpu/kernels.py's warm_up) and the Numba cache that clones and venvs of the same sources
+share (backends/cpu/__init__.py). No timings are asserted: waits are for events, with generous
+timeouts."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from numba.core import event
+from numba.core.dispatcher import Dispatcher
+
+import netspec
+from netspec.backends import cpu
+from netspec.backends.cpu import KERNELS, kernels, warm_up
+from netspec.progress import StderrProgress
+
+PACKAGE = Path(netspec.__file__).parent
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def fake_ops(monkeypatch, stream, slow: str | None, compiles: bool = True) -> list[str]:
+    """Replace the warm-up of each op by a stand-in that 'compiles' (a Numba compile event) and, for
+    op `slow`, lasts until the progress has drawn that op at least once. Returns the ops warmed, in order."""
+    warmed = []
+
+    def warm_one(name, cases):
+        warmed.append(name)
+        context = event.trigger_event("numba:compile", data={}) if compiles else _nothing()
+        with context:
+            if name == slow:
+                assert wait_for(lambda: f"{name}" in stream.getvalue()), "no progress while the op ran"
+    monkeypatch.setattr(kernels, "_warm_one", warm_one)
+    monkeypatch.setattr(kernels, "warm_up_plan", lambda names, graph=None: [
+        (name, [], {"conv2d": 30.0, "maxpool2d": 5.0, "relu": 2.0}.get(name, 1.0)) for name in names])
+    monkeypatch.setenv("COLUMNS", "120")
+    return warmed
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# --- the order of the ops ---
+
+def test_a_set_of_ops_is_warmed_in_the_order_of_kernels_whatever_its_iteration_order():
+    names = ["relu", "flatten", "conv2d", "maxpool2d", "swish"]  # swish: an alias of silu
+    want = [n for n in KERNELS if n in {"relu", "flatten", "conv2d", "maxpool2d", "silu"}]
+    assert want == ["conv2d", "maxpool2d", "relu", "silu", "flatten"]
+    for order in (names, names[::-1], names[2:] + names[:2]):
+        assert kernels.warm_up_order(set(order)) == want
+        assert kernels.warm_up_order(iter(order)) == want  # any iterable but a list or tuple
+    assert kernels.warm_up_order(["relu", "conv2d", "relu"]) == ["relu", "conv2d"]  # a list keeps its order
+    with pytest.raises(KeyError):
+        kernels.warm_up_order({"no_such_op"})
+
+
+def test_progress_calls_follow_the_stable_order(monkeypatch):
+    warmed = fake_ops(monkeypatch, io.StringIO(), slow=None)
+    calls = []
+    warm_up(iter(["relu", "conv2d", "maxpool2d"]), progress=lambda d, t, n: calls.append((d, t, n)))
+    assert warmed == ["conv2d", "maxpool2d", "relu"]
+    assert calls == [(0, 3, "conv2d"), (1, 3, "maxpool2d"), (2, 3, "relu"), (3, 3, "")]
+
+
+# --- the progress line ---
+
+def test_terminal_progress_redraws_while_an_op_compiles(monkeypatch):
+    stream = Terminal()
+    warmed = fake_ops(monkeypatch, stream, slow="conv2d")
+    with StderrProgress("compiling CPU kernels", delay=0.0, interval=0.02, stream=stream) as bar:
+        warm_up({"relu", "maxpool2d", "conv2d"}, progress=bar)
+    out = stream.getvalue()
+    assert warmed == ["conv2d", "maxpool2d", "relu"]
+    # the first line was drawn while conv2d still ran (fake_ops waited for it), by the thread
+    frames = [f for f in out.split("\r\033[K") if f]
+    first = frames[0]
+    assert first.startswith("netspec: compiling CPU kernels [") and "1/3 conv2d" in first
+    assert re.search(r"  \d+:\d\d, about \d+:\d\d left$", first)  # elapsed, and the estimate
+    assert frames[-1].startswith("netspec: compiling CPU kernels: done in ") and frames[-1].endswith("\n")
+    assert out.count("\n") == 1  # one line, redrawn in place, ended once
+    # the ops appear in the stable order
+    seen = [name for f in frames for name in ("conv2d", "maxpool2d", "relu") if f"/3 {name}" in f]
+    assert seen == sorted(seen, key=["conv2d", "maxpool2d", "relu"].index)
+
+
+def test_log_progress_prints_a_line_per_op_and_no_flood(monkeypatch):
+    stream = io.StringIO()  # not a terminal: a log file, a CI job
+    fake_ops(monkeypatch, stream, slow="conv2d")
+    with StderrProgress("compiling CPU kernels", delay=0.0, interval=0.02, log_every=3600, stream=stream) as bar:
+        warm_up({"relu", "maxpool2d", "conv2d"}, progress=bar)
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert [line.split(": ")[2].split(" (")[0] for line in lines[:3]] == ["1/3 conv2d", "2/3 maxpool2d", "3/3 relu"]
+    assert all("about" in line and "left" in line for line in lines[:3])
+    assert len(lines) == 4 and lines[3].startswith("netspec: compiling CPU kernels: done in ")
+
+
+def test_progress_stays_quiet_when_everything_loads_from_the_cache(monkeypatch):
+    stream = Terminal()
+    fake_ops(monkeypatch, stream, slow=None, compiles=False)  # no Numba compile event
+    with StderrProgress("compiling CPU kernels", delay=0.0, interval=0.01, stream=stream) as bar:
+        warm_up(["conv2d", "maxpool2d", "relu"], progress=bar)
+        time.sleep(0.1)
+    assert stream.getvalue() == ""
+
+
+def test_progress_stays_quiet_when_the_work_ends_before_the_delay(monkeypatch):
+    stream = Terminal()
+    fake_ops(monkeypatch, stream, slow=None)
+    with StderrProgress("compiling CPU kernels", delay=3600.0, interval=0.01, stream=stream) as bar:
+        warm_up(["conv2d", "maxpool2d", "relu"], progress=bar)
+    assert stream.getvalue() == ""
+
+
+def test_progress_line_ends_and_its_thread_stops_when_the_work_fails(monkeypatch):
+    stream = Terminal()
+    fake_ops(monkeypatch, stream, slow="conv2d")
+    monkeypatch.setattr(kernels, "_warm_one", _fail_after(kernels._warm_one))
+    with pytest.raises(RuntimeError):
+        with StderrProgress("compiling CPU kernels", delay=0.0, interval=0.02, stream=stream) as bar:
+            warm_up(["conv2d", "relu"], progress=bar)
+    assert not bar.thread.is_alive()
+    assert re.search(r"\r\033\[Knetspec: compiling CPU kernels: stopped in \d+:\d\d\n$", stream.getvalue())
+
+
+def _fail_after(warm_one):
+    def run(name, cases):
+        warm_one(name, cases)
+        raise RuntimeError("a kernel failed")
+    return run
+
+
+def test_time_left_scales_the_expected_times_by_the_finished_ops():
+    bar = StderrProgress("x", stream=io.StringIO())
+    bar.plan({"a": 10.0, "b": 20.0, "c": 4.0})
+    now = time.perf_counter()
+    bar(0, 3, "a")
+    bar.step_start = now - 4.0
+    assert bar.left(now) == pytest.approx(6.0 + 24.0)  # a's 10 s less the 4 run, then b and c
+    bar.step_start = now - 15.0
+    assert bar.left(now) == pytest.approx(24.0)  # a overran: nothing left of it
+    bar(1, 3, "b")  # a took ~15 s of its 10: the rest is expected to take 1.5× too
+    bar.steps, bar.taken, bar.step_start = [("a", 10.0)], [15.0], now
+    assert bar.left(now) == pytest.approx(1.5 * 24.0)
+    bar.steps, bar.taken = [("a", 10.0)], [0.1]  # a came from the cache: it tells nothing
+    assert bar.left(now) == pytest.approx(24.0)
+    bar.close()
+
+
+# --- the cache: the same sources anywhere share it ---
+
+def test_same_sources_at_two_paths_and_times_share_the_numba_cache(tmp_path):
+    """Two copies of the package at different paths (the second with other file times): the
+    first compiles a small kernel into the cache, the second loads it from there."""
+    copies = []
+    for name in ("clone_a", "clone_b"):
+        shutil.copytree(PACKAGE, tmp_path / name / "netspec", ignore=shutil.ignore_patterns("__pycache__"))
+        copies.append(tmp_path / name)
+    for f in (copies[1] / "netspec").rglob("*.py"):
+        os.utime(f, (1_000_000_000, 1_000_000_000))
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "PYTHONPATH")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    probe = ("import json; from netspec.backends.cpu import conv, DIGEST; f = conv._valid_range; f(0, 1, 4, 4); "
+             "s = f.stats; print(json.dumps({'file': f.py_func.__code__.co_filename, 'path': s.cache_path, "
+             "'hits': sum(s.cache_hits.values()), 'misses': sum(s.cache_misses.values()), 'digest': DIGEST}))")
+    results = []
+    for copy in copies:
+        run = subprocess.run([sys.executable, "-c", probe], env={**env, "PYTHONPATH": str(copy)}, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        results.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    first, second = results
+    assert first["file"].startswith(str(copies[0])) and second["file"].startswith(str(copies[1]))
+    assert first["digest"] == second["digest"] == cpu.DIGEST
+    folder = tmp_path / "cache" / "netspec" / "numba" / cpu.DIGEST / "backends" / "cpu"
+    assert first["path"] == second["path"] == str(folder)
+    assert (first["hits"], first["misses"]) == (0, 1)   # compiled, then saved
+    assert (second["hits"], second["misses"]) == (1, 0)  # loaded: not compiled again
+    assert any(p.name.startswith("conv._valid_range-") for p in folder.iterdir())
+
+
+def test_cache_folder_rules(monkeypatch, tmp_path):
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cpu._cache_folder() == str(tmp_path / "xdg" / "netspec" / "numba" / cpu.DIGEST)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))  # the user's choice wins: a folder per version in it
+    assert cpu._cache_folder() == str(tmp_path / "mine" / cpu.DIGEST)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine" / cpu.DIGEST))  # as netspec sets it for children
+    assert cpu._cache_folder() == str(tmp_path / "mine" / cpu.DIGEST)
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocked))  # not writable: a temporary folder
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    folder = cpu._cache_folder()
+    assert folder.startswith(str(tmp_path / "tmp")) and folder.endswith(cpu.DIGEST) and os.access(folder, os.W_OK)
+
+
+def test_the_locator_files_only_the_cpu_backend_by_its_place_in_the_package():
+    f = cpu.conv._valid_range
+    assert f.stats.cache_path == os.path.join(cpu.CACHE_FOLDER, "backends", "cpu")
+    locator = cpu._Locator.from_function(f.py_func, f.py_func.__code__.co_filename)
+    assert locator.get_source_stamp() == cpu.DIGEST
+    assert cpu._Locator.from_function(f.py_func, os.path.join(os.sep, "elsewhere", "conv.py")) is None
+    assert cpu._Locator.from_function(f.py_func, str(PACKAGE / "threads.py")) is None
+
+
+def test_the_digest_covers_every_jitted_function_the_kernels_can_call():
+    """Cached code is trusted while the digest is unchanged: every Numba function a CPU kernel
+    module refers to must be defined in a file the digest covers (none in kernels.py, which it
+    leaves out, and none outside backends/cpu)."""
+    import importlib
+    import pkgutil
+    covered = {n for n in os.listdir(cpu._HERE) if n.endswith(".py")} - cpu._NOT_COMPILED
+    found = 0
+    for info in pkgutil.iter_modules(cpu.__path__):
+        module = importlib.import_module(f"{cpu.__name__}.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, Dispatcher):
+                found += 1
+                path = value.py_func.__code__.co_filename
+                assert os.path.dirname(os.path.abspath(path)) == cpu._HERE, (info.name, value)
+                assert os.path.basename(path) in covered, (info.name, value)
+    assert found > 20
+    assert "kernels.py" in cpu._NOT_COMPILED
+    assert not any(isinstance(v, Dispatcher) for v in vars(kernels).values())
+
+
+def test_every_op_and_path_has_a_measured_compile_time():
+    plan = kernels.warm_up_plan(list(KERNELS))  # no graph: every op, every path
+    assert [name for name, _, _ in plan] == list(KERNELS)
+    assert all(seconds > 0 for _, _, seconds in plan)
+    assert set(kernels.COMPILE_SECONDS) | set(kernels._PATHS) == set(KERNELS)
+    assert set(kernels._USES) <= set(KERNELS) | set(kernels._CONV_PATHS)
+
+
+def test_shared_code_is_expected_to_compile_once():
+    alone = {name: s for name, _, s in kernels.warm_up_plan(["fused_linear", "silu"])}
+    after = {name: s for name, _, s in kernels.warm_up_plan(["linear", "fused_linear", "relu", "silu"])}
+    assert after["fused_linear"] < alone["fused_linear"] and after["silu"] < alone["silu"]
+
+
+def test_a_network_warms_the_paths_its_layers_may_take():
+    """LeNet-5's convolutions (tanh: not applied by the GEMM's micro-kernel) go through im2col;
+    MobileNet's depthwise ones through the depthwise kernels; each plan's cases are the op's own."""
+    from netspec.passes.manager import optimize
+    from netspec.weights import init_weights
+
+    def plan_of(spec):
+        graph = netspec.load(PACKAGE.parent / "specs" / spec)
+        graph, _ = optimize(graph.active("eval"), init_weights(graph, 0), "eval")
+        names = kernels.warm_up_order({node.op for node in graph.nodes})
+        return {name: cases for name, cases, _ in kernels.warm_up_plan(names, graph)}
+
+    lenet, mobilenet = plan_of("lenet5.yaml"), plan_of("mobilenet_v1.yaml")
+
+    def has(cases, path):
+        return all({"activation": "relu", **a} in [c[0] for c in cases] for a, _, _ in kernels._CONV_PATHS[path][0])
+    assert has(lenet["fused_conv2d"], "im2col") and not has(lenet["fused_conv2d"], "depthwise")
+    assert has(mobilenet["fused_conv2d"], "depthwise") and has(mobilenet["fused_conv2d"], "wide depthwise")
+    assert not has(mobilenet["fused_conv2d"], "winograd")
+    for plan in (lenet, mobilenet):
+        for name, cases in plan.items():
+            assert all(case in kernels._WARM_CASES.get(name, [({}, [(1, 2, 4, 4)], ("eval",))]) for case in cases)
