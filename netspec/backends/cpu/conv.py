@@ -267,7 +267,7 @@ def workspace_bytes(op: str, attrs, shape) -> int:
         other = 4 * 16 * (c + o) * tiles
     else:
         k = c // g * kh * kw
-        width = max(wo, _TILE_BYTES // (4 * k))
+        width = min(max(wo, _TILE_BYTES // (4 * k)), n * ho * wo)  # (a tile's columns, as _plan_im2col)
         other = 4 * (k + o // g) * width + (4 * n * c * h * wd if sw > 1 else 0)
     few_taps = g == 1 and c * kh * kw <= implicit.MAX_TAPS
     return max(other, 2 * padded if few_taps else 0)  # (the implicit GEMM's phase-split copy: padded, ≤ 2×)
