@@ -11,6 +11,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import Callable
 
 
 class FileReadError(OSError):
@@ -54,15 +55,13 @@ def open_regular(path: str | os.PathLike):
         raise
 
 
-def read_limited(path: str | os.PathLike, limit: int | None = None, what: str = "the file") -> bytes:
+def read_limited(path: str | os.PathLike, limit: int | Callable[[int], int], what: str = "the file") -> bytes:
     """The bytes of a regular file of at most `limit` bytes (FileReadError otherwise). Reads at most
-    limit + 1 bytes whatever the file claims to be. Without a limit, the file's size is checked
-    against the memory available first (resources.ResourceError)."""
+    limit + 1 bytes whatever the file claims to be. `limit` may be a function of the file's size
+    that returns the limit (or raises: resources.read_within_memory's check)."""
     with open_regular(path) as f:
-        if limit is None:
-            from .resources import Needs, check_fits
-            limit = os.fstat(f.fileno()).st_size
-            check_fits(Needs({what: limit}), hint="the file is too large to read here", subject=what)
+        if callable(limit):
+            limit = limit(os.fstat(f.fileno()).st_size)
         data = f.read(limit + 1)
     if len(data) > limit:
         raise FileReadError(errno.EFBIG, f"{what} is over the limit of {limit:,} bytes")

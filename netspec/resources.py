@@ -12,6 +12,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from .files import open_regular, read_limited
+
 BYTES = 4  # float32
 
 
@@ -149,10 +151,17 @@ def run_needs(graph, batch: int, backend: str = "cpu", input_ready: bool = False
     return Needs(parts)
 
 
+def read_within_memory(path: str | os.PathLike, what: str = "the file") -> bytes:
+    """The bytes of a regular file, its size checked against the memory available before it is read."""
+    def limit(size: int) -> int:
+        check_fits(Needs({what: size}), hint="the file is too large to read here", subject=what)
+        return size
+    return read_limited(path, limit, what)
+
+
 def npy_header(path: str):
     """(shape, dtype) of the array a .npy file holds, from its header alone; None when it is not one."""
     import numpy as np
-    from .files import open_regular
     try:
         with open_regular(path) as f:
             major, _ = np.lib.format.read_magic(f)

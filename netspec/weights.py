@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from . import ops
-from .files import atomic_write, printable, read_limited
+from .files import atomic_write, printable
 from .ir.graph import Graph
 from .ops.registry import ParamSpec
+from .resources import BYTES, Needs, check_fits, read_within_memory
 
 
 class WeightsError(ValueError):
@@ -71,7 +72,6 @@ def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     """Deterministic weights: each parameter draws from its own stream (seed, name), so adding a
     layer does not change the others; rules come from the spec's `init:` or the op's defaults.
     Weights that cannot fit in memory are refused first (resources.ResourceError)."""
-    from .resources import BYTES, Needs, check_fits
     specs = param_specs(graph)
     check_fits(Needs({"weights": BYTES * sum(spec.size for spec in specs.values())}),
                hint="the layers are too large", subject="the weights")
@@ -149,7 +149,7 @@ def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise WeightsError(f"'{path}' looks like a PyTorch checkpoint; convert it first: "
                            f"netspec weights import {path} -o weights.safetensors --spec SPEC")
     try:
-        data = read_limited(path, what="the weights file")
+        data = read_within_memory(path, "the weights file")
     except OSError as e:
         raise WeightsError(f"cannot read weights '{path}': {e.strerror or e}") from None
     try:

@@ -131,3 +131,16 @@ def locate(text: str, needle: str, occurrence: int = 1) -> tuple[int, int]:
     line = text.count("\n", 0, start) + 1
     col = start - (text.rfind("\n", 0, start) + 1) + 1
     return line, col
+
+
+def load_fuzz():
+    """tools/fuzz.py as a module (the command-line fuzzer; its base specs serve test_mutations too)."""
+    import importlib.util
+    import sys
+    name = "netspec_tools_fuzz"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / "fuzz.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up by name
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -9,22 +9,9 @@ catastrophic regex in a rename map, ...), so this short run covers them; about 1
 (each hang would add 20 s: it is tried twice). The long run is `python tools/fuzz.py --seconds 600`."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_fuzz():
-    spec = importlib.util.spec_from_file_location("netspec_tools_fuzz", ROOT / "tools" / "fuzz.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
+from conftest import load_fuzz
 
 fuzz = load_fuzz()
 

@@ -12,69 +12,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import netspec
 from netspec.spec.errors import SpecError
 
-from conftest import BASIC_BLOCK, dedent
+from conftest import load_fuzz
 
-LENET = dedent("""
-    netspec: 1
-    name: lenet
-    params: {num_classes: 10}
-    input: {shape: [1, 32, 32]}
-    layers:
-      - {op: conv2d, name: conv1, out: 6, kernel: 5}
-      - {op: tanh}
-      - {op: avgpool2d, kernel: 2}
-      - {op: conv2d, name: conv2, out: 16, kernel: 5}
-      - {op: tanh}
-      - {op: avgpool2d, kernel: 2}
-      - {op: flatten}
-      - {op: linear, name: fc1, out: 120}
-      - {op: dropout, p: 0.5, mode: train}
-      - {op: linear, name: fc2, out: $num_classes}
-""")
-
-RESNET = dedent("""
-    name: resnet
-    params: {num_classes: 10, depth: 2}
-    input: {shape: [3, 32, 32]}
-    variants:
-      deep: {params: {depth: 3}}
-""" + BASIC_BLOCK + """    layers:
-      - {op: conv2d, name: stem, out: 16, kernel: 3, padding: 1}
-      - {op: basic, name: layer1, repeat: $depth, c: 16}
-      - {op: basic, name: layer2, repeat: $depth, c: 32, first: {stride: 2}}
-      - {op: global_avgpool, name: pool}
-      - {op: flatten, name: flat}
-      - {op: linear, name: fc, out: $num_classes}
-    outputs: [fc]
-""")
-
-INCEPTION = dedent("""
-    name: inception
-    input: {shape: [16, 28, 28]}
-    blocks:
-      conv_bn:
-        params: {out: int, kernel: 1, padding: 0}
-        layers:
-          - {op: conv2d, name: conv, out: $out, kernel: $kernel, padding: $padding, bias: false}
-          - {op: batchnorm2d, name: bn}
-          - {op: relu, name: act}
-    layers:
-      - {op: conv_bn, name: branch1, out: 8}
-      - name: branch2
-        in: input
-        layers:
-          - {op: conv_bn, out: 8}
-          - {op: conv_bn, out: 12, kernel: 3, padding: 1}
-      - name: branch3
-        in: input
-        layers:
-          - {op: maxpool2d, kernel: 3, stride: 1, padding: 1, ceil_mode: true}
-          - {op: conv_bn, out: 4}
-      - {op: concat, name: cat, in: [branch1, branch2, branch3]}
-      - {op: conv2d, name: head, out: "${cat.c // 2}", kernel: 1}
-""")
-
-BASES = [LENET, RESNET, INCEPTION]
+# the small specs the command-line fuzzer mutates too (tools/fuzz.py): LeNet, a two-stage ResNet with a
+# block and a variant, an Inception module
+fuzz = load_fuzz()
+BASES = [fuzz.LENET, fuzz.RESNET, fuzz.INCEPTION]
 
 GARBAGE = ["{", "}", "]", "[", ": :", "- - -", "\t", "&a", "*nowhere", "!!python/object:os.system {}",
            "<<: 1", "%YAML 1.1", "@", "`", "'", '"', "? ", "|", ">", "#", "---", "...", "${", "$", "\\x00",
