@@ -246,8 +246,8 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual, packs=
 
 def workspace_bytes(op: str, attrs, shape) -> int:
     """The scratch memory (bytes) a convolution of inputs `shape` takes, for the memory guard
-    (netspec/resources.py): the buffers of the algorithm `_plan` picks — a bound, not the byte. Where
-    the activation decides between the implicit GEMM and another path, the larger of the two."""
+    (netspec/resources.py): the largest of the buffers of the paths it may take (`paths`) — a bound,
+    not the byte."""
     n, c, h, wd = shape
     kh, kw = attrs.kernel
     if op == "conv_transpose2d":  # the column matrix, at most _CHUNK_BYTES unless one image needs more
@@ -258,19 +258,43 @@ def workspace_bytes(op: str, attrs, shape) -> int:
     ho = window_out(h, dh * (kh - 1) + 1, sh, pt, pb)
     wo = window_out(wd, dw * (kw - 1) + 1, sw, pl, pr)
     padded = 4 * n * c * (h + pt + pb) * (wd + pl + pr)
-    if g > 1 and g == c and o == c:  # depthwise: per-thread padded planes at most
-        return padded // n * max(1, thread_count())
-    if kh == kw == 1 and pt == pl == pb == pr == 0:  # pointwise: a gated copy of the input at most
-        return 4 * n * c * h * wd
-    tiles = winograd.tiles(n, ho, wo)
-    if winograd.applies(attrs, c, o, tiles):
-        other = 4 * 16 * (c + o) * tiles
-    else:
-        k = c // g * kh * kw
-        width = min(max(wo, _TILE_BYTES // (4 * k)), n * ho * wo)  # (a tile's columns, as _plan_im2col)
-        other = 4 * (k + o // g) * width + (4 * n * c * h * wd if sw > 1 else 0)
-    few_taps = g == 1 and c * kh * kw <= implicit.MAX_TAPS
-    return max(other, 2 * padded if few_taps else 0)  # (the implicit GEMM's phase-split copy: padded, ≤ 2×)
+    k = c // g * kh * kw
+    width = min(max(wo, _TILE_BYTES // (4 * k)), n * ho * wo)  # (a tile's columns, as _plan_im2col)
+    buffers = {
+        "gate": 4 * n * c * h * wd,  # the gated copy of the input (or of the weights, when smaller)
+        "implicit": 2 * padded,  # the phase-split padded copy
+        "im2col": 4 * (k + o // g) * width + (4 * n * c * h * wd if sw > 1 else 0),  # a tile, its column phases
+        "winograd": 4 * 16 * (c + o) * winograd.tiles(n, ho, wo),  # the transformed input and product
+        "depthwise": padded // n * max(1, thread_count()), "wide depthwise": padded // n * max(1, thread_count()),
+    }
+    return max(buffers.get(path, 0) for path in paths(attrs, (c, h, wd)))
+
+
+def paths(attrs, dims: tuple[int, ...]) -> set[str]:
+    """The code paths of `_plan` that a conv2d or fused_conv2d node on C×H×W inputs may take, at any
+    batch up to 8: a superset, which the warm-up compiles (kernels.py: a path left out would compile
+    in the middle of the first run) and the memory guard sizes (`workspace_bytes`)."""
+    c, h, w = dims
+    kh, kw = attrs.kernel
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = attrs.stride, attrs.dilation, attrs.pads
+    ho, wo = window_out(h, dh * (kh - 1) + 1, sh, pt, pb), window_out(w, dw * (kw - 1) + 1, sw, pl, pr)
+    residual = getattr(attrs, "residual", False)
+    taken = {"gemm", "gate"} if getattr(attrs, "gate", False) else {"gemm"}
+    if attrs.groups > 1 and attrs.groups == c == attrs.out:  # depthwise
+        taken.add("depthwise" if wo <= depthwise.BLOCKS_MAX_WIDTH else "wide depthwise")
+        return taken | ({"residual"} if residual else set())
+    if 8 * ho * wo > packed._MAX_COLUMNS:  # a product over 8 images' columns (im2col, Winograd) may be wide
+        taken.add("wide gemm")
+    if kh == kw == 1 and pt == pl == pb == pr == 0:  # pointwise: the GEMM adds the residual
+        return taken | ({"grouped gemm"} if attrs.groups > 1 else set())
+    act = activation_code(getattr(attrs, "activation", None))
+    by_winograd = winograd.applies(attrs, c, attrs.out, winograd.MIN_TILES)  # at a batch with tiles enough
+    taken.add("implicit" if implicit.applies(attrs, c, act, None) else "im2col")
+    if by_winograd:
+        taken.add("winograd")
+    if residual and not implicit.applies(attrs, c, act, 1 << 30 if by_winograd else None):
+        taken.add("residual")  # unless the implicit GEMM takes the layer at every batch (it adds the residual)
+    return taken
 
 
 def _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, stride, out, packs):

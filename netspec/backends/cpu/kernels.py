@@ -11,8 +11,7 @@ import numpy as np
 from ... import ops
 from ...ir.types import TensorType
 from ...ops.registry import RunContext, infer_output
-from . import conv, depthwise, elementwise, excitation, implicit, linear, norm, packed, pool, tensor, winograd
-from ._act import activation_code
+from . import conv, elementwise, excitation, linear, norm, pool, tensor
 from ._util import window_out
 
 # kernel(attrs, inputs, params, ctx) -> output: the `Reference` signature (NCHW float32 in and out)
@@ -85,7 +84,7 @@ _BIG = (1, 4, 256, 256)  # large enough for the parallel kernels of the cheapest
 
 # conv2d's code paths (conv._plan), fused_conv2d's too (its activation is a run-time code: same
 # compiled code): the cases that compile each, and their seconds. A network warms only the paths its
-# convolutions may take (`_conv_paths`), not all (LeNet-5's take 2 of the 10, 40 of the ~130 s).
+# convolutions may take (`conv.paths`), not all (LeNet-5's take 2 of the 10, 40 of the ~130 s).
 _CONV_PATHS: dict[str, tuple[list[Case], float]] = {
     "gemm": ([({"out": 2, "kernel": 1}, [_IMG], _E),                    # the packed GEMM of every path,
               ({"out": 8, "kernel": 1}, [(1, 8, 64, 64)], _E)], 25.0),  # on one thread and in parallel
@@ -109,32 +108,6 @@ _CONV_PATHS: dict[str, tuple[list[Case], float]] = {
 _FUSED_ONLY = frozenset({"residual", "gate"})
 
 
-def _conv_paths(attrs, dims: tuple[int, ...]) -> set[str]:
-    """The paths of `conv._plan` that a conv2d or fused_conv2d node on C×H×W inputs may take, at
-    any batch up to 8: a superset (a path left out would compile in the middle of the first run)."""
-    c, h, w = dims
-    kh, kw = attrs.kernel
-    (sh, sw), (dh, dw), (pt, pl, pb, pr) = attrs.stride, attrs.dilation, attrs.pads
-    ho, wo = window_out(h, dh * (kh - 1) + 1, sh, pt, pb), window_out(w, dw * (kw - 1) + 1, sw, pl, pr)
-    residual = getattr(attrs, "residual", False)
-    paths = {"gemm", "gate"} if getattr(attrs, "gate", False) else {"gemm"}
-    if attrs.groups > 1 and attrs.groups == c == attrs.out:  # depthwise
-        paths.add("depthwise" if wo <= depthwise.BLOCKS_MAX_WIDTH else "wide depthwise")
-        return paths | ({"residual"} if residual else set())
-    if 8 * ho * wo > packed._MAX_COLUMNS:  # a product over 8 images' columns (im2col, Winograd) may be wide
-        paths.add("wide gemm")
-    if kh == kw == 1 and pt == pl == pb == pr == 0:  # pointwise: the GEMM adds the residual
-        return paths | ({"grouped gemm"} if attrs.groups > 1 else set())
-    act = activation_code(getattr(attrs, "activation", None))
-    by_winograd = winograd.applies(attrs, c, attrs.out, winograd.MIN_TILES)  # at a batch with tiles enough
-    paths.add("implicit" if implicit.applies(attrs, c, act, None) else "im2col")
-    if by_winograd:
-        paths.add("winograd")
-    if residual and not implicit.applies(attrs, c, act, 1 << 30 if by_winograd else None):
-        paths.add("residual")  # unless the implicit GEMM takes the layer at every batch (it adds the residual)
-    return paths
-
-
 # maxpool2d's code paths (pool.maxpool2d), likewise
 _MAXPOOL_PATHS: dict[str, tuple[list[Case], float]] = {
     "stride 2": ([({"kernel": 2}, [_IMG], _E)], 15.0),
@@ -155,7 +128,7 @@ def _maxpool_paths(attrs, dims: tuple[int, ...]) -> set[str]:
 
 
 # the ops with paths: their paths, and the paths a node (attributes, input dims) may take
-_PATHS = {"conv2d": (_CONV_PATHS, _conv_paths), "fused_conv2d": (_CONV_PATHS, _conv_paths),
+_PATHS = {"conv2d": (_CONV_PATHS, conv.paths), "fused_conv2d": (_CONV_PATHS, conv.paths),
           "maxpool2d": (_MAXPOOL_PATHS, _maxpool_paths)}
 
 # the other ops' cases (an op missing here: no attributes, one 1×2×4×4 input)
