@@ -14,28 +14,6 @@ import netspec
 from netspec.spec.errors import SpecError
 
 
-# A ResNet basic block with its projection shortcut, shared by the tests' inline specs.
-BASIC_BLOCK = """\
-    blocks:
-      basic:
-        params: {c: int, stride: 1}
-        layers:
-          - {op: conv2d, name: conv1, out: $c, kernel: 3, stride: $stride, padding: 1, bias: false}
-          - {op: batchnorm2d, name: bn1}
-          - {op: relu, name: relu}
-          - {op: conv2d, name: conv2, out: $c, kernel: 3, padding: 1, bias: false}
-          - {op: batchnorm2d, name: bn2}
-          - name: downsample
-            in: input
-            when: ${stride != 1 or input.c != c}
-            layers:
-              - {op: conv2d, out: $c, kernel: 1, stride: $stride, bias: false}
-              - {op: batchnorm2d}
-          - {op: add, name: add, in: [bn2, downsample]}
-          - {op: relu, name: relu2}
-"""
-
-
 def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
 
@@ -144,3 +122,8 @@ def load_fuzz():
         sys.modules[name] = module  # dataclasses look their module up by name
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+# A ResNet basic block with its projection shortcut, shared by the tests' inline specs (indented to
+# sit in their dedented text): the one the command-line fuzzer (tools/fuzz.py) mutates.
+BASIC_BLOCK = textwrap.indent(load_fuzz().BASIC_BLOCK, "    ")

@@ -28,25 +28,8 @@ VALUES = [None, "x", "", [], {}, [1, 2], {"a": 1}, "${1/0}", "${nope}", "$", "${
           "${" + "9" * 30 + "}", "${10**10**10}", "relu", "add", "basic", "conv_bn", False]
 
 
-def paths(data, prefix=()):
-    """Every (path, value) in a nested structure of dicts and lists."""
-    yield prefix, data
-    if isinstance(data, dict):
-        for k, v in data.items():
-            yield from paths(v, prefix + (k,))
-    elif isinstance(data, list):
-        for i, v in enumerate(data):
-            yield from paths(v, prefix + (i,))
-
-
-def get(data, path):
-    for p in path:
-        data = data[p]
-    return data
-
-
-def names_in(data):
-    return sorted({v for _, v in paths(data) if isinstance(v, str) and v.isidentifier()} | {"input", "nowhere"})
+# walking the spec tree: the fuzzer's helpers
+paths, get, names_in = fuzz.tree_paths, fuzz.tree_get, fuzz.names_in
 
 
 def fresh(value):
