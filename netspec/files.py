@@ -121,13 +121,11 @@ def _remove_stale_temporaries(target: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # (signal 0: only asks whether the process exists)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:  # it exists, another user's
         return True
     return True
 

@@ -2,6 +2,7 @@
 or a seeded random batch."""
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 from .backends.executor import InputError
 from .files import FileReadError, open_regular
 from .ir.graph import Graph
-from .resources import Needs, check_fits, npy_bytes, npy_header
+from .resources import Needs, check_fits, npy_header
 
 MAX_IMAGE_PIXELS = 8192 * 8192  # a larger image is refused before it is decoded
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -32,17 +33,20 @@ def _not_npy(path: str) -> InputError:
 
 
 def read_npy(path: str) -> np.ndarray:
-    """A .npy array, read from a regular file only, its size checked against the memory left first."""
-    try:
-        with open_regular(path) as f:
-            magic = f.read(6)
-    except OSError as e:
-        raise InputError(f"cannot read '{path}': {e.strerror}") from None
-    if magic.startswith(b"PK\x03\x04"):
-        raise InputError(f"'{path}' is an .npz archive; give one array as a .npy file (numpy.save)")
-    nbytes = npy_bytes(path)
-    if nbytes is None:
+    """A .npy array, read from a regular file only, its size (from its header) checked against the
+    memory left first."""
+    header = npy_header(path)
+    if header is None:  # why not: no file, not a regular one, an .npz archive, or not an array
+        try:
+            with open_regular(path) as f:
+                magic = f.read(4)
+        except OSError as e:
+            raise InputError(f"cannot read '{path}': {e.strerror}") from None
+        if magic == b"PK\x03\x04":
+            raise InputError(f"'{path}' is an .npz archive; give one array as a .npy file (numpy.save)")
         raise _not_npy(path)
+    shape, dtype = header
+    nbytes = math.prod(shape) * dtype.itemsize
     check_fits(Needs({"the array in the file": nbytes}), hint="the file is too large to read here", subject=f"'{path}'")
     try:
         with open_regular(path) as f:

@@ -108,14 +108,13 @@ def check_fits(needs: Needs, max_memory: int | None = None, hint: str = "lower -
                             f"{format_bytes(room)} {source}; {hint} ({needs.describe()})")
 
 
-def run_needs(graph, batch: int, backend: str = "cpu", input_ready: bool = False) -> Needs:
+def run_needs(graph, batch: int, backend: str = "cpu") -> Needs:
     """What running `graph` (the graph as it runs: one mode's active nodes) at `batch` will hold.
 
     The arena is the memory plan's peak (passes/memory.py); the CPU kernels add a packed copy of
     the weights and the largest convolution's scratch (its algorithm's buffers: backends/cpu/conv.py
     workspace_bytes) — generous bounds, since the point is to refuse what cannot fit, not to plan to
-    the byte.
-    `input_ready`: the input is already in memory (a file read), so it is not counted again."""
+    the byte."""
     from . import ops
     from .passes.infer import infer
     from .passes.memory import plan_memory
@@ -137,7 +136,7 @@ def run_needs(graph, batch: int, backend: str = "cpu", input_ready: bool = False
     parts = {
         "weights": weights,
         "the kernels' copies of them": weights if backend == "cpu" else 0,
-        "input": 0 if input_ready else sum(t.numel(batch) * BYTES for t in typed.inputs.values()),
+        "input": sum(t.numel(batch) * BYTES for t in typed.inputs.values()),
         "activations": plan_memory(typed, batch).arena,
         "outputs": sum(typed.type_of(name).numel(batch) * BYTES for name in typed.outputs),
         "kernel workspace": workspace,
@@ -170,9 +169,3 @@ def npy_header(path: str):
     except (OSError, ValueError, EOFError, SyntaxError, TypeError):
         return None
     return shape, dtype
-
-
-def npy_bytes(path: str) -> int | None:
-    """The size of the array a .npy file holds, from its header alone (None when it is not one)."""
-    header = npy_header(path)
-    return None if header is None else math.prod(header[0]) * header[1].itemsize

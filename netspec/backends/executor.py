@@ -112,7 +112,8 @@ class Arena:
     def __init__(self, graph: Graph, batch: int, max_memory: int | None = None):
         plan = plan_memory(graph, batch)
         self.batch = batch
-        check_fits(Needs({"activations": plan.arena}), max_memory, hint="run a smaller batch", subject=f"a batch of {batch}")
+        check_fits(Needs({"activations": plan.arena}), max_memory, hint="run a smaller batch",
+                   subject=f"a batch of {batch}")
         raw = np.empty(plan.arena + ALIGN, np.uint8)
         self.memory = raw[-raw.ctypes.data % ALIGN:][:plan.arena]  # (on a cache line, as planned)
         step_of = {node.name: i for i, node in enumerate(graph.nodes)}
