@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from ..ir.types import TensorType
 
 Category = Literal["convolution", "pooling", "normalization", "activation", "dropout", "merge",
-                   "linear", "reshape"]
+                   "linear", "reshape", "loss", "gradient"]
 
 
 class Attrs(BaseModel):
@@ -91,6 +91,45 @@ class RunContext:
     rng: np.random.Generator | None = None
 
 
+@dataclass
+class GradArgs:
+    """What a backward rule gets to compute one gradient: the gradient of the loss with respect to
+    `wrt` (an input's index, or a parameter's name) from `dy`, the gradient with respect to the op's
+    output. `inputs` and `output` are the forward values, present only where the rule's `uses` names
+    them ("inputs", "output"); `shape` is the gradient's shape (the input's or the parameter's), which
+    the forward values alone may not tell (a strided convolution's input, when only dy is read)."""
+
+    wrt: int | str
+    dy: np.ndarray
+    inputs: list[np.ndarray] | None
+    output: np.ndarray | None
+    params: dict[str, np.ndarray]
+    shape: tuple[int, ...]
+    ctx: RunContext
+
+
+def _uses_inputs(attrs, wrt) -> tuple[str, ...]:
+    return ("inputs",)
+
+
+def _every_input(attrs, index: int) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Backward:
+    """An op's derivative, kept beside its reference: `rule(attrs, GradArgs) -> gradient` computes one
+    gradient in plain numpy (float64 inside; the result in dy's dtype), written for clarity: it is the
+    judge of the backends' gradient kernels. `uses(attrs, wrt)` names the forward values that
+    gradient reads besides dy, a subset of ("inputs", "output"): the memory plan keeps a forward
+    activation alive only while a gradient still reads it. `differentiable(attrs, index)` is False
+    for an input no gradient flows into (a loss's labels)."""
+
+    rule: Callable[[Attrs, GradArgs], np.ndarray]
+    uses: Callable[[Attrs, int | str], tuple[str, ...]] = _uses_inputs
+    differentiable: Callable[[Attrs, int], bool] = _every_input
+
+
 ShapeRule = Callable[[Attrs, Sequence[TensorType]], TensorType]
 # reference(attrs, inputs, params, ctx) -> output: plain numpy, NCHW float32, written for clarity
 Reference = Callable[[Attrs, list[np.ndarray], dict[str, np.ndarray], RunContext], np.ndarray]
@@ -124,6 +163,7 @@ class OpDef:
     macs: MacRule = _no_macs
     window: WindowRule = _pointwise
     reference: Reference | None = None
+    backward: Backward | None = None  # None: not differentiable (yet); training such a graph is refused
     aliases: tuple[str, ...] = field(default=())
     elementwise: bool = False  # an activation applied to each element alone (a fusable epilogue)
     internal: bool = False  # made by a pass (ops/fused.py), never written in a spec
