@@ -19,7 +19,7 @@ def load(path, variant: str | None = None, params: dict | None = None, include=(
 
 
 def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None, seed: int = 0,
-            progress: bool = True, optimize: bool = True):
+            progress: bool = True, optimize: bool = True, loss=None):
     """Bind a graph to weights and a backend's kernels; returns an Executable with `run(inputs)`.
 
     weights: None (deterministic initialization from `seed`), a dict {"node.param": array}, or the
@@ -29,6 +29,9 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
     GPU; raises netspec.backends.cuda.BackendUnavailable without one) or "reference" (plain numpy).
     progress: report on stderr when compiling kernels takes more than a moment (first run only).
     optimize: run the graph passes first (batch-norm folding, dropout removal, dead code; see passes/).
+    loss (train mode): "cross_entropy", "mse", a dict with "op" and the loss's attributes
+    ({"op": "cross_entropy", "label_smoothing": 0.1}), or {output name: loss} for a network with
+    several outputs; then `exe.grad(x, y)` gives the loss and every parameter's gradient.
     """
     from .backends.executor import Executable, reference_kernels
     from .weights import check_weights, init_weights, load_weights
@@ -56,9 +59,12 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
     elif backend == "reference":
         kernels = reference_kernels()
     elif backend == "cuda":
+        if loss is not None:
+            raise ValueError("gradients run on the cpu and reference backends; the cuda backend runs inference only")
         from .backends import cuda
         return cuda.compile(graph, weights, mode=mode, seed=seed)
-    return Executable(graph, weights, kernels, mode=mode, seed=seed, backend=backend, arena=backend == "cpu")
+    return Executable(graph, weights, kernels, mode=mode, seed=seed, backend=backend, arena=backend == "cpu",
+                      loss=loss)
 
 
 def summary(graph: Graph, batch: int = 1, mode: str = "eval"):

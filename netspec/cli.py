@@ -210,7 +210,13 @@ def cmd_compile(args) -> int:
     weights = load_weights(args.weights, graph) if args.weights else init_weights(graph, 0)
     active = graph.active(args.mode)
     records = []
-    optimized, _ = optimize(active, weights, args.mode, records)
+    losses = None
+    if args.mode == "train":  # the training graph: forward, loss and backward
+        from .passes.autodiff import default_loss, parse_losses
+        losses = parse_losses(active, args.loss or default_loss(active))
+    elif args.loss:
+        raise UsageError("--loss is for --mode train")
+    optimized, _ = optimize(active, weights, args.mode, records, losses)
     if args.dump_passes:
         print(f"# input ({len(active.nodes)} nodes, {args.mode} mode)\n{format_graph(active)}\n")
         for record in records:
@@ -375,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["eval", "train"], default="eval", help="eval (default) or train")
     p.add_argument("--weights", metavar="FILE.safetensors", help="weights to fold (default: initialized)")
     p.add_argument("--dump-passes", action="store_true", help="print the graph after each pass, with what changed")
+    p.add_argument("--loss", choices=["cross_entropy", "mse"],
+                   help="train mode: the loss on the output (default: cross_entropy where it fits, else mse)")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("weights", help="weights files: `weights init` (initialize), `weights import` (PyTorch)")
@@ -418,9 +426,10 @@ def user_errors() -> tuple[type[Exception], ...]:
     from .backends.cuda import BackendUnavailable
     from .backends.executor import InputError
     from .ops.registry import RunError
+    from .passes.autodiff import TrainingError
     from .resources import ResourceError
     from .weights import WeightsError
-    return (InputError, RunError, WeightsError, BackendUnavailable, ResourceError)
+    return (InputError, RunError, WeightsError, BackendUnavailable, ResourceError, TrainingError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -95,6 +95,10 @@ def totals(summary: Summary) -> list[str]:
         f"planned peak {mib(summary.planned_peak_bytes)} (buffers reused after their last use, elementwise in place)",
         f"Weights:     {mib((summary.params + summary.buffers) * BYTES)} fp32",
     ]
+    if summary.mode == "train":
+        lines.append(f"Training:    planned step peak {mib(summary.training_step_bytes)} at batch {summary.batch} "
+                     f"(activations kept for the backward, their gradients and the parameters'; optimizer state "
+                     f"excluded), against {mib(summary.planned_peak_bytes)} for the forward pass alone")
     return lines
 
 
@@ -118,6 +122,7 @@ def to_json(summary: Summary, depth: int | None = None) -> dict:
             "activation_elements": summary.activation_bytes // BYTES,
             "activation_bytes": summary.activation_bytes,
             "planned_peak_bytes": summary.planned_peak_bytes,
+            "training_step_bytes": summary.training_step_bytes,
         },
         "nodes": [{
             "name": r.name, "op": r.op, "output": list(r.type.shape), "params": r.params,

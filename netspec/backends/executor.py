@@ -16,7 +16,9 @@ import numpy as np
 
 from .. import ops
 from ..ir.graph import Graph, Node
+from ..ops.loss import TargetError, check_target
 from ..ops.registry import RunContext
+from ..passes.autodiff import GRAD, LOSS, differentiate, parse_losses
 from ..passes.memory import ALIGN, VIEWS, plan_memory
 from ..resources import Needs, check_fits
 
@@ -179,34 +181,43 @@ class Executable:
     then holds a lock, the arena being one per executable."""
 
     def __init__(self, graph: Graph, weights: dict[str, np.ndarray], kernels: Mapping[str, Kernel],
-                 mode: str = "eval", seed: int = 0, backend: str = "cpu", arena: bool = False):
+                 mode: str = "eval", seed: int = 0, backend: str = "cpu", arena: bool = False, loss=None):
         if mode not in ("eval", "train"):
             raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+        if loss is not None and mode != "train":
+            raise ValueError("a loss is for training: compile with mode='train'")
         self.graph = graph.active(mode)
         self.weights = weights
+        self.kernels = kernels
         self.mode, self.seed, self.backend = mode, seed, backend
         self.max_memory: int | None = None  # bytes a run's arena may take (None: what is available)
         self.steps = 0  # runs so far: train-mode dropout draws a fresh mask each run
-        missing = sorted({n.op for n in self.graph.nodes if n.op not in kernels})
-        if missing:
-            raise NotImplementedError(f"backend '{backend}' has no kernel for: {', '.join(missing)}")
-        self.plan: list[Step] = []
-        for node in self.graph.nodes:
-            op = ops.get(node.op)
-            names = list(op.params(node.attrs, [self.graph.type_of(i) for i in node.inputs]))
-            self.plan.append(Step(node, kernels[node.op], {p: f"{node.name}.{p}" for p in names}))
+        self.plan, self.release = self._lower(self.graph)
         self._bound: list[tuple[str, np.ndarray]] = []  # the weights the prepared steps hold
         self._writes_into = arena and mode == "eval"
         self._arena: Arena | None = None  # the last batch size's
         self._lock = threading.Lock()
         self._prepare()
-        keep = set(self.graph.outputs)
+        # training: the losses, and the training graph (passes/autodiff.py) lowered, per wrt_input
+        self.losses = parse_losses(self.graph, loss) if loss is not None else None
+        self._training: dict[bool, tuple[Graph, list[Step], list[list[str]]]] = {}
+        if self.losses is not None:
+            self.training_graph(False)  # (an op without a backward rule is an error now, not at the first step)
+
+    def _lower(self, graph: Graph) -> tuple[list[Step], list[list[str]]]:
+        """The steps running `graph`, and after each the values to release (those it read last)."""
+        missing = sorted({n.op for n in graph.nodes if n.op not in self.kernels})
+        if missing:
+            raise NotImplementedError(f"backend '{self.backend}' has no kernel for: {', '.join(missing)}")
+        plan = [Step(node, self.kernels[node.op], parameter_keys(graph, node)) for node in graph.nodes]
+        keep = set(graph.outputs)
         last_use: dict[str, int] = {}
-        for index, node in enumerate(self.graph.nodes):
+        for index, node in enumerate(graph.nodes):
             for name in node.inputs:
                 last_use[name] = index
-        self.release = [[name for name in dict.fromkeys(node.inputs) if last_use[name] == index and name not in keep]
-                        for index, node in enumerate(self.graph.nodes)]
+        release = [[name for name in dict.fromkeys(node.inputs) if last_use[name] == index and name not in keep]
+                   for index, node in enumerate(graph.nodes)]
+        return plan, release
 
     @property
     def input_names(self) -> list[str]:
@@ -236,12 +247,13 @@ class Executable:
                 self._arena = Arena(self.graph, batch, self.max_memory)
             return self._run(values, self._arena.outs(), self._arena.done)
 
-    def _run(self, values: dict[str, np.ndarray], outs: list[np.ndarray | None],
-             done: list[bool]) -> dict[str, np.ndarray]:
+    def _run(self, values: dict[str, np.ndarray], outs: list[np.ndarray | None], done: list[bool],
+             plan: list[Step] | None = None, release: list[list[str]] | None = None,
+             outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         self.steps += 1
         if any(self.weights[k] is not array for k, array in self._bound):  # weights replaced since
             self._prepare()
-        for step, release, out, nothing_to_do in zip(self.plan, self.release, outs, done):
+        for step, dead, out, nothing_to_do in zip(plan or self.plan, release or self.release, outs, done):
             node = step.node
             args = [values[i] for i in node.inputs]
             if nothing_to_do:  # (a call would cost ~200 µs in a network: Python there runs on cold caches)
@@ -250,14 +262,68 @@ class Executable:
                 values[node.name] = step.prepared(args, out)
             else:
                 params = {p: self.weights[k] for p, k in step.keys.items()}
-                ctx = RunContext(self.mode, self._rng(node.name) if self.mode == "train" else None)
+                # a gradient node draws from its forward node's stream: dropout's backward redraws its mask
+                stream = node.attrs.node if node.op == "grad" else node.name
+                ctx = RunContext(self.mode, self._rng(stream) if self.mode == "train" else None)
                 values[node.name] = step.kernel(node.attrs, args, params, ctx)
-                if self.mode == "train":  # batch norm hands back updated running statistics
+                if self.mode == "train" and node.op != "grad":  # batch norm hands back updated running statistics
                     for p, k in step.keys.items():
                         self.weights[k] = params[p]
-            for name in release:
+            for name in dead:
                 del values[name]
-        return {name: values[name] for name in self.graph.outputs}
+        return {name: values[name] for name in (outputs or self.graph.outputs)}
 
     def _rng(self, node_name: str) -> np.random.Generator:
         return node_rng(self.seed, node_name, self.steps)
+
+    # --- training ---------------------------------------------------------------------------------
+
+    def training_graph(self, wrt_input: bool = False) -> Graph:
+        """The graph a training step runs: forward, losses and backward (passes/autodiff.py)."""
+        if wrt_input not in self._training:
+            graph = differentiate(self.graph, self.losses, wrt_input)
+            self._training[wrt_input] = (graph,) + self._lower(graph)
+        return self._training[wrt_input][0]
+
+    def grad(self, x, y, wrt_input: bool = False) -> tuple[float, dict[str, np.ndarray]]:
+        """One training step's loss and gradients: `(loss, grads)`, the batch's mean loss and for each
+        trainable parameter its gradient, keyed like the weights ("layer1.0.conv1.weight"). With
+        `wrt_input`, also the gradient with respect to the input, under "input" (under each input's
+        name for a network of several). `y`: the target of the loss (integer labels for
+        cross_entropy, values of the output's shape for mse), or {output name: target} for a
+        network with several outputs. Batch norm uses the batch's statistics and updates its running
+        statistics in `weights`, as one training forward pass in PyTorch does."""
+        if self.losses is None:
+            raise ValueError("grad needs a loss: compile(graph, mode='train', loss='cross_entropy') (or 'mse')")
+        values = check_inputs(self.graph, x)
+        batch = next(iter(values.values())).shape[0]
+        if len(self.losses) > 1 and not isinstance(y, Mapping):
+            raise InputError(f"this network has outputs {[loss.output for loss in self.losses]}: pass the targets as "
+                             "a dict {output name: target}")
+        targets = y if len(self.losses) > 1 else {self.losses[0].output: y}
+        for loss in self.losses:
+            if loss.output not in targets:
+                raise InputError(f"no target for output '{loss.output}'")
+            shape = (batch,) + self.graph.type_of(loss.output).dims
+            try:
+                values[loss.target] = check_target(loss.op, loss.attrs, shape, targets[loss.output])
+            except TargetError as e:
+                raise InputError(str(e)) from None
+        self.training_graph(wrt_input)
+        graph, plan, release = self._training[wrt_input]
+        check_fits(Needs({"a training step": plan_memory(graph, batch).arena}), self.max_memory,
+                   hint="lower the batch size", subject=f"a batch of {batch}")
+        out = self._run(values, [None] * len(plan), [False] * len(plan), plan, release, graph.outputs)
+        grads = {}
+        for name in graph.outputs[1 + len(self.graph.outputs):]:
+            key = name[len(GRAD):]
+            grads["input" if key in self.graph.inputs and len(self.graph.inputs) == 1 else key] = out[name]
+        return float(out[LOSS][0]), grads
+
+
+def parameter_keys(graph: Graph, node: Node) -> dict[str, str]:
+    """{parameter: weights key} for a node: its own parameters, or for a gradient node its forward node's."""
+    if node.op == "grad":
+        return {p: f"{node.attrs.node}.{p}" for p in node.attrs.params}
+    names = ops.get(node.op).params(node.attrs, [graph.type_of(i) for i in node.inputs])
+    return {p: f"{node.name}.{p}" for p in names}

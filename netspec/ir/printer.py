@@ -37,6 +37,8 @@ def describe(node: Node) -> str:
         return text + (f" /{_pair(a.stride)}" if a.stride != (1, 1) else "")
     if node.op == "linear":
         return f"linear {a.out}"
+    if node.op == "grad":
+        return a.label()
     if node.op == "dropout":
         return f"dropout {a.p:g}"
     if node.op == "leaky_relu":
@@ -58,7 +60,10 @@ def format_graph(graph: Graph) -> str:
     """One line per node: `name = op(inputs) attrs : type`."""
     lines = [f"graph {graph.name}(" + ", ".join(f"{n}: {t}" for n, t in graph.inputs.items()) + ")"]
     for node in graph.nodes:
-        attrs = ", ".join(f"{k}={v}" for k, v in node.attrs.model_dump().items())
+        if node.op == "grad":  # what it differentiates, not the forward node's attributes again
+            attrs = f"{node.attrs.label()} of {node.attrs.node}"
+        else:
+            attrs = ", ".join(f"{k}={v}" for k, v in node.attrs.model_dump().items())
         mode = f"  [{node.mode} only]" if node.mode else ""
         lines.append(f"  {node.name} = {node.op}({', '.join(node.inputs)}) {{{attrs}}} : {node.type}{mode}")
     lines.append(f"  return {', '.join(graph.outputs)}")

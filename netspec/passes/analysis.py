@@ -113,6 +113,18 @@ class Summary:
         from .memory import plan_memory
         return plan_memory(self.graph, self.batch).arena
 
+    @property
+    def training_step_bytes(self) -> int | None:
+        """In train mode, the arena a training step's memory plan needs: forward activations kept
+        for the backward, activation and parameter gradients (optimizer state excluded), under each
+        output's default loss (passes/autodiff.py). None in eval mode."""
+        if self.mode != "train":
+            return None
+        from .autodiff import default_loss, differentiate, parse_losses
+        from .memory import plan_memory
+        training = differentiate(self.graph, parse_losses(self.graph, default_loss(self.graph)))
+        return plan_memory(training, self.batch).arena
+
     def row(self, name: str) -> NodeStats:
         for r in self.rows:
             if r.name == name:

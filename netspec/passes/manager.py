@@ -54,9 +54,10 @@ def run_passes(graph: Graph, weights: Weights, passes: list[tuple[str, Pass]],
     return graph, weights
 
 
-def optimize(graph: Graph, weights: Weights, mode: str = "eval",
-             records: list[PassRecord] | None = None) -> tuple[Graph, Weights]:
-    """The standard pipeline for running `graph` in `mode` (the graph must already be `active(mode)`)."""
+def optimize(graph: Graph, weights: Weights, mode: str = "eval", records: list[PassRecord] | None = None,
+             losses=None) -> tuple[Graph, Weights]:
+    """The standard pipeline for running `graph` in `mode` (the graph must already be `active(mode)`);
+    with `losses` (train mode, autodiff.parse_losses), it ends in the training graph."""
     from .fold_bn import fold_batchnorm
     from .fuse import fuse_epilogues, fuse_squeeze_excitation
     from .simplify import eliminate_dead_code, remove_identities
@@ -65,4 +66,7 @@ def optimize(graph: Graph, weights: Weights, mode: str = "eval",
     if mode == "eval":
         passes = [("remove_identities", remove_identities), ("fold_bn", fold_batchnorm),
                   ("fuse_epilogues", fuse_epilogues), ("fuse_squeeze_excitation", fuse_squeeze_excitation)] + passes
+    if losses is not None:
+        from .autodiff import differentiate
+        passes.append(("autodiff", lambda g, w: (differentiate(g, losses), w)))
     return run_passes(graph, weights, passes, records)

@@ -54,6 +54,9 @@ KERNELS: dict[str, Kernel] = {
     "flatten": tensor.flatten,
     "reshape": tensor.reshape,
     "center_crop": tensor.center_crop,
+    # training (passes/autodiff.py): the losses, and the gradient op (backward.py)
+    "cross_entropy": ops.get("cross_entropy").reference,  # N×K values: the numpy definition is cheap enough
+    "mse": ops.get("mse").reference,
 }
 
 
