@@ -53,7 +53,7 @@ def _check_rule(op, attrs, inputs, params, mode, rng, differentiable_inputs):
         shape = inputs[wrt].shape if isinstance(wrt, int) else params[wrt].shape
         uses = op.backward.uses(attrs, wrt)
         args = GradArgs(wrt, w, inputs if "inputs" in uses else None, y if "output" in uses else None,
-                        {k: v.copy() for k, v in params.items()}, shape, _rng_ctx(mode))
+                        {k: v.copy() for k, v in params.items()}, shape, _rng_ctx(mode), tuple(x.shape for x in inputs))
         g = np.asarray(op.backward.rule(attrs, args))
         assert g.shape == shape, f"{op.name} ∂/∂{wrt}: shape {g.shape}, expected {shape}"
         v = rng.standard_normal(shape)

@@ -6,7 +6,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .fields import Bool, NonNegPair, Padding, PosInt, PosPair, resolve_padding
-from .registry import Attrs, Factor, OpDef, ParamSpec, ShapeError, Window, register
+from .registry import Attrs, Backward, Factor, GradArgs, OpDef, ParamSpec, ShapeError, Window, register
 
 
 class Conv2dAttrs(Attrs):
@@ -72,6 +72,25 @@ def windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dil
     return view[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :oh, :ow]
 
 
+def scatter_windows(values: np.ndarray, shape: tuple[int, ...], stride: tuple[int, int], dilation: tuple[int, int],
+                    pads: tuple[int, int, int, int]) -> np.ndarray:
+    """The adjoint of `windows`: add each window's values (N×C×H_out×W_out×k_h×k_w) back onto the positions of an
+    N×C×H×W array (`shape`) that the window read; what falls on the padding is dropped."""
+    n, c, oh, ow, kh, kw = values.shape
+    t, l, b, r = pads
+    (sh, sw), (dh, dw) = stride, dilation
+    keh, kew = _effective((kh, kw), dilation)
+    h, w = shape[2], shape[3]
+    b = max(b, (oh - 1) * sh + keh - h - t)
+    r = max(r, (ow - 1) * sw + kew - w - l)
+    padded = np.zeros((n, c, t + h + b, l + w + r), dtype=values.dtype)
+    for i in range(kh):
+        for j in range(kw):  # tap (i, j) of window (y, x) read padded row y·stride + i·dilation
+            top, left = i * dh, j * dw
+            padded[:, :, top:top + (oh - 1) * sh + 1:sh, left:left + (ow - 1) * sw + 1:sw] += values[:, :, :, :, i, j]
+    return padded[:, :, t:t + h, l:l + w]
+
+
 def conv2d_shape(a: Conv2dAttrs, inputs):
     (x,) = inputs
     _need_image("conv2d", x)
@@ -122,12 +141,45 @@ def conv2d_reference(a: Conv2dAttrs, inputs, params, ctx):
     y = y.transpose(0, 1, 3, 2).reshape(n, a.out, oh, ow)
     if a.bias:
         y = y + params["bias"].astype(np.float64).reshape(1, -1, 1, 1)
-    return y.astype(np.float32)
+    return y.astype(x.dtype)
+
+
+def _bias_backward(a, g: GradArgs) -> np.ndarray:
+    """∂loss/∂bias: each output channel's dy summed over the batch and the positions."""
+    return g.dy.astype(np.float64).sum(axis=(0, 2, 3))
+
+
+def _conv_uses(a, wrt) -> tuple[str, ...]:
+    return ("inputs",) if wrt == "weight" else ()  # the input's gradient reads only dy and the weight
+
+
+def conv2d_backward(a: Conv2dAttrs, g: GradArgs) -> np.ndarray:
+    """conv2d's gradients. Output (o, y, x) of group gr is Σ window(y, x)[c, i, j] · weight[o, c, i, j] over the
+    group's channels c, so ∂/∂window = Σ_o dy · weight, scattered back onto the input (`scatter_windows`), and
+    ∂/∂weight = Σ over batch and positions of dy · window."""
+    if g.wrt == "bias":
+        return _bias_backward(a, g)
+    dy = g.dy.astype(np.float64)
+    n, _, oh, ow = dy.shape
+    grp, (kh, kw) = a.groups, a.kernel
+    og = a.out // grp
+    dy_g = dy.reshape(n, grp, og, oh, ow)
+    if g.wrt == "weight":
+        x = g.inputs[0].astype(np.float64)
+        cg = x.shape[1] // grp
+        win = windows(x, a.kernel, a.stride, a.dilation, a.pads, (oh, ow)).reshape(n, grp, cg, oh, ow, kh, kw)
+        return np.einsum("ngoyx,ngcyxij->gocij", dy_g, win).reshape(a.out, cg, kh, kw)
+    c = g.shape[1]
+    cg = c // grp
+    weight = g.params["weight"].astype(np.float64).reshape(grp, og, cg, kh, kw)
+    d_windows = np.einsum("ngoyx,gocij->ngcyxij", dy_g, weight).reshape(n, c, oh, ow, kh, kw)
+    return scatter_windows(d_windows, g.shape, a.stride, a.dilation, a.pads)
 
 
 register(OpDef(
     name="conv2d", category="convolution", attrs=Conv2dAttrs, shape=conv2d_shape, params=conv2d_params,
     macs=conv2d_macs, window=conv2d_window, reference=conv2d_reference,
+    backward=Backward(conv2d_backward, uses=_conv_uses),
     doc="2-D convolution. `groups: C` with `out: C` is depthwise; `kernel: 1` is pointwise. "
         "padding: an int, [h, w], 'same' (stride 1) or 'valid'.",
 ))
@@ -206,12 +258,34 @@ def conv_transpose2d_reference(a: ConvTranspose2dAttrs, inputs, params, ctx):
     y = full.reshape(n, a.out, full_h, full_w)[:, :, ph:ph + out_h, pw:pw + out_w]
     if a.bias:
         y = y + params["bias"].astype(np.float64).reshape(1, -1, 1, 1)
-    return y.astype(np.float32)
+    return y.astype(x.dtype)
+
+
+def conv_transpose2d_backward(a: ConvTranspose2dAttrs, g: GradArgs) -> np.ndarray:
+    """conv_transpose2d's gradients. Input pixel (h, w) through tap (i, j) lands on output pixel
+    (h·stride + i·dilation - padding, ...), so the pixels it reaches are exactly the taps of window (h, w) of dy
+    padded by `padding` (the window of a conv2d with this stride, dilation and padding): ∂/∂x = Σ_o window · weight
+    (conv2d of dy with the weights), ∂/∂weight = Σ over batch and pixels of x · window. The output padding rows
+    past the last window read are reached by no input pixel, only by the bias."""
+    if g.wrt == "bias":
+        return _bias_backward(a, g)
+    dy = g.dy.astype(np.float64)
+    n = dy.shape[0]
+    grp, (kh, kw), (ph, pw) = a.groups, a.kernel, a.padding
+    og = a.out // grp
+    c, h, w = (g.inputs[0].shape if g.wrt == "weight" else g.shape)[1:]
+    cg = c // grp
+    win = windows(dy, a.kernel, a.stride, a.dilation, (ph, pw, ph, pw), (h, w)).reshape(n, grp, og, h, w, kh, kw)
+    if g.wrt == "weight":
+        x = g.inputs[0].astype(np.float64).reshape(n, grp, cg, h, w)
+        return np.einsum("ngchw,ngohwij->gcoij", x, win).reshape(c, og, kh, kw)
+    weight = g.params["weight"].astype(np.float64).reshape(grp, cg, og, kh, kw)
+    return np.einsum("ngohwij,gcoij->ngchw", win, weight).reshape(n, c, h, w)
 
 
 register(OpDef(
     name="conv_transpose2d", category="convolution", attrs=ConvTranspose2dAttrs, shape=conv_transpose2d_shape,
     params=conv_transpose2d_params, macs=conv_transpose2d_macs, window=conv_transpose2d_window,
-    reference=conv_transpose2d_reference,
+    reference=conv_transpose2d_reference, backward=Backward(conv_transpose2d_backward, uses=_conv_uses),
     doc="2-D transposed convolution (learned upsampling), as torch.nn.ConvTranspose2d.",
 ))

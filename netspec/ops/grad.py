@@ -27,6 +27,7 @@ class GradAttrs(Attrs):
     forward: Any  # the forward node's attributes
     uses: tuple[str, ...] = ()  # the forward values after dy: "inputs" (all of them), "output"
     inputs: int = 1  # how many inputs the forward node has
+    input_dims: tuple[tuple[int, ...], ...] = ()  # their shapes without the batch
     dims: tuple[int, ...]  # the gradient's shape: without the batch for an input, whole for a parameter
     batched: bool = True  # an input's gradient (batch first), not a parameter's
     seed: bool = False  # the loss itself: dy is 1, and there is no dy input
@@ -47,8 +48,9 @@ def unpack(a: GradAttrs, values: list[np.ndarray]) -> tuple[np.ndarray, list | N
 
 def grad_args(a: GradAttrs, values: list[np.ndarray], params: dict[str, np.ndarray], ctx: RunContext) -> GradArgs:
     dy, inputs, output = unpack(a, values)
-    shape = ((dy.shape[0] if not a.seed else inputs[0].shape[0]),) + a.dims if a.batched else a.dims
-    return GradArgs(a.wrt, dy, inputs, output, params, shape, ctx)
+    batch = dy.shape[0] if not a.seed else inputs[0].shape[0]
+    shape = (batch,) + a.dims if a.batched else a.dims
+    return GradArgs(a.wrt, dy, inputs, output, params, shape, ctx, tuple((batch,) + d for d in a.input_dims))
 
 
 def _shape(a: GradAttrs, inputs) -> TensorType:

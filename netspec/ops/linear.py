@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .fields import Bool, PosInt
-from .registry import GLOBAL, Attrs, Factor, OpDef, ParamSpec, ShapeError, register
+from .registry import GLOBAL, Attrs, Backward, Factor, GradArgs, OpDef, ParamSpec, ShapeError, register
 
 
 class LinearAttrs(Attrs):
@@ -36,11 +36,22 @@ def _linear_reference(a: LinearAttrs, inputs, params, ctx):
     y = x.astype(np.float64) @ params["weight"].astype(np.float64).T
     if a.bias:
         y = y + params["bias"].astype(np.float64)
-    return y.astype(np.float32)
+    return y.astype(x.dtype)
+
+
+def _linear_backward(a: LinearAttrs, g: GradArgs):
+    """∂/∂x = dy W, ∂/∂W = dyᵀ x, ∂/∂b = Σ over the batch of dy."""
+    dy = g.dy.astype(np.float64)
+    if g.wrt == 0:
+        return dy @ g.params["weight"].astype(np.float64)
+    if g.wrt == "weight":
+        return dy.T @ g.inputs[0].astype(np.float64)
+    return dy.sum(axis=0)  # "bias"
 
 
 register(OpDef(
     name="linear", category="linear", attrs=LinearAttrs, shape=_linear_shape, params=_linear_params,
     macs=_linear_macs, window=lambda a, ins: GLOBAL, reference=_linear_reference,
+    backward=Backward(_linear_backward, uses=lambda a, wrt: ("inputs",) if wrt == "weight" else ()),
     doc="Fully connected layer: y = x Wᵀ + b on an N×features input.",
 ))

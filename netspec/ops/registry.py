@@ -97,7 +97,8 @@ class GradArgs:
     `wrt` (an input's index, or a parameter's name) from `dy`, the gradient with respect to the op's
     output. `inputs` and `output` are the forward values, present only where the rule's `uses` names
     them ("inputs", "output"); `shape` is the gradient's shape (the input's or the parameter's), which
-    the forward values alone may not tell (a strided convolution's input, when only dy is read)."""
+    the forward values alone may not tell (a strided convolution's input, when only dy is read), and
+    `input_shapes` every forward input's shape (where a concat input's slice of dy starts)."""
 
     wrt: int | str
     dy: np.ndarray
@@ -106,10 +107,19 @@ class GradArgs:
     params: dict[str, np.ndarray]
     shape: tuple[int, ...]
     ctx: RunContext
+    input_shapes: tuple[tuple[int, ...], ...] = ()
 
 
-def _uses_inputs(attrs, wrt) -> tuple[str, ...]:
+def uses_inputs(attrs, wrt) -> tuple[str, ...]:
     return ("inputs",)
+
+
+def uses_output(attrs, wrt) -> tuple[str, ...]:
+    return ("output",)
+
+
+def uses_nothing(attrs, wrt) -> tuple[str, ...]:
+    return ()  # the gradient follows from dy, the parameters and the shapes alone
 
 
 def _every_input(attrs, index: int) -> bool:
@@ -126,7 +136,7 @@ class Backward:
     for an input no gradient flows into (a loss's labels)."""
 
     rule: Callable[[Attrs, GradArgs], np.ndarray]
-    uses: Callable[[Attrs, int | str], tuple[str, ...]] = _uses_inputs
+    uses: Callable[[Attrs, int | str], tuple[str, ...]] = uses_inputs
     differentiable: Callable[[Attrs, int], bool] = _every_input
 
 

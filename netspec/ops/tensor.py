@@ -7,7 +7,7 @@ import numpy as np
 from pydantic import field_validator
 
 from .fields import Int, PosPair
-from .registry import Attrs, NoAttrs, OpDef, ShapeError, register
+from .registry import Attrs, Backward, GradArgs, NoAttrs, OpDef, ShapeError, register, uses_inputs, uses_nothing
 
 
 def _add_shape(a, inputs):
@@ -20,11 +20,16 @@ def _add_shape(a, inputs):
 
 
 def _add_reference(a, inputs, params, ctx):
-    return sum(x.astype(np.float64) for x in inputs).astype(np.float32)
+    return sum(x.astype(np.float64) for x in inputs).astype(inputs[0].dtype)
+
+
+def _add_backward(a, g: GradArgs):
+    """Every input's gradient is dy."""
+    return g.dy.astype(np.float64)
 
 
 register(OpDef(name="add", category="merge", attrs=NoAttrs, shape=_add_shape, min_inputs=2, max_inputs=None,
-               reference=_add_reference,
+               reference=_add_reference, backward=Backward(_add_backward, uses=uses_nothing),
                doc="Elementwise sum of inputs of one shape (residual connections)."))
 
 
@@ -38,11 +43,21 @@ def _mul_shape(a, inputs):
 
 def _mul_reference(a, inputs, params, ctx):
     x, y = inputs  # numpy broadcasting does exactly what the shape rule allows
-    return (x.astype(np.float64) * y.astype(np.float64)).astype(np.float32)
+    return (x.astype(np.float64) * y.astype(np.float64)).astype(x.dtype)
+
+
+def _mul_backward(a, g: GradArgs):
+    """∂/∂x = dy · y (y broadcast); ∂/∂y = dy · x, summed over the axes y was broadcast along (its size-1
+    ones where x's are larger: squeeze-excitation's N×C×1×1 gate sums over H and W)."""
+    x, y = (v.astype(np.float64) for v in g.inputs)
+    other = y if g.wrt == 0 else x
+    grad = g.dy.astype(np.float64) * other
+    broadcast = tuple(i for i, (d, full) in enumerate(zip(g.shape, grad.shape)) if d == 1 and full != 1)
+    return grad.sum(axis=broadcast, keepdims=True)
 
 
 register(OpDef(name="mul", category="merge", attrs=NoAttrs, shape=_mul_shape, min_inputs=2, max_inputs=2,
-               reference=_mul_reference,
+               reference=_mul_reference, backward=Backward(_mul_backward, uses=uses_inputs),
                doc="Elementwise product; the second input may broadcast along size-1 dimensions "
                    "(squeeze-excitation gating)."))
 
@@ -69,11 +84,19 @@ def _concat_shape(a: ConcatAttrs, inputs):
 
 
 def _concat_reference(a: ConcatAttrs, inputs, params, ctx):
-    return np.concatenate(inputs, axis=a.axis).astype(np.float32)
+    return np.concatenate(inputs, axis=a.axis).astype(inputs[0].dtype)
+
+
+def _concat_backward(a: ConcatAttrs, g: GradArgs):
+    """The input's own slice of dy along the axis, after the sizes of the inputs before it."""
+    start = sum(shape[a.axis] for shape in g.input_shapes[:g.wrt])
+    index = [slice(None)] * g.dy.ndim
+    index[a.axis] = slice(start, start + g.shape[a.axis])
+    return g.dy[tuple(index)].astype(np.float64)
 
 
 register(OpDef(name="concat", category="merge", attrs=ConcatAttrs, shape=_concat_shape, min_inputs=1,
-               reference=_concat_reference,
+               reference=_concat_reference, backward=Backward(_concat_backward, uses=uses_nothing),
                max_inputs=None, doc="Concatenation along `axis` (default 1, the channels)."))
 
 
@@ -84,11 +107,16 @@ def _flatten_shape(a, inputs):
 
 def _flatten_reference(a, inputs, params, ctx):
     (x,) = inputs  # C-order: channel-major, as torch.flatten(x, 1)
-    return x.reshape(x.shape[0], -1).astype(np.float32)
+    return x.reshape(x.shape[0], -1).astype(x.dtype)
+
+
+def _reshape_backward(a, g: GradArgs):
+    """dy back in the input's shape (flatten and reshape keep C order)."""
+    return g.dy.astype(np.float64).reshape(g.shape)
 
 
 register(OpDef(name="flatten", category="reshape", attrs=NoAttrs, shape=_flatten_shape,
-               reference=_flatten_reference,
+               reference=_flatten_reference, backward=Backward(_reshape_backward, uses=uses_nothing),
                doc="N×C×H×W → N×(C·H·W)."))
 
 
@@ -121,11 +149,11 @@ def _reshape_shape(a: ReshapeAttrs, inputs):
 
 def _reshape_reference(a: ReshapeAttrs, inputs, params, ctx):
     (x,) = inputs  # C-order, each sample on its own (the batch dimension is kept)
-    return x.reshape([x.shape[0]] + list(a.shape)).astype(np.float32)
+    return x.reshape([x.shape[0]] + list(a.shape)).astype(x.dtype)
 
 
 register(OpDef(name="reshape", category="reshape", attrs=ReshapeAttrs, shape=_reshape_shape,
-               reference=_reshape_reference,
+               reference=_reshape_reference, backward=Backward(_reshape_backward, uses=uses_nothing),
                doc="Reshape every sample to `shape` (batch dimension implied; one -1 is inferred)."))
 
 
@@ -142,14 +170,28 @@ def _center_crop_shape(a: CenterCropAttrs, inputs):
     return x.with_dims(x.c, *a.size)
 
 
+def _crop_window(a: CenterCropAttrs, full: tuple[int, ...]) -> tuple[slice, slice]:
+    """The rows and columns center_crop keeps of an H×W map."""
+    (h, w), (H, W) = a.size, full[2:]
+    top, left = (H - h) // 2, (W - w) // 2  # an odd margin leaves the extra row/column at the bottom/right
+    return slice(top, top + h), slice(left, left + w)
+
+
 def _center_crop_reference(a: CenterCropAttrs, inputs, params, ctx):
     (x,) = inputs
-    (h, w), (H, W) = a.size, x.shape[2:]
-    top, left = (H - h) // 2, (W - w) // 2  # an odd margin leaves the extra row/column at the bottom/right
-    return x[:, :, top:top + h, left:left + w].astype(np.float32)
+    rows, cols = _crop_window(a, x.shape)
+    return x[:, :, rows, cols].astype(x.dtype)
+
+
+def _center_crop_backward(a: CenterCropAttrs, g: GradArgs):
+    """dy in the kept window, 0 in the cropped margin."""
+    rows, cols = _crop_window(a, g.shape)
+    dx = np.zeros(g.shape)
+    dx[:, :, rows, cols] = g.dy
+    return dx
 
 
 register(OpDef(name="center_crop", category="reshape", attrs=CenterCropAttrs, shape=_center_crop_shape,
-               reference=_center_crop_reference,
+               reference=_center_crop_reference, backward=Backward(_center_crop_backward, uses=uses_nothing),
                doc="Crop H×W to `size` around the centre (the original U-Net's skip connections); "
                    "an odd margin leaves the extra row/column at the bottom/right."))
