@@ -50,9 +50,9 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
         from .passes.manager import optimize as optimize_graph
         graph, weights = optimize_graph(graph, weights, mode)
     if backend == "cpu":
-        from .backends.cpu import KERNELS, warm_up
+        from .backends.cpu import KERNELS, TRAINING_KERNELS, warm_up
         from .progress import StderrProgress
-        kernels = KERNELS
+        kernels = KERNELS if mode == "eval" else {**KERNELS, **TRAINING_KERNELS}
         # Compile (or load from the cache) every kernel the graph needs now, not in the middle of a run.
         with StderrProgress("compiling CPU kernels", note="cached for later runs") as bar:
             warm_up({node.op for node in graph.nodes}, progress=bar if progress else None, graph=graph)

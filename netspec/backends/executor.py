@@ -30,7 +30,7 @@ class InputError(ValueError):
 
 
 def reference_kernels() -> dict[str, Kernel]:
-    return {op.name: op.reference for op in ops.all_ops(internal=True) if op.reference is not None}
+    return {op.name: op.reference for op in ops.all_ops(internal=True, training=True) if op.reference is not None}
 
 
 def check_input(name: str, value, expected_dims: tuple[int, ...]) -> np.ndarray:

@@ -208,9 +208,14 @@ def canonical_name(name: str) -> str:
     return _ALIASES.get(name, name)
 
 
-def all_ops(internal: bool = False) -> list[OpDef]:
-    """The ops a spec may use, by name; with `internal`, also those only passes make."""
-    return sorted((op for op in _REGISTRY.values() if internal or not op.internal), key=lambda op: op.name)
+TRAINING_ONLY = ("loss", "gradient")  # categories of the ops only training graphs hold (passes/autodiff.py)
+
+
+def all_ops(internal: bool = False, training: bool = False) -> list[OpDef]:
+    """The ops a spec may use, by name; with `internal`, also those only passes make; with `training`,
+    also the losses and the gradient op of training graphs."""
+    return sorted((op for op in _REGISTRY.values() if (internal or not op.internal)
+                   and (training or op.category not in TRAINING_ONLY)), key=lambda op: op.name)
 
 
 def all_names() -> list[str]:

@@ -130,6 +130,6 @@ from ...threads import start_numba_threads  # noqa: E402
 
 start_numba_threads()
 
-from .kernels import KERNELS, Kernel, kernel_for, warm_up  # noqa: E402
+from .kernels import KERNELS, TRAINING_KERNELS, Kernel, kernel_for, warm_up  # noqa: E402
 
-__all__ = ["KERNELS", "Kernel", "kernel_for", "warm_up"]
+__all__ = ["KERNELS", "TRAINING_KERNELS", "Kernel", "kernel_for", "warm_up"]

@@ -54,7 +54,10 @@ KERNELS: dict[str, Kernel] = {
     "flatten": tensor.flatten,
     "reshape": tensor.reshape,
     "center_crop": tensor.center_crop,
-    # training (passes/autodiff.py): the losses, and the gradient op (backward.py)
+}
+
+# The ops only training graphs hold (passes/autodiff.py); they run outside the arena, without `out=`.
+TRAINING_KERNELS: dict[str, Kernel] = {
     "cross_entropy": ops.get("cross_entropy").reference,  # N×K values: the numpy definition is cheap enough
     "mse": ops.get("mse").reference,
 }
