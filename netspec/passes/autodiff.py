@@ -155,7 +155,8 @@ def differentiate(graph: Graph, losses: list[Loss], wrt_input: bool = False) -> 
             args = ([] if dy is None else [dy]) + (list(node.inputs) if "inputs" in uses else []) \
                 + ([node.name] if "output" in uses else [])
             attrs = GradAttrs(op=node.op, node=node.name, wrt=wrt, forward=node.attrs, uses=tuple(uses),
-                              inputs=len(node.inputs), dims=tuple(dims), batched=batched, seed=dy is None,
+                              inputs=len(node.inputs), input_dims=tuple(types[i].dims for i in node.inputs),
+                              dims=tuple(dims), batched=batched, seed=dy is None,
                               params=tuple(specs))
             return add_node(name, "grad", attrs, args)
 
