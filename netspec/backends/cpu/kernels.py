@@ -11,7 +11,7 @@ import numpy as np
 from ... import ops
 from ...ir.types import TensorType
 from ...ops.registry import RunContext, infer_output
-from . import conv, elementwise, excitation, linear, norm, pool, tensor
+from . import backward, conv, elementwise, excitation, linear, norm, pool, tensor
 from ._util import window_out
 
 # kernel(attrs, inputs, params, ctx) -> output: the `Reference` signature (NCHW float32 in and out)
@@ -60,6 +60,7 @@ KERNELS: dict[str, Kernel] = {
 TRAINING_KERNELS: dict[str, Kernel] = {
     "cross_entropy": ops.get("cross_entropy").reference,  # N×K values: the numpy definition is cheap enough
     "mse": ops.get("mse").reference,
+    "grad": backward.grad_kernel,  # fast kernels for the heavy gradients, the op's rule for the rest
 }
 
 
