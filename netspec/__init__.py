@@ -56,6 +56,14 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
         # Compile (or load from the cache) every kernel the graph needs now, not in the middle of a run.
         with StderrProgress("compiling CPU kernels", note="cached for later runs") as bar:
             warm_up({node.op for node in graph.nodes}, progress=bar if progress else None, graph=graph)
+        if loss is not None:  # and the gradient kernels a training step will call
+            from .backends.cpu.backward import FAST_OPS, warm_up as warm_gradients
+            names = sorted({node.op for node in graph.nodes} & set(FAST_OPS))
+            with StderrProgress("compiling CPU gradient kernels", note="cached for later runs") as bar:
+                for done, name in enumerate(names):
+                    if progress:
+                        bar(done, len(names), name)
+                    warm_gradients([name])
     elif backend == "reference":
         kernels = reference_kernels()
     elif backend == "cuda":

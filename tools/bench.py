@@ -32,18 +32,29 @@ from netspec.weights import init_weights
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ["lenet5", "alexnet", "vgg16", "googlenet", "inception_v2", "resnet18", "resnet50", "mobilenet_v1",
        "efficientnet", "yolov1", "unet"]
+# --train: the issue's three at their sizes, then the rest of the zoo at 64×64 (AlexNet's smallest
+# input is 63), so that a step at batch 32 takes seconds, not minutes, on 2 cores
+TRAIN_PARAMS = {"lenet5": {}, "resnet18": {"resolution": 64}, "mobilenet_v1": {"resolution": 128},
+                "alexnet": {"resolution": 63}, "vgg16": {"resolution": 64}, "googlenet": {"resolution": 64},
+                "inception_v2": {"resolution": 64}, "resnet50": {"resolution": 64},
+                "efficientnet": {"resolution": 64}, "yolov1": {"resolution": 64}, "unet": {"resolution": 64}}
 
 
-def torch_forward(graph, weights, device="cpu"):
+def torch_forward(graph, weights, device="cpu", train=False):
     """(torch, forward) where forward(x: torch tensor on `device`) → {output: tensor}: the graph in
-    PyTorch eager (eval mode, torch.nn.functional per node, weights moved to `device` once); or None
-    without torch. tools/gpu_bench.py builds its cuDNN baseline with this too."""
+    PyTorch eager (torch.nn.functional per node, weights moved to `device` once); or None without
+    torch. tools/gpu_bench.py builds its cuDNN baseline with this too. With `train`, the train-mode
+    graph: batch statistics, dropout, and the trainable weights (`forward.weights`) as leaves that
+    collect gradients, as an nn.Module's parameters would."""
     try:
         import torch
         import torch.nn.functional as F
     except ImportError:
         return None
-    w = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in weights.items()}
+    from netspec.weights import param_specs
+    specs = param_specs(graph)
+    w = {k: torch.tensor(np.ascontiguousarray(v)).to(device).requires_grad_(train and specs[k].trainable)
+         for k, v in weights.items()}
 
     def pads(a):
         t, l, b, r = a.pads
@@ -63,7 +74,7 @@ def torch_forward(graph, weights, device="cpu"):
     def bn(n, x):
         a = n.attrs
         return F.batch_norm(x, w[f"{n.name}.running_mean"], w[f"{n.name}.running_var"],
-                            w.get(f"{n.name}.weight"), w.get(f"{n.name}.bias"), False, a.momentum, a.eps)
+                            w.get(f"{n.name}.weight"), w.get(f"{n.name}.bias"), train, a.momentum, a.eps)
 
     def crop(x, size):
         top, left = (x.shape[2] - size[0]) // 2, (x.shape[3] - size[1]) // 2
@@ -81,7 +92,7 @@ def torch_forward(graph, weights, device="cpu"):
         "batchnorm2d": bn,
         "lrn": lambda n, x: F.local_response_norm(x, n.attrs.size, n.attrs.alpha, n.attrs.beta, n.attrs.k),
         "linear": lambda n, x: F.linear(x, w[f"{n.name}.weight"], w.get(f"{n.name}.bias")),
-        "identity": lambda n, x: x, "dropout": lambda n, x: x,
+        "identity": lambda n, x: x, "dropout": lambda n, x: F.dropout(x, n.attrs.p, train),
         "relu": lambda n, x: F.relu(x), "relu6": lambda n, x: F.relu6(x), "sigmoid": lambda n, x: torch.sigmoid(x),
         "tanh": lambda n, x: torch.tanh(x), "silu": lambda n, x: F.silu(x), "hardswish": lambda n, x: F.hardswish(x),
         "leaky_relu": lambda n, x: F.leaky_relu(x, n.attrs.slope), "elu": lambda n, x: F.elu(x, n.attrs.alpha),
@@ -93,7 +104,7 @@ def torch_forward(graph, weights, device="cpu"):
     }
     merges = {"add": lambda n, xs: sum(xs[1:], xs[0]), "mul": lambda n, xs: xs[0] * xs[1],
               "concat": lambda n, xs: torch.cat(xs, n.attrs.axis)}
-    active = graph.active("eval")
+    active = graph.active("train" if train else "eval")
 
     def forward(x):
         values = {name: x for name in active.inputs}
@@ -101,6 +112,7 @@ def torch_forward(graph, weights, device="cpu"):
             xs = [values[i] for i in n.inputs]
             values[n.name] = merges[n.op](n, xs) if n.op in merges else table[n.op](n, xs[0])
         return {o: values[o] for o in active.outputs}
+    forward.weights = w
     return torch, forward
 
 
@@ -117,6 +129,48 @@ def torch_runner(graph, weights, threads: int | None = None):
         with torch.inference_mode():
             return {k: v.numpy() for k, v in forward(torch.from_numpy(x)).items()}
     return run
+
+
+def torch_trainer(graph, weights, losses: dict[str, str], threads: int | None = None):
+    """A function doing one training step in PyTorch eager, x and {output: target} (numpy) in:
+    gradients cleared, the forward in train mode, the summed losses, backward; returns (loss,
+    {key: gradient}). None without torch."""
+    built = torch_forward(graph, weights, "cpu", train=True)
+    if built is None:
+        return None
+    torch, forward = built
+    import torch.nn.functional as F
+    if threads:
+        torch.set_num_threads(threads)
+    trainable = {k: t for k, t in forward.weights.items() if t.requires_grad}
+
+    def step(x: np.ndarray, targets: dict[str, np.ndarray]):
+        for t in trainable.values():
+            t.grad = None
+        outputs = forward(torch.from_numpy(x))
+        total = sum(F.cross_entropy(outputs[o], torch.from_numpy(targets[o])) if kind == "cross_entropy"
+                    else F.mse_loss(outputs[o], torch.from_numpy(targets[o])) for o, kind in losses.items())
+        total.backward()
+        return total.item(), {k: t.grad.numpy() for k, t in trainable.items()}
+    return step
+
+
+def step_peak_bytes(step) -> int:
+    """The most memory one call of `step` holds at once beyond what was allocated before it: numpy's
+    arrays, as tracemalloc sees them (Numba's kernels allocate through numpy from Python)."""
+    import gc
+    import tracemalloc
+    step()  # (warm: nothing compiles or caches inside the measured call)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        result = step()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    del result
+    return peak - before
 
 
 def median_time(fn, x, runs: int) -> float:
@@ -186,21 +240,29 @@ def spec_path(arg: str) -> Path:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("specs", nargs="*", default=ZOO, help="zoo names or spec files (default: the whole zoo)")
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
+    parser.add_argument("specs", nargs="*", help="zoo names or spec files (default: the whole zoo)")
+    parser.add_argument("--batch", type=int, nargs="+", help="batch sizes (default 1 8; 32 with --train)")
+    parser.add_argument("--train", action="store_true",
+                        help="time a training step (forward + backward of one batch) against PyTorch eager, "
+                             "and its peak memory against `summary --mode train`'s plan")
     parser.add_argument("--runs", type=int, default=5,
                         help="rounds; in each, every engine runs untimed for 0.3 s, then once timed; medians are kept")
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     parser.add_argument("--json", help="also write the rows as JSON")
     args = parser.parse_args(argv)
+    args.specs = args.specs or (list(TRAIN_PARAMS) if args.train else ZOO)
+    args.batch = args.batch or ([32] if args.train else [1, 8])
     graphs = {}
     for arg in args.specs:  # every spec loads before anything is timed: a typo costs no waiting
         path = spec_path(arg)
         try:
-            graphs[path.stem if path.stem not in graphs else str(path)] = netspec.load(path)
+            params = TRAIN_PARAMS.get(path.stem, {}) if args.train else {}
+            graphs[path.stem if path.stem not in graphs else str(path)] = netspec.load(path, params=params)
         except SpecError as error:
             print(error, file=sys.stderr)
             return 2
+    if args.train:
+        return train_main(graphs, args)
     gemm = gemm_gflops(args.threads)
     print(f"GEMM (numpy/OpenBLAS sgemm, {args.threads} threads): {gemm:.0f} GFLOP/s")
     print(f"{'spec':<14}{'batch':>6}{'GMACs':>9}{'netspec ms':>12}{'GFLOP/s':>9}{'ORT ms':>9}{'/ORT':>6}"
@@ -239,6 +301,65 @@ def main(argv: list[str]) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
+
+
+def train_main(graphs: dict, args) -> int:
+    """--train: per spec and batch, a training step's time in netspec (exe.grad) and PyTorch eager, the
+    engines taking turns (interleaved_times), the median of the rounds' ratios; the step's measured
+    peak memory against the plan; the two losses' relative difference."""
+    from netspec.passes.autodiff import default_loss
+    from netspec.passes.memory import plan_memory
+    print(f"{'spec':<14}{'input':>8}{'batch':>6}{'netspec ms':>12}{'torch ms':>10}{'/torch':>7}"
+          f"{'planned MiB':>13}{'measured MiB':>14}{'/plan':>7}{'loss diff':>11}")
+    rows = []
+    for name, graph in graphs.items():
+        weights = init_weights(graph, 0)
+        losses = default_loss(graph.active("train"))
+        for batch in args.batch:
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal((batch,) + next(iter(graph.inputs.values())).dims, dtype=np.float32)
+            targets = {}
+            for output, kind in losses.items():
+                shape = (batch,) + graph.type_of(output).dims
+                targets[output] = (rng.integers(0, shape[1], (batch,) + shape[2:]) if kind == "cross_entropy"
+                                   else rng.standard_normal(shape, dtype=np.float32))
+            loss = losses if len(losses) > 1 else next(iter(losses.values()))
+            y = targets if len(targets) > 1 else next(iter(targets.values()))
+            with set_threads(args.threads):
+                exe = netspec.compile(graph, backend="cpu", mode="train", weights=dict(weights), loss=loss,
+                                      progress=False)
+                engines = {"netspec": lambda x: exe.grad(x, y)}
+                step = torch_trainer(graph, weights, losses, args.threads)
+                if step is not None:
+                    engines["torch"] = lambda x: step(x, targets)
+                times = interleaved_times(engines, x, args.runs)
+                ours, theirs = engines["netspec"](x), engines["torch"](x) if step is not None else None
+                measured = step_peak_bytes(lambda: exe.grad(x, y))
+            planned = plan_memory(exe.training_graph(), batch).arena
+            row = {"spec": name, "input": "×".join(map(str, next(iter(graph.inputs.values())).dims[1:])),
+                   "batch": batch, "netspec_s": statistics.median(times["netspec"]), "planned_bytes": planned,
+                   "measured_bytes": measured}
+            if theirs is not None:
+                row["torch_s"] = statistics.median(times["torch"])
+                row["torch_ratio"] = statistics.median(a / b for a, b in zip(times["netspec"], times["torch"]))
+                # (the losses, not the gradients: float32 engines may each take the other side of a ReLU's
+                # kink somewhere in a deep network; tests/test_zoo_gradients.py judges the gradients)
+                row["loss_rel_diff"] = abs(ours[0] - theirs[0]) / max(abs(theirs[0]), 1e-12)
+            rows.append(row)
+            print(_train_line(row), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _train_line(row: dict) -> str:
+    mib = 2.0 ** 20
+    torch_ms = f"{row['torch_s'] * 1e3:.1f}" if "torch_s" in row else "-"
+    ratio = f"{row['torch_ratio']:.2f}" if "torch_ratio" in row else "-"
+    diff = f"{row['loss_rel_diff']:.1e}" if "loss_rel_diff" in row else "-"
+    return (f"{row['spec']:<14}{row['input']:>8}{row['batch']:>6}{row['netspec_s'] * 1e3:>12.1f}{torch_ms:>10}"
+            f"{ratio:>7}{row['planned_bytes'] / mib:>13.1f}{row['measured_bytes'] / mib:>14.1f}"
+            f"{row['measured_bytes'] / row['planned_bytes']:>7.2f}{diff:>11}")
 
 
 def _line(row: dict) -> str:
