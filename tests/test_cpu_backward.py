@@ -234,3 +234,17 @@ def test_warm_up_runs_every_fast_kernel():
     """warm_up's cases are valid for every op with a fast gradient (they compile its kernels)."""
     backward.warm_up()
     backward.warm_up(["conv2d", "relu"])
+
+
+def test_winograd_input_gradient_in_chunks_of_images(monkeypatch):
+    """Images beyond what one chunk's transformed buffers hold run chunk by chunk (here one a chunk)."""
+    from netspec.backends.cpu import backward_winograd
+    _needs_rule("conv2d")
+    monkeypatch.setattr(backward_winograd, "CHUNK_BYTES", 200 << 10)
+    monkeypatch.setattr(backward, "rule", _no_rule)
+    op = ops.get("conv2d")
+    attrs = op.attrs(out=16, kernel=3, padding=1)
+    shape = (3, 16, 16, 17)
+    rng = np.random.default_rng(6)
+    _check("conv2d", attrs, [rng.standard_normal(shape).astype(np.float32)],
+           random_params(op, attrs, [TensorType(shape)], rng), "train", rng)

@@ -107,7 +107,7 @@ def conv2d_input(dy, w, x_shape, stride, dilation, pads, groups, out=None):
     reach_h, reach_w = dh * (kh - 1), dw * (kw - 1)
     flipped_pads = (reach_h - pt, reach_w - pl, h - ho + pt, wd - wo + pl)  # (bottom: reach_h − pb, …)
     if (kh, kw, sh, sw, dh, dw, groups) == (3, 3, 1, 1, 1, 1, 1) and min(flipped_pads) >= 0 \
-            and backward_winograd.applies(c, o, wo):
+            and backward_winograd.applies(c, o, h, wd):
         return backward_winograd.conv3x3(dy, _flipped(w, 1), flipped_pads, out)
     if sh == sw == 1 and (is_depthwise or 4 * cg * kh * kw * ho * wo > _CHUNK_BYTES):
         # the forward kernels: direct depthwise; for large images (whose columns would not fit a
@@ -612,7 +612,7 @@ def conv2d_weight(x, dy, groups, kernel, stride, dilation, pads_tl, out=None):
     threads = min(threads, tasks)
     hp, wq = plane_size(h, wd, kernel, stride, dilation, pads_tl, (ho, wo))
     planes = scratch("grad_planes", threads * sw * hp * wq).reshape(threads, sw * hp, wq)
-    if sh == sw == 1 and (ho, wo) == (h, wd) and not direct:  # patch rows as shifted runs of x transposed
+    if sh == sw == 1 and (ho, wo) == (h, wd) and chunk > 1:  # small maps: patch rows as shifted runs of x transposed
         xt = scratch("grad_xt", c * n * p).reshape(c, n * p)
         _transpose_batch(x.reshape(n, c, p), xt)
         mask, dist = same_taps(h, wd, kernel, dilation, pads_tl, chunk)

@@ -1,23 +1,25 @@
-"""Winograd F(2×2, 3×3) for the input gradient of a 3×3, stride-1, undilated convolution.
+"""Winograd F(2×2, 3×3) for the input gradient of a 3×3, stride-1, undilated, ungrouped convolution.
 
-The input gradient of such a layer is itself a 3×3 stride-1 convolution (of dy, by the weights
-flipped and transposed: `backward_conv`), with 2.25× fewer multiplications by Winograd than by a
-GEMM over columns. The 16 products run on the transformed weights packed once per call (`packed`),
-as the forward kernel's (`winograd`) do; the transforms here work on whole rows of tiles at a
-time: the input's rows split into even and odd columns (one contiguous pass), so that a row of
-tiles is a few vector operations, and the output's rows written back the same way. Measured on
-ResNet-18's 3×3 layers at 64² (batch 32, one thread): the transforms take 0.2–0.4 ms where the
-plane-by-plane ones took 3–5 ms.
+That gradient is itself a 3×3 stride-1 convolution (of dy, by the weights flipped and transposed:
+`backward_conv`), with 2.25× fewer multiplications by Winograd than by a GEMM over columns. The
+16 products run as one stack of OpenBLAS sgemm blocks (`gemm`: the weights change every step, so
+nothing is packed ahead). The transforms work on whole planes: x padded into 4 phases (even or
+odd rows and columns), where each value of every tile's 4×4 patch is one run at a fixed offset,
+so that each transform is a few long vector operations per plane instead of short ones per row
+of tiles; the price is one unused tile per row of tiles, carried through the products (1/8 more
+on 16-wide outputs, 1/4 on 8-wide: there the GEMM and scatter path of `backward_conv` wins).
 
-Results differ from the direct convolution by float32 rounding only (~1e-6 relative).
+Measured, one thread, batch 32 (ms): ResNet-18 at 64², 64 → 64 on 16²: 7.8 (GEMM and scatter 8.5,
+PyTorch 7.1); batch 8, 64 → 64 on 32²: 6.3 (8.6, PyTorch 10.7). Results differ from the direct
+convolution by float32 rounding only (~1e-6 relative).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-from . import depthwise, packed, winograd
-from ._act import FMA, NONE
+from . import depthwise, gemm, winograd
+from ._act import FMA
 from ._util import output, scratch, thread_count
 
 
@@ -137,13 +139,24 @@ def _output_transform(m, th, tw, threads, y):
 # Where this path runs (backward_conv decides): channels enough for the GEMMs to dominate, and
 # outputs at least this wide. A row of tiles carries one unused tile (see _input_transform): on
 # 16-wide outputs 1/8 more products, on 8-wide 1/4 (there, 1 thread, ResNet-18's 128 → 128 at
-# batch 32: 1.2× the time of the GEMM and scatter path; 16-wide, 64 → 64: 0.8×).
+# batch 32: 1.15× the time of the GEMM and scatter path; 16-wide, 64 → 64: 0.9×).
 MIN_CHANNELS = 16
 MIN_WIDTH = 16
 
 
-def applies(c: int, o: int, width: int) -> bool:
-    return min(c, o) >= MIN_CHANNELS and width >= MIN_WIDTH
+# The transformed input and product of a chunk of images take at most this much (more images are
+# run in chunks); an image needing more goes elsewhere.
+CHUNK_BYTES = 32 << 20
+
+
+def _image_bytes(c: int, o: int, h: int, w: int) -> int:
+    return 4 * 16 * (c + o) * ((h + 1) // 2) * ((w + 1) // 2 + 1)
+
+
+def applies(c: int, o: int, h: int, w: int) -> bool:
+    """Whether the input gradient of a c → o layer (3×3, stride 1) with h×w outputs runs here: its
+    input's channels are o, its output's c."""
+    return min(c, o) >= MIN_CHANNELS and w >= MIN_WIDTH and _image_bytes(c, o, h, w) <= CHUNK_BYTES
 
 
 def conv3x3(x, w, pads, out=None):
@@ -154,15 +167,19 @@ def conv3x3(x, w, pads, out=None):
     pt, pl, pb, pr = pads
     ho, wo = h + pt + pb - 2, wd + pl + pr - 2
     th, tw = (ho + 1) // 2, (wo + 1) // 2
-    tiles = n * th * (tw + 1)  # (one unused tile a row: see _input_transform)
-    threads = thread_count()
-    weights = packed.Packed(winograd.transform_weights(w), np.zeros(o, np.float32))
-    product = weights.plan(16, tiles, residual=False, act=NONE, alpha=0.0, threads=threads)
-    v = scratch("grad_wino_v", 16 * c * tiles).reshape(16, c, tiles)
-    m = scratch("grad_wino_m", 16 * o * tiles).reshape(16, o, tiles)
-    planes_threads = max(1, min(threads, n * max(c, o)))
-    _input_transform(x, pt, pl, th, tw, planes_threads, v)
-    product(v, m)
+    per_image = th * (tw + 1)  # tiles (one unused a row: see _input_transform)
+    step = max(1, min(n, CHUNK_BYTES // _image_bytes(c, o, ho, wo)))
+    threads = max(1, min(thread_count(), step * max(c, o)))
+    u = winograd.transform_weights(w)  # 16×O×C
+    v = scratch("grad_wino_v", 16 * c * step * per_image)
+    m = scratch("grad_wino_m", 16 * o * step * per_image)
     y = output(out, (n, o, ho, wo))
-    _output_transform(m, th, tw, planes_threads, y)
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        tiles = (n1 - n0) * per_image
+        vc = v[:16 * c * tiles].reshape(16, c, tiles)
+        mc = m[:16 * o * tiles].reshape(16, o, tiles)
+        _input_transform(x[n0:n1], pt, pl, th, tw, threads, vc)
+        gemm.matmul(u, vc, mc)  # (OpenBLAS's sgemm in blocks: 0.9× the packed kernel's time here, and no packing)
+        _output_transform(mc, th, tw, threads, y[n0:n1])
     return y
