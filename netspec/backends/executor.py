@@ -262,9 +262,12 @@ class Executable:
                 values[node.name] = step.prepared(args, out)
             else:
                 params = {p: self.weights[k] for p, k in step.keys.items()}
-                # a gradient node draws from its forward node's stream: dropout's backward redraws its mask
+                # only dropout draws (a generator costs ~30 µs: LeNet-5's step has 35 nodes); its gradient
+                # node draws from the forward node's stream, so its backward redraws the same mask
+                forward = node.attrs.op if node.op == "grad" else node.op
                 stream = node.attrs.node if node.op == "grad" else node.name
-                ctx = RunContext(self.mode, self._rng(stream) if self.mode == "train" else None)
+                ctx = RunContext(self.mode, self._rng(stream) if self.mode == "train" and forward == "dropout"
+                                 else None)
                 values[node.name] = step.kernel(node.attrs, args, params, ctx)
                 if self.mode == "train" and node.op != "grad":  # batch norm hands back updated running statistics
                     for p, k in step.keys.items():
