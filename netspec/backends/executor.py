@@ -201,6 +201,7 @@ class Executable:
         # training: the losses, and the training graph (passes/autodiff.py) lowered, per wrt_input
         self.losses = parse_losses(self.graph, loss) if loss is not None else None
         self._training: dict[bool, tuple[Graph, list[Step], list[list[str]]]] = {}
+        self._step_bytes: dict[tuple[bool, int], int] = {}  # a training step's planned bytes
         if self.losses is not None:
             self.training_graph(False)  # (an op without a backward rule is an error now, not at the first step)
 
@@ -314,7 +315,10 @@ class Executable:
                 raise InputError(str(e)) from None
         self.training_graph(wrt_input)
         graph, plan, release = self._training[wrt_input]
-        check_fits(Needs({"a training step": plan_memory(graph, batch).arena}), self.max_memory,
+        key = (wrt_input, batch)
+        if key not in self._step_bytes:  # (planning ResNet-50's step takes ~30 ms: once per batch size)
+            self._step_bytes[key] = plan_memory(graph, batch).arena
+        check_fits(Needs({"a training step": self._step_bytes[key]}), self.max_memory,
                    hint="lower the batch size", subject=f"a batch of {batch}")
         out = self._run(values, [None] * len(plan), [False] * len(plan), plan, release, graph.outputs)
         grads = {}
