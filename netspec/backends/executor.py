@@ -313,12 +313,13 @@ class Executable:
                 values[loss.target] = check_target(loss.op, loss.attrs, shape, targets[loss.output])
             except TargetError as e:
                 raise InputError(str(e)) from None
+        wrt_input = bool(wrt_input)
         self.training_graph(wrt_input)
         graph, plan, release = self._training[wrt_input]
-        key = (wrt_input, batch)
-        if key not in self._step_bytes:  # (planning ResNet-50's step takes ~30 ms: once per batch size)
-            self._step_bytes[key] = plan_memory(graph, batch).arena
-        check_fits(Needs({"a training step": self._step_bytes[key]}), self.max_memory,
+        planned = (bool(wrt_input), batch)
+        if planned not in self._step_bytes:  # (planning ResNet-50's step takes ~30 ms: once per batch size)
+            self._step_bytes[planned] = plan_memory(graph, batch).arena
+        check_fits(Needs({"a training step": self._step_bytes[planned]}), self.max_memory,
                    hint="lower the batch size", subject=f"a batch of {batch}")
         out = self._run(values, [None] * len(plan), [False] * len(plan), plan, release, graph.outputs)
         grads = {}
