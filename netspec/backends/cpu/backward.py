@@ -129,20 +129,7 @@ def _maxpool_grad(x, dy, kh, kw, sh, sw, ph, pw, dh, dw, threads, dx):
             n = idx // c_
             c = idx - n * c_
             xc, gc, dc = x[n, c], dy[n, c], dx[n, c]
-            for f in range(fills.shape[0]):
-                d0, ih, first, count = fills[f, 0], fills[f, 1], fills[f, 2], fills[f, 3]
-                if sw == 2:
-                    depthwise._deinterleave(xc[ih], phases, d0, first, n_even, n_odd)
-                    continue
-                dst = phases[d0:d0 + count]
-                if sw == 1:
-                    src = xc[ih, first:first + count]
-                    for k in range(count):
-                        dst[k] = src[k]
-                else:
-                    src_s = xc[ih, first:first + (count - 1) * sw + 1:sw]
-                    for k in range(count):
-                        dst[k] = src_s[k]
+            depthwise._fill_phases(xc, fills, sw, n_even, n_odd, phases)
             b0, t0 = best[0], tap[0]
             for k in range(m):
                 b0[k] = -np.inf

@@ -670,20 +670,7 @@ def _depthwise_weight(x, dy, kh, kw, sh, sw, pt, pl, dh, dw, threads, out):
                 acc[tp] = 0.0
             for n in range(n_):
                 xc = x[n, c]
-                for f in range(fills.shape[0]):  # (by_planes' fill: only the inside is written)
-                    d0, ih, first, count = fills[f, 0], fills[f, 1], fills[f, 2], fills[f, 3]
-                    if sw == 2:
-                        depthwise._deinterleave(xc[ih], phases, d0, first, n_even, n_odd)
-                        continue
-                    dst = phases[d0:d0 + count]
-                    if sw == 1:
-                        src = xc[ih, first:first + count]
-                        for k in range(count):
-                            dst[k] = src[k]
-                    else:
-                        src_s = xc[ih, first:first + (count - 1) * sw + 1:sw]
-                        for k in range(count):
-                            dst[k] = src_s[k]
+                depthwise._fill_phases(xc, fills, sw, n_even, n_odd, phases)
                 dc = dy[n, c]
                 for oh in range(ho):
                     d = dyq[oh * wq:oh * wq + wo]

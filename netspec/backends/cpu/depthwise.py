@@ -50,20 +50,7 @@ def by_planes(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, 
             n = idx // c_
             c = idx - n * c_
             xc = x[n, c]
-            for f in range(fills.shape[0]):
-                d0, ih, first, count = fills[f, 0], fills[f, 1], fills[f, 2], fills[f, 3]
-                if sw == 2:  # (then `first` is where the odd input columns go: see _phase_plan)
-                    _deinterleave(xc[ih], phases, d0, first, n_even, n_odd)
-                    continue
-                dst = phases[d0:d0 + count]
-                if sw == 1:  # a contiguous slice: Numba types a stepped one as strided, slower
-                    src = xc[ih, first:first + count]
-                    for k in range(count):
-                        dst[k] = src[k]
-                else:
-                    src_s = xc[ih, first:first + (count - 1) * sw + 1:sw]
-                    for k in range(count):
-                        dst[k] = src_s[k]
+            _fill_phases(xc, fills, sw, n_even, n_odd, phases)
             b0 = bias[c] if has_bias else np.float32(0.0)
             wc = w[c, 0]
             for i in range(kh):
@@ -147,6 +134,26 @@ def _phase_plan(h_, w_, kh, kw, sh, sw, pt, pl, dh, dw, hq, wq, size):
                     fills[nf, 3] = q_hi - q_lo
                     nf += 1
     return taps, fills[:nf], n_even, n_odd
+
+
+@njit(cache=True, fastmath=FMA, inline="always")
+def _fill_phases(xc, fills, sw, n_even, n_odd, phases):
+    """Copy the input rows' runs of one channel plane `xc` into its column phases, as `fills` (from
+    _phase_plan) lays them out; only the inside is written, the padding left as it was."""
+    for f in range(fills.shape[0]):
+        d0, ih, first, count = fills[f, 0], fills[f, 1], fills[f, 2], fills[f, 3]
+        if sw == 2:  # (then `first` is where the odd input columns go: see _phase_plan)
+            _deinterleave(xc[ih], phases, d0, first, n_even, n_odd)
+            continue
+        dst = phases[d0:d0 + count]
+        if sw == 1:  # a contiguous slice: Numba types a stepped one as strided, slower
+            src = xc[ih, first:first + count]
+            for k in range(count):
+                dst[k] = src[k]
+        else:
+            src_s = xc[ih, first:first + (count - 1) * sw + 1:sw]
+            for k in range(count):
+                dst[k] = src_s[k]
 
 
 @njit(cache=True, fastmath=FMA, inline="always")
