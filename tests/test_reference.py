@@ -923,7 +923,9 @@ def test_linear_matches_naive():
 # (c) torch cross-checks (skipped where torch is not importable)
 # --------------------------------------------------------------------------------------------------
 
-def _draw_valid(data, name):
+def draw_case(data, name):
+    """(op, attributes, input types, mode): a case drawn from CASES[name] whose shapes the op accepts
+    (hypothesis rejects the odd invalid draw)."""
     attrs, shapes, mode = CASES[name](data.draw)
     op = ops.get(name)
     a = op.attrs(**attrs)
@@ -932,6 +934,12 @@ def _draw_valid(data, name):
         infer_output(op, a, types)
     except ShapeError:
         assume(False)
+    return op, a, types, mode
+
+
+def _draw_valid(data, name):
+    op, a, types, mode = draw_case(data, name)
+    shapes = [t.shape for t in types]
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shapes[0]).astype(np.float32)
     return op, a, x, random_params(op, a, types, rng), mode
