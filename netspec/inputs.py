@@ -57,15 +57,34 @@ def read_npy(path: str) -> np.ndarray:
         raise _not_npy(path) from None
 
 
-def fit(image, width: int, height: int):
-    """Resize so the image covers width×height, keeping its aspect ratio, then crop the centre."""
+def fit(image, width: int, height: int, resample=None):
+    """Resize so the image covers width×height, keeping its aspect ratio, then crop the centre.
+    resample: PIL's filter, bilinear by default (nearest for a segmentation mask, whose pixels are
+    class indices, so that its geometry matches its image's)."""
     from PIL import Image
 
     scale = max(width / image.width, height / image.height)
     w, h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
-    image = image.resize((w, h), Image.BILINEAR)
+    image = image.resize((w, h), Image.BILINEAR if resample is None else resample)
     left, top = (w - width) // 2, (h - height) // 2
     return image.crop((left, top, left + width, top + height))
+
+
+def image_pixels(image, type_) -> np.ndarray:
+    """An opened PIL image as the input `type_` takes it, before scaling: C×H×W uint8, converted to
+    L or RGB for its 1 or 3 channels, resized (aspect kept) and centre-cropped to H×W. Decoding
+    happens here."""
+    pixels = np.asarray(fit(image.convert("L" if type_.c == 1 else "RGB"), type_.w, type_.h), dtype=np.uint8)
+    return pixels[None] if type_.c == 1 else pixels.transpose(2, 0, 1)
+
+
+def normalize(values: np.ndarray, graph: Graph) -> np.ndarray:
+    """Values in [0, 1] (…×C×H×W, or …×1×H×W broadcast to the input's C channels) as the network
+    takes them: (x - mean) / std with the spec's `input: {mean, std}`, float32."""
+    _, type_ = _input_type(graph)
+    mean = np.asarray(graph.preprocess.get("mean", [0.0] * type_.c), np.float32)[:, None, None]
+    std = np.asarray(graph.preprocess.get("std", [1.0] * type_.c), np.float32)[:, None, None]
+    return ((values - mean) / std).astype(np.float32)
 
 
 def read_image(path: str, graph: Graph) -> np.ndarray:
@@ -84,8 +103,7 @@ def read_image(path: str, graph: Graph) -> np.ndarray:
                     raise InputError(f"image '{path}' is {image.width}×{image.height} "
                                      f"({image.width * image.height:,} pixels); images are limited to "
                                      f"{MAX_IMAGE_PIXELS:,} pixels")
-                image = fit(image.convert("L" if type_.c == 1 else "RGB"), type_.w, type_.h)
-                pixels = np.asarray(image, dtype=np.float32) / 255.0
+                pixels = image_pixels(image, type_)
     except FileReadError as e:
         raise InputError(f"cannot read '{path}': {e.strerror}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -93,10 +111,7 @@ def read_image(path: str, graph: Graph) -> np.ndarray:
                          "that") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise InputError(f"cannot read image '{path}': {e}") from None
-    chw = pixels[None] if type_.c == 1 else pixels.transpose(2, 0, 1)
-    mean = np.asarray(graph.preprocess.get("mean", [0.0] * type_.c), np.float32)[:, None, None]
-    std = np.asarray(graph.preprocess.get("std", [1.0] * type_.c), np.float32)[:, None, None]
-    return ((chw - mean) / std)[None].astype(np.float32)
+    return normalize(pixels / np.float32(255.0), graph)[None]
 
 
 def planned_batch(path: str | None, graph: Graph, batch: int) -> int:
