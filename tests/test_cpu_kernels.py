@@ -751,17 +751,36 @@ def test_winograd_weight_transform_is_g_times_filter_times_g_transposed():
     np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-30)
 
 
-def test_winograd_weight_transform_is_reused_and_released_with_its_array():
-    import gc
-
+def test_winograd_weight_transform_is_made_once_per_layer_not_per_array():
+    """A layer's plans share its transform; a new layer (a training step's, after the optimizer changed
+    the same array in place) makes its own: the transform is never looked up by the array's identity."""
     from netspec.backends.cpu import winograd
     w = np.random.default_rng(0).standard_normal((16, 16, 3, 3)).astype(np.float32)
-    key = id(w)
-    u = winograd._transformed(w)
-    assert winograd._transformed(w) is u and u.wp.shape[0] == 16 and (u.m, u.k) == (16, 16)
-    del w
-    gc.collect()
-    assert key not in winograd._weights_cache  # no weights kept alive by the cache
+    packs = {}
+    u = winograd._transformed(w, packs)
+    assert winograd._transformed(w, packs) is u and u.wp.shape[0] == 16 and (u.m, u.k) == (16, 16)
+    w *= 2  # in place, as an optimizer step does
+    again = winograd._transformed(w, {})
+    assert not np.array_equal(again.wp, u.wp)
+    np.testing.assert_allclose(again.wp, 2 * u.wp, rtol=1e-6)
+
+
+def test_a_weight_changed_in_place_changes_the_next_train_mode_convolution():
+    """The train-mode conv2d (no prepared layer) reads the weights as they are at each call, on its
+    Winograd path too."""
+    from unittest import mock
+
+    from netspec.backends.cpu import implicit, winograd
+    rng = np.random.default_rng(1)
+    attrs = ops.get("conv2d").attrs.model_validate({"out": 16, "kernel": 3, "padding": 1, "bias": False})
+    x = rng.standard_normal((4, 16, 16, 16)).astype(np.float32)
+    params = {"weight": rng.standard_normal((16, 16, 3, 3)).astype(np.float32)}
+    with mock.patch.object(implicit, "MAX_TAPS", 0), mock.patch.object(winograd, "plan", wraps=winograd.plan) as spy:
+        first = KERNELS["conv2d"](attrs, [x], params, RunContext())
+        params["weight"] *= -1
+        second = KERNELS["conv2d"](attrs, [x], params, RunContext())
+    assert spy.call_count == 2
+    np.testing.assert_allclose(second, -first, rtol=1e-4, atol=1e-4)
 
 
 def test_every_kernel_writes_into_the_array_it_is_given():

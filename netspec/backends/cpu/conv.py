@@ -238,7 +238,7 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual, packs=
     if pointwise:
         return _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, (sh, sw), (ho, wo), packs)
     if wino_tiles is not None:
-        wino = winograd.plan(shape, w, bias, has_bias, (pt, pl, pb, pr), act, alpha, scratch, threads)
+        wino = winograd.plan(shape, w, bias, has_bias, (pt, pl, pb, pr), act, alpha, scratch, threads, packs)
         return lambda x, gate, res, out: wino(x, out)
     return _plan_im2col(shape, threads, w, bias, has_bias, act, alpha, g, ((kh, kw), (sh, sw), (dh, dw), (pt, pl)),
                         (ho, wo), packs)

@@ -12,7 +12,6 @@ subtract a few values): about 1e−6 relative, well inside the kernels' 1e−4 a
 """
 from __future__ import annotations
 
-import weakref
 
 import numpy as np
 from numba import njit, prange
@@ -138,19 +137,14 @@ def tiles(n: int, ho: int, wo: int) -> int:
     return n * ((ho + 1) // 2) * ((wo + 1) // 2)
 
 
-_weights_cache: dict[int, np.ndarray] = {}  # id(weight array) → its transform, while the array lives
-
-
-def _transformed(w: np.ndarray) -> packed.Packed:
-    """U for this weight array, packed for its 16 products (`packed`), computed once per array.
-    Keyed by identity: the entry goes when the array is freed (a finalizer), so it holds no weights
-    alive and an id is never reused while its entry stands."""
-    u = _weights_cache.get(id(w))
-    if u is None:
-        u = packed.Packed(transform_weights(w), np.zeros(w.shape[0], np.float32))
-        _weights_cache[id(w)] = u
-        weakref.finalize(w, _weights_cache.pop, id(w), None)
-    return u
+def _transformed(w: np.ndarray, packs: dict) -> packed.Packed:
+    """U for this weight array, packed for its 16 products (`packed`), computed once per layer:
+    `packs` is the layer's packed weights by use (conv._Layer's, shared by its plans). Never keyed
+    by the array's identity: training updates a weight array in place, and its layer is made anew
+    each step, so the transform is too."""
+    if "winograd" not in packs:
+        packs["winograd"] = packed.Packed(transform_weights(w), np.zeros(w.shape[0], np.float32))
+    return packs["winograd"]
 
 
 def conv3x3(x, w, bias, has_bias, pads, act, alpha, buffer):
@@ -159,16 +153,17 @@ def conv3x3(x, w, bias, has_bias, pads, act, alpha, buffer):
     return plan(x.shape, w, bias, has_bias, pads, act, alpha, buffer)(x, None)
 
 
-def plan(shape, w, bias, has_bias, pads, act, alpha, buffer, threads=None):
+def plan(shape, w, bias, has_bias, pads, act, alpha, buffer, threads=None, packs=None):
     """`conv3x3` for inputs of one shape, its sizes and GEMM plan worked out once: a function
-    (x, out) → y, y written into `out` where one is given."""
+    (x, out) → y, y written into `out` where one is given. `packs`: the layer's packed weights (see
+    `_transformed`; a new dict when not given)."""
     n, c, h, wd = shape
     o = w.shape[0]
     pt, pl, pb, pr = pads
     ho, wo = h + pt + pb - 2, wd + pl + pr - 2
     th, tw = (ho + 1) // 2, (wo + 1) // 2
     t = n * th * tw
-    product = _transformed(w).plan(16, t, residual=False, act=NONE, alpha=0.0, threads=threads)
+    product = _transformed(w, {} if packs is None else packs).plan(16, t, residual=False, act=NONE, alpha=0.0, threads=threads)
     alpha = float(alpha)
 
     def run(x, out):
