@@ -32,9 +32,9 @@ def _loss_case(name, draw):
     classification = draw(st.booleans())
     n, k = draw(st.integers(1, 3)), draw(st.integers(2, 5))
     shape = (n, k) if classification or name == "mse" else (n, k, draw(st.integers(1, 3)), draw(st.integers(2, 3)))
-    attrs = {}
+    attrs = dict(weight=draw(st.sampled_from([1.0, 0.3])))
     if name == "cross_entropy":
-        attrs = dict(label_smoothing=draw(st.sampled_from([0.0, 0.1, 0.5])), ignore_index=draw(st.sampled_from([-100, 1])))
+        attrs |= dict(label_smoothing=draw(st.sampled_from([0.0, 0.1, 0.5])), ignore_index=draw(st.sampled_from([-100, 1])))
     return attrs, shape
 
 

@@ -13,7 +13,7 @@ from pydantic import field_validator
 
 from ..ir.types import TensorType
 from .fields import Float, Int
-from .registry import Attrs, Backward, GradArgs, NoAttrs, OpDef, ShapeError, register
+from .registry import Attrs, Backward, GradArgs, OpDef, ShapeError, register
 
 LOSS_TYPE = TensorType((1,))  # the mean loss
 
@@ -22,7 +22,19 @@ class TargetError(ValueError):
     """Targets that do not fit the loss: wrong shape, dtype, or a label outside the classes."""
 
 
-class CrossEntropyAttrs(Attrs):
+class LossAttrs(Attrs):
+    # the loss's share of the training loss: GoogLeNet's auxiliary classifiers count 0.3 each
+    weight: Float = 1.0
+
+    @field_validator("weight")
+    @classmethod
+    def _non_negative(cls, value: float) -> float:
+        if not value >= 0.0:
+            raise ValueError(f"must be ≥ 0, got {value}")
+        return value
+
+
+class CrossEntropyAttrs(LossAttrs):
     label_smoothing: Float = 0.0
     ignore_index: Int = -100
 
@@ -120,7 +132,7 @@ def _cross_entropy_reference(a: CrossEntropyAttrs, inputs, params, ctx):
     logits, labels = inputs
     logp, targets, count = _cross_entropy_terms(a, logits, labels)
     total = -(targets * logp).sum()
-    return np.array([total / max(count, 1)], dtype=logits.dtype)
+    return np.array([a.weight * total / max(count, 1)], dtype=logits.dtype)
 
 
 def _cross_entropy_backward(a: CrossEntropyAttrs, g: GradArgs):
@@ -129,20 +141,20 @@ def _cross_entropy_backward(a: CrossEntropyAttrs, g: GradArgs):
     logits, labels = g.inputs
     logp, targets, count = _cross_entropy_terms(a, logits, labels)
     valid = np.expand_dims(labels != a.ignore_index, 1)
-    return g.dy.astype(np.float64)[0] * (np.exp(logp) * valid - targets) / max(count, 1)
+    return a.weight * g.dy.astype(np.float64)[0] * (np.exp(logp) * valid - targets) / max(count, 1)
 
 
 def _mse_reference(a, inputs, params, ctx):
     """torch.nn.functional.mse_loss(reduction="mean"): the mean of the squared differences."""
     prediction, target = inputs
     diff = prediction.astype(np.float64) - target.astype(np.float64)
-    return np.array([(diff * diff).mean()], dtype=prediction.dtype)
+    return np.array([a.weight * (diff * diff).mean()], dtype=prediction.dtype)
 
 
 def _mse_backward(a, g: GradArgs):
     prediction, target = g.inputs
     diff = prediction.astype(np.float64) - target.astype(np.float64)
-    return g.dy.astype(np.float64)[0] * 2.0 * diff / diff.size
+    return a.weight * g.dy.astype(np.float64)[0] * 2.0 * diff / diff.size
 
 
 def _first_only(a, index: int) -> bool:
@@ -153,9 +165,9 @@ register(OpDef(name="cross_entropy", category="loss", attrs=CrossEntropyAttrs, s
                reference=_cross_entropy_reference, min_inputs=2, max_inputs=2, internal=True,
                backward=Backward(_cross_entropy_backward, differentiable=_first_only),
                doc="Mean cross-entropy of logits (N×K, or N×K×H×W per pixel) and integer labels; optional "
-                   "label_smoothing, and ignore_index for labels that count for nothing."))
-register(OpDef(name="mse", category="loss", attrs=NoAttrs, shape=_loss_shape("mse"), reference=_mse_reference,
+                   "label_smoothing, ignore_index for labels that count for nothing, and weight (its share of the training loss)."))
+register(OpDef(name="mse", category="loss", attrs=LossAttrs, shape=_loss_shape("mse"), reference=_mse_reference,
                min_inputs=2, max_inputs=2, internal=True, backward=Backward(_mse_backward, differentiable=_first_only),
-               doc="Mean squared error between the output and a target of its shape."))
+               doc="Mean squared error between the output and a target of its shape; optional weight."))
 
-LOSSES = {"cross_entropy": CrossEntropyAttrs, "mse": NoAttrs}
+LOSSES = {"cross_entropy": CrossEntropyAttrs, "mse": LossAttrs}
