@@ -290,7 +290,14 @@ class Executable:
         return self._training[wrt_input][0]
 
     def grad(self, x, y, wrt_input: bool = False) -> tuple[float, dict[str, np.ndarray]]:
-        """One training step's loss and gradients: `(loss, grads)`, the batch's mean loss and for each
+        """One training step's loss and gradients: `(loss, grads)`; see `forward_backward`."""
+        loss, _, grads = self.forward_backward(x, y, wrt_input)
+        return loss, grads
+
+    def forward_backward(self, x, y, wrt_input: bool = False) -> tuple[float, dict[str, np.ndarray],
+                                                                          dict[str, np.ndarray]]:
+        """One training step's loss, outputs and gradients: `(loss, outputs, grads)`, the batch's mean
+        loss, the network's outputs ({name: array}, for the batch's accuracy) and for each
         trainable parameter its gradient, keyed like the weights ("layer1.0.conv1.weight"). With
         `wrt_input`, also the gradient with respect to the input, under "input" (under each input's
         name for a network of several). `y`: the target of the loss (integer labels for
@@ -326,7 +333,7 @@ class Executable:
         for name in graph.outputs[1 + len(self.graph.outputs):]:
             key = name[len(GRAD):]
             grads["input" if key in self.graph.inputs and len(self.graph.inputs) == 1 else key] = out[name]
-        return float(out[LOSS][0]), grads
+        return float(out[LOSS][0]), {name: out[name] for name in self.graph.outputs}, grads
 
 
 def parameter_keys(graph: Graph, node: Node) -> dict[str, str]:
