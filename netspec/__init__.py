@@ -75,6 +75,19 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
                       loss=loss)
 
 
+def train(graph: Graph, data, out=None, **options):
+    """Train a graph on data and return the run's History (rows per epoch, the best epoch).
+
+    data: "digits" (scikit-learn's handwritten digits), an ImageFolder or segmentation folder, a .npz
+    file with x and y, or a tuple (x, y) of arrays. out: the run folder (checkpoints, metrics.csv,
+    curves.png; None writes nothing). options: backend, weights, resume, force, threads, progress, and
+    the settings epochs, batch, loss, optimizer, lr, momentum, nesterov, weight_decay, betas, eps,
+    schedule, warmup, step_size, gamma, label_smoothing, val_split, seed (over the spec's `train:`).
+    See netspec/training/loop.py."""
+    from .training.loop import train as _train
+    return _train(graph, data, out, **options)
+
+
 def summary(graph: Graph, batch: int = 1, mode: str = "eval"):
     """Per-node and total analysis (params, MACs, FLOPs, memory, receptive field)."""
     from .passes.analysis import analyze
@@ -90,4 +103,4 @@ def render(graph: Graph, depth: int | str | None = None, rankdir: str = "TB", sh
     return _render(graph, depth=depth, rankdir=rankdir, shapes=shapes, show=show, scope=scope)
 
 
-__all__ = ["Graph", "Node", "SpecError", "TensorType", "compile", "load", "render", "summary"]
+__all__ = ["Graph", "Node", "SpecError", "TensorType", "compile", "load", "render", "summary", "train"]

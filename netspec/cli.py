@@ -396,8 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .interop.command import add_commands as add_interop_commands
     from .diagrams.command import add_commands as add_render_commands
+    from .training.command import add_commands as add_train_commands
     add_render_commands(sub, spec_options)
     add_interop_commands(sub, spec_options, wsub)
+    add_train_commands(sub, spec_options)
 
     p = sub.add_parser("compare", help="params, MACs and more of several specs side by side")
     p.add_argument("specs", nargs="+", metavar="SPEC[:VARIANT]", help="two or more specs (optionally spec:variant)")
@@ -428,8 +430,12 @@ def user_errors() -> tuple[type[Exception], ...]:
     from .ops.registry import RunError
     from .passes.autodiff import TrainingError
     from .resources import ResourceError
+    from .training.data import DataError
+    from .training.loop import TrainingStopped
+    from .training.run_folder import RunFolderError
     from .weights import WeightsError
-    return (InputError, RunError, WeightsError, BackendUnavailable, ResourceError, TrainingError)
+    return (InputError, RunError, WeightsError, BackendUnavailable, ResourceError, TrainingError, DataError,
+            TrainingStopped, RunFolderError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

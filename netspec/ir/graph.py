@@ -41,6 +41,7 @@ class Graph:
     variant: str | None = None
     source: str | None = None  # the spec file
     preprocess: dict[str, Any] = field(default_factory=dict)  # image → input: {"mean": [...], "std": [...]}
+    train: dict[str, Any] = field(default_factory=dict)  # the spec's `train:` settings (netspec train's defaults)
 
     def __post_init__(self):
         self._by_name = {n.name: n for n in self.nodes}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import ops
-from .schema import INITIALIZERS, PARAM_TYPES, RESERVED_KEYS
+from .schema import INITIALIZERS, PARAM_TYPES, RESERVED_KEYS, TrainSpec
 
 EXPR = {"type": "string", "pattern": r"^\$", "description": "an expression: ${ ... } or $name"}
 NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"}
@@ -28,6 +28,15 @@ def _loosen(schema: Any) -> Any:
         return schema
     if isinstance(schema, list):
         return [_loosen(v) for v in schema]
+    return schema
+
+
+def _untitled(schema: Any) -> Any:
+    """A pydantic model's schema without the titles it adds to every property."""
+    if isinstance(schema, dict):
+        return {k: _untitled(v) for k, v in schema.items() if k != "title"}
+    if isinstance(schema, list):
+        return [_untitled(v) for v in schema]
     return schema
 
 
@@ -118,6 +127,8 @@ def spec_json_schema() -> dict[str, Any]:
                 "properties": {"doc": {"type": "string"}, "params": {"type": "object"}}}},
             "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}},
             "outputs": REFS,
+            "train": _untitled(TrainSpec.model_json_schema()) | {
+                "description": "how `netspec train` teaches this network (its options override these)"},
         },
         "$defs": {"param": param, "layer": layer, "block": block},
     }

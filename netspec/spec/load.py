@@ -201,33 +201,56 @@ def check_block(name: str, block, source: SourceFile, errors: Collector) -> None
 
 
 def follow_extends(spec: SpecFile, source: SourceFile, path: Path, folders: Folders, errors: Collector):
-    """For a spec that `extends:` another: the base spec, plus the parameter values the extension sets.
+    """For a spec that `extends:` another: the base spec, plus the parameter values and `train:`
+    settings the extension sets (each with where it is written).
 
-    An extension only names the base and changes parameter defaults (`params: {depth: 50}`), so a
-    family of networks stays one spec (resnet50.yaml extends resnet.yaml)."""
+    An extension only names the base and changes parameter defaults (`params: {depth: 50}`) and
+    training settings, so a family of networks stays one spec (resnet50.yaml extends resnet.yaml)."""
     values: dict[str, tuple[Any, Location]] = {}
+    train: dict[str, tuple[Any, Location]] = {}
     seen = [resolve(path)]
     while spec is not None and spec.extends is not None:
         extra = [k for k in ("layers", "input", "blocks", "imports", "variants", "outputs") if getattr(spec, k)]
         for key in extra:
-            errors.error(source.loc((key,), key=True), f"a spec that extends another sets only name, doc and "
-                         f"params; `{key}` belongs in {spec.extends}")
+            errors.error(source.loc((key,), key=True), f"a spec that extends another sets only name, doc, params "
+                         f"and train; `{key}` belongs in {spec.extends}")
         for key, decl in spec.params.items():
             values.setdefault(key, (decl.default, source.loc(("params", key))))
+        train = train_settings(spec, source) | train  # (the extension's settings win over its base's)
         where = source.loc(("extends",))
         try:
             target = folders.locate(spec.extends, path)
         except FileReadError as e:
             errors.error(where, f"cannot extend '{spec.extends}': {e.strerror}")
-            return None, None, path, values
+            return None, None, path, values, train
         if target in seen:
             chain = " → ".join(display_path(p) for p in seen[seen.index(target):] + [target])
             errors.error(where, f"a cycle of extends: {chain}")
-            return None, None, path, values
+            return None, None, path, values, train
         seen.append(target)
         path = target
         spec, source = parse_file(target, errors)
-    return spec, source, path, values
+    if spec is not None:
+        train = train_settings(spec, source) | train
+    return spec, source, path, values, train
+
+
+def train_settings(spec: SpecFile, source: SourceFile) -> dict[str, tuple[Any, Location]]:
+    """The `train:` settings a spec file sets, each with its location."""
+    settings = spec.train.settings() if spec.train is not None else {}
+    return {key: (value, source.loc(("train", key))) for key, value in settings.items()}
+
+
+def check_train_loss(graph: Graph, train: dict[str, tuple[Any, Location]], errors: Collector) -> None:
+    """A `train: {loss: ...}` that does not fit the network is an error of the spec, where it is written."""
+    if "loss" not in train:
+        return
+    from ..passes.autodiff import TrainingError, parse_losses
+    loss, where = train["loss"]
+    try:
+        parse_losses(graph.active("train"), loss)
+    except TrainingError as e:
+        errors.error(where, str(e))
 
 
 def resolve_params(spec: SpecFile, source: SourceFile, variant: str | None, overrides: dict[str, Any],
@@ -303,7 +326,7 @@ def load_graph(path: str | os.PathLike, variant: str | None = None, params: dict
     if spec is None:
         errors.check()
     name = spec.name or path.stem
-    spec, source, base_path, extended = follow_extends(spec, source, path, folders, errors)
+    spec, source, base_path, extended, train = follow_extends(spec, source, path, folders, errors)
     if spec is None:
         errors.check()
     if base_path is not path and variant is not None:  # the extension pins parameters a variant could undo
@@ -334,8 +357,11 @@ def load_graph(path: str | os.PathLike, variant: str | None = None, params: dict
     if any(v == 0 for v in preprocess.get("std", [])):
         errors.error(source.loc(("input", "std")), "input std values must not be 0")
     errors.check()
-    graph = Graph(name, inputs, nodes, outputs, scopes, values, variant, display_path(path), preprocess)
+    graph = Graph(name, inputs, nodes, outputs, scopes, values, variant, display_path(path), preprocess,
+                  {key: value for key, (value, _) in train.items()})
     verify(graph)
+    check_train_loss(graph, train, errors)
+    errors.check()
     return graph
 
 

@@ -185,6 +185,39 @@ class Variant(Model):
     params: dict[str, Any] = {}
 
 
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class TrainSpec(Model):
+    """`train:`, how `netspec train` teaches this network by default; each key is also a command-line
+    option of the same name (`--weight-decay` for weight_decay), which wins over the spec."""
+
+    epochs: int | None = Field(None, ge=1)
+    batch: int | None = Field(None, ge=1)
+    # a loss name, {op: cross_entropy, label_smoothing: 0.1}, or {output: loss} with an optional
+    # weight each (GoogLeNet's auxiliary heads: {aux1: {op: cross_entropy, weight: 0.3}, ...})
+    loss: str | dict[str, Any] | None = None
+    optimizer: Literal["sgd", "adam", "adamw"] | None = None
+    lr: float | None = Field(None, gt=0.0)
+    momentum: Fraction | None = None
+    nesterov: bool | None = None
+    weight_decay: float | None = Field(None, ge=0.0)
+    betas: tuple[Fraction, Fraction] | None = None
+    eps: float | None = Field(None, gt=0.0)
+    schedule: Literal["constant", "step", "cosine"] | None = None
+    warmup: float | None = Field(None, ge=0.0)  # epochs of linear warm-up
+    step_size: int | None = Field(None, ge=1)  # epochs between the step schedule's decays
+    gamma: float | None = Field(None, gt=0.0)  # the step schedule's factor
+    label_smoothing: Fraction | None = None
+    val_split: Fraction | None = None
+    seed: int | None = Field(None, ge=0)
+    augment: Literal["none", "shift"] | None = None  # shift: random translations, up to 1/8 of the side
+
+    def settings(self) -> dict[str, Any]:
+        """The keys the spec sets."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class SpecFile(Model):
     netspec: Literal[1] = 1
     name: str | None = None
@@ -197,6 +230,7 @@ class SpecFile(Model):
     variants: dict[str, Variant] = {}
     layers: list[LayerEntry] | None = None
     outputs: Refs | None = None
+    train: TrainSpec | None = None
 
 
 def attach_sources(spec: SpecFile, source: SourceFile) -> None:
