@@ -24,6 +24,12 @@ from netspec.backends import cpu
 from netspec.backends.cpu import KERNELS, kernels, warm_up
 from netspec.progress import StderrProgress
 
+
+@pytest.fixture(autouse=True)
+def _nothing_warmed_yet(monkeypatch):
+    """These tests watch warm_up run its ops: as in a fresh process, none has run yet."""
+    monkeypatch.setattr(kernels, "_WARMED", set())
+
 PACKAGE = Path(netspec.__file__).parent
 
 
@@ -288,3 +294,13 @@ def test_a_network_warms_the_paths_its_layers_may_take():
     for plan in (lenet, mobilenet):
         for name, cases in plan.items():
             assert all(case in kernels._WARM_CASES.get(name, [({}, [(1, 2, 4, 4)], ("eval",))]) for case in cases)
+
+
+def test_warm_up_runs_an_op_once_per_process(monkeypatch):
+    """A second compile of the same network (a training run evaluates after every epoch) warms nothing."""
+    runs = []
+    monkeypatch.setattr(kernels, "_warm_one", lambda name, cases: runs.append(name))
+    warm_up(["conv2d", "relu"])
+    first = list(runs)
+    warm_up(["relu", "conv2d"])
+    assert first and runs == first

@@ -273,7 +273,10 @@ def warm_up(op_names, progress: Callable[[int, int, str], None] | None = None, g
     it has them, `progress.plan({op: seconds})` is called first with the ops' expected cold compile
     times (`warm_up_plan`), and `progress.working()` whenever Numba starts compiling something.
     """
-    plan = warm_up_plan(warm_up_order(op_names), graph)
+    # (what this process already ran needs no second run: a training run compiles its network
+    # for evaluation after every epoch)
+    plan = [(name, cases, seconds) for name, cases, seconds in warm_up_plan(warm_up_order(op_names), graph)
+            if (name, repr(cases)) not in _WARMED]
     if progress is not None and hasattr(progress, "plan"):
         progress.plan({name: seconds for name, _, seconds in plan})
     with _reporting_compiles(getattr(progress, "working", None)):
@@ -281,5 +284,9 @@ def warm_up(op_names, progress: Callable[[int, int, str], None] | None = None, g
             if progress is not None:
                 progress(i, len(plan), name)
             _warm_one(name, cases)
+            _WARMED.add((name, repr(cases)))
     if progress is not None:
         progress(len(plan), len(plan), "")
+
+
+_WARMED: set[tuple[str, str]] = set()  # (op, its cases) warmed in this process
