@@ -1,0 +1,1 @@
+"""Training: data, optimizers and the training loop behind `netspec train`."""
