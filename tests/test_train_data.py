@@ -425,8 +425,10 @@ def test_segmentation_folders_with_unmatched_resized_or_wrong_masks(workdir, loa
     assert "seg/masks/c.jpg: a JPEG image of mode L; masks are PNG images of mode L or P" in message
     write_image(Path("seg/masks/b.jpg"), np.zeros((8, 8), np.uint8))
     assert "two files in 'seg/masks' are named 'b' (b.jpg, b.png)" in error("seg", graph)
+    for stem in ("b", "c"):
+        Path(f"seg/masks/{stem}.jpg").unlink()
+        write_image(Path(f"seg/masks/{stem}.png"), np.zeros((8, 8), np.uint8))
     Path("seg/val/images").mkdir(parents=True)
-    Path("seg/masks/b.jpg").unlink()
     assert "'seg/val' must hold images/ and masks/ folders" in error("seg", graph)
 
 

@@ -336,13 +336,12 @@ def _open_folder(root: Path, graph: Graph):
     """(samples, classes, task, samples of the val folder or None) of a folder of one of the forms."""
     val = root / "val"
     if (root / "images").is_dir() and (root / "masks").is_dir():
-        classes = [str(i) for i in range(_output_dims(graph)[0])]
-        val_samples = None
+        samples, val_samples = _segmentation_folder(root, graph), None
         if val.is_dir():
             if not ((val / "images").is_dir() and (val / "masks").is_dir()):
                 raise DataError(f"'{val}' must hold images/ and masks/ folders, as '{root}' does")
             val_samples = _segmentation_folder(val, graph)
-        return _segmentation_folder(root, graph), classes, "segment", val_samples
+        return samples, [str(i) for i in range(_output_dims(graph)[0])], "segment", val_samples
     if (root / "train").is_dir() or val.is_dir():
         if not ((root / "train").is_dir() and val.is_dir()):
             there, missing = ("train", "val") if (root / "train").is_dir() else ("val", "train")
@@ -507,7 +506,7 @@ def open_data(data, graph: Graph, *, val_split: float = 0.2, seed: int = 0) -> t
         raise DataError(f"cannot train on a {type(data).__name__}; give {SOURCES}, or a tuple (x, y) of arrays")
     count = len(samples)
     if count < 2:
-        raise DataError(f"'{name}' holds {count} sample; training needs at least 2")
+        raise DataError(f"'{name}' holds {count} sample{'' if count == 1 else 's'}; training needs at least 2")
 
     def dataset(of, rows: np.ndarray) -> Dataset:
         return Dataset(name, len(rows), classes, task, of, rows)
