@@ -8,6 +8,7 @@ so that a slow spell of the (shared, noisy) machine falls on both sides of it.
     python tools/bench.py                                    # every zoo spec, batch 1 and 8, 2 threads
     python tools/bench.py resnet18 unet --batch 8 --runs 5 --json out.json
     python tools/bench.py specs/resnet50.yaml my_net.yaml    # spec files, zoo or your own
+    python tools/bench.py --train lenet5 resnet18            # training steps (with SGD), images/s, batch 64
 
 The PyTorch side is built from the netspec graph itself (torch.nn.functional per node), so all three
 run the identical network; the largest output difference (relative to the output's scale) is printed
@@ -32,12 +33,19 @@ from netspec.weights import init_weights
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ["lenet5", "alexnet", "vgg16", "googlenet", "inception_v2", "resnet18", "resnet50", "mobilenet_v1",
        "efficientnet", "yolov1", "unet"]
-# --train: the issue's three at their sizes, then the rest of the zoo at 64×64 (AlexNet's smallest
-# input is 63), so that a step at batch 32 takes seconds, not minutes, on 2 cores
-TRAIN_PARAMS = {"lenet5": {}, "resnet18": {"resolution": 64}, "mobilenet_v1": {"resolution": 128},
+# --train: the issue's sizes first (LeNet-5 at its 32×32, ResNet-18 at 32×32 with 10 classes, as on
+# CIFAR-10), then the rest of the zoo at 64×64 (AlexNet's smallest input is 63), so that a step at
+# batch 64 takes a second or two, not minutes, on 2 cores
+TRAIN_PARAMS = {"lenet5": {}, "resnet18": {"resolution": 32, "num_classes": 10}, "mobilenet_v1": {"resolution": 128},
                 "alexnet": {"resolution": 63}, "vgg16": {"resolution": 64}, "googlenet": {"resolution": 64},
                 "inception_v2": {"resolution": 64}, "resnet50": {"resolution": 64},
                 "efficientnet": {"resolution": 64}, "yolov1": {"resolution": 64}, "unet": {"resolution": 64}}
+# --train's optimizer, the same in both engines (the issue's): SGD with momentum and weight decay
+TRAIN_SGD = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
+# the zoo's names in README.md's tables
+TITLES = {"lenet5": "LeNet-5", "alexnet": "AlexNet", "vgg16": "VGG-16", "googlenet": "GoogLeNet",
+          "inception_v2": "Inception v2", "resnet18": "ResNet-18", "resnet50": "ResNet-50",
+          "mobilenet_v1": "MobileNet v1", "efficientnet": "EfficientNet-B0", "yolov1": "YOLOv1", "unet": "U-Net"}
 
 
 def torch_forward(graph, weights, device="cpu", train=False):
@@ -131,10 +139,11 @@ def torch_runner(graph, weights, threads: int | None = None):
     return run
 
 
-def torch_trainer(graph, weights, losses: dict[str, str], threads: int | None = None):
+def torch_trainer(graph, weights, losses: dict[str, str], threads: int | None = None, sgd: dict | None = None):
     """A function doing one training step in PyTorch eager, x and {output: target} (numpy) in:
-    gradients cleared, the forward in train mode, the summed losses, backward; returns (loss,
-    {key: gradient}). None without torch."""
+    gradients cleared, the forward in train mode, the summed losses, backward, and with `sgd`
+    ({"lr", "momentum", "weight_decay"}) torch.optim.SGD's update; returns (loss, {key: gradient}).
+    None without torch."""
     built = torch_forward(graph, weights, "cpu", train=True)
     if built is None:
         return None
@@ -143,14 +152,17 @@ def torch_trainer(graph, weights, losses: dict[str, str], threads: int | None = 
     if threads:
         torch.set_num_threads(threads)
     trainable = {k: t for k, t in forward.weights.items() if t.requires_grad}
+    optimizer = torch.optim.SGD(trainable.values(), **sgd) if sgd else None
 
     def step(x: np.ndarray, targets: dict[str, np.ndarray]):
         for t in trainable.values():
-            t.grad = None
+            t.grad = None  # (optimizer.zero_grad()'s default)
         outputs = forward(torch.from_numpy(x))
         total = sum(F.cross_entropy(outputs[o], torch.from_numpy(targets[o])) if kind == "cross_entropy"
                     else F.mse_loss(outputs[o], torch.from_numpy(targets[o])) for o, kind in losses.items())
         total.backward()
+        if optimizer is not None:
+            optimizer.step()
         return total.item(), {k: t.grad.numpy() for k, t in trainable.items()}
     return step
 
@@ -241,17 +253,18 @@ def spec_path(arg: str) -> Path:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("specs", nargs="*", help="zoo names or spec files (default: the whole zoo)")
-    parser.add_argument("--batch", type=int, nargs="+", help="batch sizes (default 1 8; 32 with --train)")
+    parser.add_argument("--batch", type=int, nargs="+", help="batch sizes (default 1 8; 64 with --train)")
     parser.add_argument("--train", action="store_true",
-                        help="time a training step (forward + backward of one batch) against PyTorch eager, "
-                             "and its peak memory against `summary --mode train`'s plan")
+                        help="time a training step (forward, loss, backward and an SGD update of one batch) "
+                             "against PyTorch eager's, in images per second, and its peak memory against "
+                             "`summary --mode train`'s plan")
     parser.add_argument("--runs", type=int, default=5,
                         help="rounds; in each, every engine runs untimed for 0.3 s, then once timed; medians are kept")
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     parser.add_argument("--json", help="also write the rows as JSON")
     args = parser.parse_args(argv)
     args.specs = args.specs or (list(TRAIN_PARAMS) if args.train else ZOO)
-    args.batch = args.batch or ([32] if args.train else [1, 8])
+    args.batch = args.batch or ([64] if args.train else [1, 8])
     graphs = {}
     for arg in args.specs:  # every spec loads before anything is timed: a typo costs no waiting
         path = spec_path(arg)
@@ -304,12 +317,18 @@ def main(argv: list[str]) -> int:
 
 
 def train_main(graphs: dict, args) -> int:
-    """--train: per spec and batch, a training step's time in netspec (exe.grad) and PyTorch eager, the
-    engines taking turns (interleaved_times), the median of the rounds' ratios; the step's measured
-    peak memory against the plan; the two losses' relative difference."""
+    """--train: per spec and batch, a full training step in netspec (exe.grad, then training/optim's
+    SGD) and in PyTorch eager (forward, loss, backward, torch.optim.SGD), the same batch, settings
+    and starting weights, the engines taking turns (interleaved_times): images per second and the
+    median of the rounds' throughput ratios; the step's measured peak memory against the plan; the
+    two engines' losses over their first steps."""
     from netspec.passes.autodiff import default_loss
     from netspec.passes.memory import plan_memory
-    print(f"{'spec':<14}{'input':>8}{'batch':>6}{'netspec ms':>12}{'torch ms':>10}{'/torch':>7}"
+    from netspec.training.optim import make_optimizer
+    from netspec.weights import param_specs
+    print(f"SGD (lr {TRAIN_SGD['lr']}, momentum {TRAIN_SGD['momentum']}, weight decay {TRAIN_SGD['weight_decay']}), "
+          f"{args.threads} threads; ×torch: netspec's images/s over PyTorch's (above 1: netspec is faster)")
+    print(f"{'spec':<14}{'input':>8}{'batch':>6}{'netspec img/s':>15}{'torch img/s':>13}{'×torch':>8}"
           f"{'planned MiB':>13}{'measured MiB':>14}{'/plan':>7}{'loss diff':>11}")
     rows = []
     for name, graph in graphs.items():
@@ -326,40 +345,76 @@ def train_main(graphs: dict, args) -> int:
             loss = losses if len(losses) > 1 else next(iter(losses.values()))
             y = targets if len(targets) > 1 else next(iter(targets.values()))
             with set_threads(args.threads):
-                exe = netspec.compile(graph, backend="cpu", mode="train", weights=dict(weights), loss=loss,
-                                      progress=False)
-                engines = {"netspec": lambda x: exe.grad(x, y)}
-                step = torch_trainer(graph, weights, losses, args.threads)
+                # (copies: the optimizer updates netspec's weights in place, each engine starts from these)
+                exe = netspec.compile(graph, backend="cpu", mode="train", loss=loss, progress=False,
+                                      weights={k: v.copy() for k, v in weights.items()})
+                trainable = {k: exe.weights[k] for k, spec in param_specs(graph).items()
+                             if spec.trainable and k in exe.weights}
+                optimizer = make_optimizer("sgd", trainable, momentum=TRAIN_SGD["momentum"],
+                                           weight_decay=TRAIN_SGD["weight_decay"])
+
+                def ours(x):
+                    loss, grads = exe.grad(x, y)
+                    optimizer.step(grads, TRAIN_SGD["lr"])
+                    return loss
+                engines = {"netspec": ours}
+                step = torch_trainer(graph, weights, losses, args.threads, sgd=TRAIN_SGD)
                 if step is not None:
-                    engines["torch"] = lambda x: step(x, targets)
+                    engines["torch"] = lambda x: step(x, targets)[0]
+                # the first steps from the same weights, untimed (they compile netspec's kernels): the
+                # losses must agree, the later ones after the updates too
+                first = [{key: run(x) for key, run in engines.items()} for _ in range(FIRST_STEPS)]
                 times = interleaved_times(engines, x, args.runs)
-                ours, theirs = engines["netspec"](x), engines["torch"](x) if step is not None else None
-                measured = step_peak_bytes(lambda: exe.grad(x, y))
+                measured = step_peak_bytes(lambda: ours(x))
             planned = plan_memory(exe.training_graph(), batch).arena
             row = {"spec": name, "input": "×".join(map(str, next(iter(graph.inputs.values())).dims[1:])),
-                   "batch": batch, "netspec_s": statistics.median(times["netspec"]), "planned_bytes": planned,
+                   "batch": batch, "netspec_s": statistics.median(times["netspec"]),
+                   "netspec_images_per_s": batch / statistics.median(times["netspec"]), "planned_bytes": planned,
                    "measured_bytes": measured}
-            if theirs is not None:
+            if step is not None:
                 row["torch_s"] = statistics.median(times["torch"])
-                row["torch_ratio"] = statistics.median(a / b for a, b in zip(times["netspec"], times["torch"]))
+                row["torch_images_per_s"] = batch / row["torch_s"]
+                # netspec's images/s over PyTorch's, the median of the rounds' ratios (above 1: netspec faster)
+                row["throughput_ratio"] = statistics.median(b / a for a, b in zip(times["netspec"], times["torch"]))
                 # (the losses, not the gradients: float32 engines may each take the other side of a ReLU's
                 # kink somewhere in a deep network; tests/test_zoo_gradients.py judges the gradients)
-                row["loss_rel_diff"] = abs(ours[0] - theirs[0]) / max(abs(theirs[0]), 1e-12)
+                row["loss_rel_diff"] = max(abs(s["netspec"] - s["torch"]) / max(abs(s["torch"]), 1e-12) for s in first)
             rows.append(row)
             print(_train_line(row), flush=True)
+    print(f"\nREADME.md's rows (between <!-- train-bench:start --> and <!-- train-bench:end -->):\n{TRAIN_HEADER}")
+    for row in rows:
+        print(_train_markdown(row))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
 
 
+FIRST_STEPS = 3  # steps compared by their losses before the timing (the third after two updates)
+TRAIN_HEADER = ("| spec | input | batch | netspec images/s | PyTorch images/s | netspec / PyTorch "
+                "| planned MiB | measured MiB | measured / planned |\n|---|---|---|---|---|---|---|---|---|")
+
+
 def _train_line(row: dict) -> str:
     mib = 2.0 ** 20
-    torch_ms = f"{row['torch_s'] * 1e3:.1f}" if "torch_s" in row else "-"
-    ratio = f"{row['torch_ratio']:.2f}" if "torch_ratio" in row else "-"
+    theirs = f"{row['torch_images_per_s']:.1f}" if "torch_images_per_s" in row else "-"
+    ratio = f"{row['throughput_ratio']:.2f}" if "throughput_ratio" in row else "-"
     diff = f"{row['loss_rel_diff']:.1e}" if "loss_rel_diff" in row else "-"
-    return (f"{row['spec']:<14}{row['input']:>8}{row['batch']:>6}{row['netspec_s'] * 1e3:>12.1f}{torch_ms:>10}"
-            f"{ratio:>7}{row['planned_bytes'] / mib:>13.1f}{row['measured_bytes'] / mib:>14.1f}"
+    return (f"{row['spec']:<14}{row['input']:>8}{row['batch']:>6}{row['netspec_images_per_s']:>15.1f}{theirs:>13}"
+            f"{ratio:>8}{row['planned_bytes'] / mib:>13.1f}{row['measured_bytes'] / mib:>14.1f}"
             f"{row['measured_bytes'] / row['planned_bytes']:>7.2f}{diff:>11}")
+
+
+def _train_markdown(row: dict) -> str:
+    """`row` as a row of README.md's training table (TRAIN_HEADER)."""
+    mib = 2.0 ** 20
+
+    def rate(key):
+        return "-" if key not in row else f"{row[key]:,.0f}" if row[key] >= 100 else f"{row[key]:.1f}"
+    ratio = f"{row['throughput_ratio']:.2f}" if "throughput_ratio" in row else "-"
+    return (f"| {TITLES.get(row['spec'], row['spec'])} | {row['input']} | {row['batch']} "
+            f"| {rate('netspec_images_per_s')} | {rate('torch_images_per_s')} | {ratio} "
+            f"| {row['planned_bytes'] / mib:.1f} | {row['measured_bytes'] / mib:.1f} "
+            f"| {row['measured_bytes'] / row['planned_bytes']:.2f} |")
 
 
 def _line(row: dict) -> str:
