@@ -413,7 +413,7 @@ def _train_markdown(row: dict) -> str:
     ratio = f"{row['throughput_ratio']:.2f}" if "throughput_ratio" in row else "-"
     return (f"| {TITLES.get(row['spec'], row['spec'])} | {row['input']} | {row['batch']} "
             f"| {rate('netspec_images_per_s')} | {rate('torch_images_per_s')} | {ratio} "
-            f"| {row['planned_bytes'] / mib:.1f} | {row['measured_bytes'] / mib:.1f} "
+            f"| {row['planned_bytes'] / mib:,.1f} | {row['measured_bytes'] / mib:,.1f} "
             f"| {row['measured_bytes'] / row['planned_bytes']:.2f} |")
 
 
