@@ -166,7 +166,7 @@ def train(graph: Graph, data, out=None, *, backend: str = "cpu", weights=None, r
     if state is not None:
         settings = _resumed_settings(state[2], settings)
         data = state[2]["data"] if data is None else data
-    elif data is None:
+    if data is None:
         raise TrainingError("no data to train on: pass --data (digits, a folder of images, or a .npz file)")
     config = resolve_settings(graph, settings)
     losses, loss_spec = _losses(graph, config)
@@ -318,7 +318,7 @@ class _Run:
         meter = _Meter()
         scored = [loss for loss in self.losses if loss.output in model.graph.outputs]
         ignore = self.scored.attrs.ignore_index if self.scored else -100
-        with batches(self.val_set, max(self.batch, 64), seed=0, epoch=0, shuffle=False) as loader:
+        with batches(self.val_set, self.batch, seed=0, epoch=0, shuffle=False) as loader:
             for x, y in loader:
                 outputs = model.run(x)
                 loss = sum(float(ops.get(l.op).reference(l.attrs, [outputs[l.output].astype(np.float64), y], {},
@@ -340,8 +340,15 @@ class _Run:
         config = {k: list(v) if isinstance(v, tuple) else v for k, v in self.config.items()}
         meta = {"epoch": epoch, "optimizer_steps": self.optimizer.step_count, "executor_steps": self.exe.steps,
                 "history": history.rows, "best_epoch": history.best_epoch, "settings": config,
-                "data": self.data if isinstance(self.data, str) else None}
+                "data": _where(self.data)}
         folder.write_state(self.weights, self.optimizer.state(), json.loads(json.dumps(meta)))
+
+
+def _where(data) -> str | None:
+    """The data as --resume finds it again from any folder: "digits", or the absolute path (arrays: None)."""
+    if not isinstance(data, (str, Path)):
+        return None
+    return str(data) if str(data) == "digits" else str(Path(data).absolute())
 
 
 def _epoch_line(row: dict, epochs: int, best: bool) -> str:

@@ -15,6 +15,7 @@ and redoes this one exactly (the data order and dropout come from the seed, epoc
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -151,11 +152,7 @@ class Curves:
 
     def __init__(self, folder: RunFolder, title: str):
         self.folder, self.title = folder, title
-        try:
-            import matplotlib  # noqa: F401
-            self.available = True
-        except ImportError:
-            self.available = False
+        self.available = importlib.util.find_spec("matplotlib") is not None
         self.waiting: list[dict] | None = None
         self.failed: Exception | None = None
         self.wake = threading.Condition()
