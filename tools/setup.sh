@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up netspec in ./.venv (creating it if needed). With --test, also install the test tools.
+# Set up netspec in ./.venv (creating it if needed), with the `train` extra (scikit-learn's digits,
+# matplotlib's curves). With --test, also install the test tools.
 # Installs graphviz's `dot` (needed for diagrams) through apt-get when it is missing and we are root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 
-extra=""
-[ "${1:-}" = "--test" ] && extra="[test]"
+extra="[train]"  # (netspec train's demo data and curves: the README's commands use them)
+[ "${1:-}" = "--test" ] && extra="[test,train]"
 echo "setup: installing netspec${extra} into .venv" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}"
