@@ -59,11 +59,15 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
         if loss is not None:  # and the gradient kernels a training step will call
             from .backends.cpu.backward import FAST_OPS, warm_up as warm_gradients
             names = sorted({node.op for node in graph.nodes} & set(FAST_OPS))
-            with StderrProgress("compiling CPU gradient kernels", note="cached for later runs") as bar:
+            from .backends.cpu.kernels import reporting_compiles
+            with StderrProgress("compiling CPU gradient kernels", note="cached for later runs") as bar, \
+                    reporting_compiles(bar.working if progress else None):  # (shown only when Numba compiles)
                 for done, name in enumerate(names):
                     if progress:
                         bar(done, len(names), name)
                     warm_gradients([name])
+                if progress:
+                    bar(len(names), len(names), "")
     elif backend == "reference":
         kernels = reference_kernels()
     elif backend == "cuda":

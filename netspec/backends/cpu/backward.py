@@ -530,6 +530,9 @@ WARM_CASES: dict[str, list[tuple[dict, tuple[int, ...], tuple[str, ...]]]] = {
 }
 
 
+_WARMED: set[str] = set()  # the ops whose gradient kernels ran in this process
+
+
 def warm_up(op_names=None) -> None:
     """Compile (or load from the cache) the fast gradient kernels of the forward ops `op_names` (all
     of them when None) by running each on its WARM_CASES."""
@@ -540,8 +543,9 @@ def warm_up(op_names=None) -> None:
     rng = np.random.default_rng(0)
     for name in names:
         op = ops.get(name)
-        if op is None or op.backward is None:
+        if op is None or op.backward is None or name in _WARMED:  # (once per process, as kernels.warm_up)
             continue
+        _WARMED.add(name)
         for attr_values, shape, modes in WARM_CASES.get(name, []):
             attrs = op.attrs.model_validate(attr_values)
             types = [TensorType(shape)]

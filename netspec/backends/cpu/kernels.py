@@ -246,7 +246,7 @@ def _warm_one(name: str, cases: list[Case]) -> None:
             kernel(attrs, inputs, params, RunContext(mode, np.random.default_rng(0)))
 
 
-def _reporting_compiles(working: Callable[[], None] | None):
+def reporting_compiles(working: Callable[[], None] | None):
     """A context in which `working()` is called whenever Numba starts compiling a function (a load
     from the on-disk cache is no such event)."""
     if working is None:
@@ -279,7 +279,7 @@ def warm_up(op_names, progress: Callable[[int, int, str], None] | None = None, g
             if (name, repr(cases)) not in _WARMED]
     if progress is not None and hasattr(progress, "plan"):
         progress.plan({name: seconds for name, _, seconds in plan})
-    with _reporting_compiles(getattr(progress, "working", None)):
+    with reporting_compiles(getattr(progress, "working", None)):
         for i, (name, cases, _) in enumerate(plan):
             if progress is not None:
                 progress(i, len(plan), name)
