@@ -111,17 +111,22 @@ def locate(text: str, needle: str, occurrence: int = 1) -> tuple[int, int]:
     return line, col
 
 
-def load_fuzz():
-    """tools/fuzz.py as a module (the command-line fuzzer; its base specs serve test_mutations too)."""
+def load_tool(name: str):
+    """tools/<name>.py as a module, loaded once (the tools are scripts, not a package)."""
     import importlib.util
     import sys
-    name = "netspec_tools_fuzz"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / "fuzz.py")
+    key = f"netspec_tools_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up by name
+        sys.modules[key] = module  # dataclasses look their module up by name
         spec.loader.exec_module(module)
-    return sys.modules[name]
+    return sys.modules[key]
+
+
+def load_fuzz():
+    """tools/fuzz.py (the command-line fuzzer; its base specs serve test_mutations too)."""
+    return load_tool("fuzz")
 
 
 # A ResNet basic block with its projection shortcut, shared by the tests' inline specs (indented to

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import netspec
-from netspec.cli import main
 from netspec.passes.autodiff import TrainingError
 from netspec.spec.errors import SpecError
 from netspec.training import loop
@@ -79,6 +78,21 @@ def test_a_run_learns_and_leaves_its_folder(tiny, tmp_path):
     assert not np.array_equal(last["bn.running_mean"], np.zeros(4))  # the running statistics were kept
 
 
+def _interrupted_then_resumed(graph, data, folder, at_epoch: int, settings: dict, monkeypatch):
+    """A run stopped (Ctrl-C) as epoch `at_epoch` begins, then resumed to its end: its History."""
+    real_epoch = loop._Run.epoch
+
+    def interrupted(self, epoch):
+        if epoch == at_epoch:
+            raise KeyboardInterrupt
+        real_epoch(self, epoch)
+    monkeypatch.setattr(loop._Run, "epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        netspec.train(graph, data, folder, **settings)
+    monkeypatch.setattr(loop._Run, "epoch", real_epoch)
+    return netspec.train(graph, data, folder, resume=True, **settings)
+
+
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny, tmp_path, monkeypatch):
     """Bit for bit on the reference backend: the data order, dropout's masks, the optimizer's state,
     batch norm's running statistics and the schedule all continue where they were."""
@@ -86,18 +100,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny, tmp_p
     data = quadrants(96)
     settings = dict(epochs=3, batch=16, backend="reference", optimizer="adam", lr=0.01, progress=False)
     whole = netspec.train(graph, data, tmp_path / "whole", **settings)
-
-    real_epoch = loop._Run.epoch
-
-    def interrupted(self, epoch):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        real_epoch(self, epoch)
-    monkeypatch.setattr(loop._Run, "epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        netspec.train(graph, data, tmp_path / "split", **settings)
-    monkeypatch.setattr(loop._Run, "epoch", real_epoch)
-    resumed = netspec.train(graph, data, tmp_path / "split", resume=True, **settings)
+    resumed = _interrupted_then_resumed(graph, data, tmp_path / "split", 3, settings, monkeypatch)
     a, b = read_weights(tmp_path / "whole/checkpoint.safetensors"), read_weights(tmp_path / "split/checkpoint.safetensors")
     assert all(np.array_equal(a[k], b[k]) for k in a)
     strip = [{k: v for k, v in row.items() if k != "seconds"} for row in whole.rows]
@@ -109,17 +112,7 @@ def test_resume_on_the_cpu_matches_to_1e_6(tiny, tmp_path, monkeypatch):
     data = quadrants(96)
     settings = dict(epochs=2, batch=16, lr=0.05, progress=False)
     netspec.train(graph, data, tmp_path / "whole", **settings)
-    real_epoch = loop._Run.epoch
-
-    def interrupted(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        real_epoch(self, epoch)
-    monkeypatch.setattr(loop._Run, "epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        netspec.train(graph, data, tmp_path / "split", **settings)
-    monkeypatch.setattr(loop._Run, "epoch", real_epoch)
-    netspec.train(graph, data, tmp_path / "split", resume=True, **settings)
+    _interrupted_then_resumed(graph, data, tmp_path / "split", 2, settings, monkeypatch)
     a, b = read_weights(tmp_path / "whole/checkpoint.safetensors"), read_weights(tmp_path / "split/checkpoint.safetensors")
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7, err_msg=k)

@@ -4,23 +4,20 @@ boxes (tools/shapes.py makes both). The slowest tests of the suite (about a minu
 cores): each is a real training run, judged on held-out data."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import netspec
+from conftest import load_tool
 from netspec.training.data import open_data
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _shapes_tool():
-    spec = importlib.util.spec_from_file_location("shapes", ROOT / "tools" / "shapes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("shapes")
 
 
 @pytest.fixture(scope="module")
