@@ -371,7 +371,8 @@ def _summary(history: History, folder: RunFolder | None, validated: bool) -> Non
     accuracy = best.get("val_accuracy" if validated else "train_accuracy")
     score = f"{what} accuracy {percent(accuracy)}" if accuracy is not None else \
         f"{what} loss {best['val_loss' if validated else 'train_loss']:.4f}"
-    print(f"best epoch {best['epoch']} of {len(history.rows)}: {score}; {len(history.rows)} epoch(s) in "
+    epochs = len(history.rows)
+    print(f"best epoch {best['epoch']} of {epochs}: {score}; {epochs} epoch{'s' * (epochs != 1)} in "
           f"{history.seconds:.1f} s")
     if folder is not None:
         print(f"weights: {folder.file('best.safetensors')} (best epoch), {folder.file('checkpoint.safetensors')} "
