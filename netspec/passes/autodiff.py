@@ -85,9 +85,12 @@ def parse_losses(graph: Graph, loss) -> list[Loss]:
     return losses
 
 
-def default_loss(graph: Graph) -> dict[str, str]:
-    """For each output, cross_entropy where it fits (logits, per-pixel logits), else mse: the loss
-    `summary --mode train` and `compile --mode train` assume when none is named."""
+def default_loss(graph: Graph):
+    """The loss `summary --mode train`, `compile --mode train` and `netspec train` assume when none is
+    named: the spec's (`train: {loss: ...}`), else for each output cross_entropy where it fits
+    (logits, per-pixel logits), else mse."""
+    if graph.train.get("loss") is not None:
+        return graph.train["loss"]
     chosen = {}
     for output in graph.outputs:
         try:
