@@ -13,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import netspec
 from netspec.passes.autodiff import TrainingError
 from netspec.spec.errors import SpecError
 from netspec.training import loop
+from netspec.training.augment import max_shift, shift
 from netspec.training.loop import TrainingStopped
 from netspec.training.run_folder import COLUMNS, RunFolder, RunFolderError
 from netspec.weights import init_weights, load_weights, read_weights
@@ -311,3 +314,36 @@ def test_run_folder_refuses_a_file_and_a_damaged_state(tmp_path):
     (tmp_path / "r/state.safetensors").write_bytes(b"garbage")
     with pytest.raises(RunFolderError, match="cannot resume"):
         RunFolder(tmp_path / "r").read_state()
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 4), c=st.integers(1, 3), h=st.integers(2, 12), w=st.integers(2, 12),
+       seed=st.integers(0, 2**32 - 1))
+def test_shift_moves_each_image_within_its_limit(n, c, h, w, seed):
+    """Sample i is its original moved by the i-th (dy, dx) drawn from the generator, within the limit,
+    the uncovered border filled with the sample's mean."""
+    x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
+    limit = max_shift(h, w)
+    assert 1 <= limit <= max(1, min(h, w) // 16)
+    moved = shift(x, np.random.default_rng(seed), limit)
+    moves = np.random.default_rng(seed).integers(-limit, limit + 1, size=(n, 2))
+    assert moved.shape == x.shape and moved.dtype == x.dtype
+    for i, (dy, dx) in enumerate(moves):
+        want = np.full_like(x[i], x[i].mean())
+        want[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            x[i][:, max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+        np.testing.assert_array_equal(moved[i], want)
+
+
+def test_augment_is_for_classification_and_on_the_command_line(tiny, tmp_path):
+    masks = np.zeros((8, 8, 8), np.int64)
+    seg = tmp_path / "seg.yaml"
+    seg.write_text("netspec: 1\ninput: {shape: [1, 8, 8]}\nlayers:\n  - {op: conv2d, out: 2, kernel: 3, padding: 1}\n")
+    with pytest.raises(TrainingError, match="augment: shift moves images, not their masks"):
+        netspec.train(netspec.load(seg), (quadrants(8)[0], masks), augment="shift", backend="reference", progress=False)
+    np.savez(tmp_path / "d.npz", x=quadrants(48)[0], y=quadrants(48)[1])
+    ran = _cli("train", tiny, "--data", tmp_path / "d.npz", "-o", tmp_path / "run", "--epochs", 1, "--augment", "shift",
+               "--backend", "reference")
+    assert ran.returncode == 0, ran.stderr
+    _, _, meta = RunFolder(tmp_path / "run").read_state()
+    assert meta["settings"]["augment"] == "shift"

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def cmd_train(args) -> int:
     from ..cli import UsageError, _load
-    from .loop import train
 
     if isinstance(args.resume, str):  # `--resume RUN_DIR`; plain `--resume` continues the run in -o
         if args.output is not None and args.output != args.resume:
@@ -23,13 +23,23 @@ def cmd_train(args) -> int:
         if len(betas) != 2:
             raise UsageError(f"--betas expects two numbers, B1,B2 (e.g. 0.9,0.999), got '{args.betas}'")
     graph = _load(args)
+    try:
+        _train(graph, args, betas)
+    except KeyboardInterrupt:
+        print(f"netspec: interrupted; '{args.output}' keeps every finished epoch: continue with --resume",
+              file=sys.stderr)
+        raise
+    return 0
+
+
+def _train(graph, args, betas) -> None:
+    from .loop import train
     train(graph, args.data, args.output, backend=args.backend, weights=args.weights,
           resume=args.resume is not None, force=args.force, threads=args.threads,
           epochs=args.epochs, batch=args.batch, loss=args.loss, optimizer=args.optimizer, lr=args.lr,
           momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay, betas=betas,
           eps=args.eps, schedule=args.schedule, warmup=args.warmup, step_size=args.step_size, gamma=args.gamma,
-          label_smoothing=args.label_smoothing, val_split=args.val_split, seed=args.seed)
-    return 0
+          label_smoothing=args.label_smoothing, val_split=args.val_split, seed=args.seed, augment=args.augment)
 
 
 def add_commands(sub, spec_options) -> None:
@@ -88,6 +98,8 @@ def add_commands(sub, spec_options) -> None:
     p.add_argument("--gamma", type=positive, help="step schedule: the decay factor [0.1]")
     p.add_argument("--label-smoothing", type=fraction, help="cross-entropy label smoothing [0]")
     p.add_argument("--val-split", type=fraction, help="the fraction of the data held out for validation [0.2]")
+    p.add_argument("--augment", choices=["none", "shift"],
+                   help="shift: move each training image by up to 1/16 of its side, anew each epoch [none]")
     p.add_argument("--seed", type=seed_int, help="seed of the weights, the data order and dropout [0]")
     p.add_argument("--threads", type=positive_int, help="threads for the kernels (default: all cores)")
     p.add_argument("--backend", choices=["cpu", "reference"], default="cpu",
