@@ -706,6 +706,11 @@ def test_implicit_gemm_and_im2col_match_reference(path, case, threads, seed):
     from netspec.backends.cpu import conv, implicit
     from netspec.threads import set_threads
     attrs, shapes = case
+    op = ops.get("fused_conv2d")
+    a = op.attrs.model_validate(attrs)
+    out = infer_output(op, a, [TensorType(s) for s in shapes])
+    # (a kernel with taps only on the padding runs as a smaller one: `_live_taps`, tested on its own)
+    assume(conv._live_taps(a, shapes[0][2], shapes[0][3], out.h, out.w) is None)
     module, name = (implicit, "plan") if path == "implicit" else (conv, "_plan_im2col")
     with mock.patch.object(implicit, "MAX_TAPS", 10**6 if path == "implicit" else 0), \
             mock.patch.object(module, name, wraps=getattr(module, name)) as spy, set_threads(threads):
@@ -804,3 +809,32 @@ def test_every_kernel_writes_into_the_array_it_is_given():
             got = kernel(attrs, inputs, params, RunContext(), out=out)
             assert np.shares_memory(got, out) and got.shape == out.shape, name
             np.testing.assert_array_equal(out, own, err_msg=name)
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(1, 5), stride=st.integers(1, 3), pad=st.integers(0, 4), h=st.integers(1, 5), w=st.integers(1, 5),
+       groups=st.sampled_from([1, 2]), seed=st.integers(0, 2**31 - 1))
+def test_a_kernel_with_taps_only_on_padding_convolves_as_the_reference(k, stride, pad, h, w, groups, seed):
+    """Small maps with wide padding leave taps that never meet data (a 3×3 with padding 1 on a 1×1 map
+    has one live tap): the CPU kernel runs the live ones only, and must give the same result."""
+    from netspec.backends.cpu import conv
+    assume(h + 2 * pad >= k and w + 2 * pad >= k)
+    op = ops.get("conv2d")
+    attrs = op.attrs.model_validate({"out": 4, "kernel": k, "stride": stride, "padding": pad, "groups": groups})
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 4, h, w)).astype(np.float32)
+    params = {"weight": rng.standard_normal((4, 4 // groups, k, k)).astype(np.float32),
+              "bias": rng.standard_normal(4).astype(np.float32)}
+    want = op.reference(attrs, [x], params, RunContext())
+    np.testing.assert_allclose(KERNELS["conv2d"](attrs, [x], params, RunContext()), want, rtol=1e-5, atol=1e-5)
+    live = conv._live_taps(attrs, h, w, want.shape[2], want.shape[3])
+    if live is not None:  # its taps: each kept tap meets data, and the kernel shrank
+        (r0, r1), (c0, c1), _ = live
+        assert (r1 - r0, c1 - c0) != (k, k) and 0 <= r0 < r1 <= k and 0 <= c0 < c1 <= k
+
+
+def test_live_taps_of_a_3x3_on_a_1x1_map_are_its_centre():
+    from netspec.backends.cpu import conv
+    attrs = ops.get("conv2d").attrs.model_validate({"out": 8, "kernel": 3, "padding": 1})
+    assert conv._live_taps(attrs, 1, 1, 1, 1) == ((1, 2), (1, 2), (0, 0, 0, 0))
+    assert conv._live_taps(attrs, 7, 7, 7, 7) is None

@@ -191,6 +191,39 @@ def _scale(a, s, out, parallel: bool):
     (_scale_parallel if parallel else _scale_serial)(a, s, out)
 
 
+class _LiveTaps:
+    """A layer's attributes with a smaller kernel and explicit padding (`_live_taps`); the rest its own."""
+
+    def __init__(self, attrs, kernel: tuple[int, int], pads: tuple[int, int, int, int]):
+        self._attrs, self.kernel, self.pads = attrs, kernel, pads
+
+    def __getattr__(self, name):
+        return getattr(self._attrs, name)
+
+
+def _live_taps(attrs, h: int, w: int, ho: int, wo: int):
+    """For a convolution (no dilation) on an h×w input whose kernel has taps that only ever meet the
+    zero padding — a 3×3 with padding 1 on a 1×1 map, as in ResNet's last stage at 32×32 inputs, has
+    one tap in 9 on data — the live taps' rows [r0, r1) and columns [c0, c1), and the padding that
+    keeps every output where it was; None when every tap meets data. The convolution by those taps
+    alone is the same, and takes their share of the work (a 1×1 map: a pointwise GEMM)."""
+    def live(size: int, k: int, stride: int, before: int, out: int) -> tuple[int, int, int, int] | None:
+        taps = [i for i in range(k) if max(0, -(-(before - i) // stride)) <= min(out - 1, (size - 1 + before - i) // stride)]
+        if not taps:  # (every output in the padding: nothing to gain, the usual path gives the bias)
+            return None
+        first, last = taps[0], taps[-1] + 1
+        pad_before = before - first
+        return first, last, pad_before, max(0, (out - 1) * stride + (last - first) - size - pad_before)
+    (kh, kw), (sh, sw), (pt, pl, _, _) = attrs.kernel, attrs.stride, attrs.pads
+    rows, columns = live(h, kh, sh, pt, ho), live(w, kw, sw, pl, wo)
+    if rows is None or columns is None:
+        return None
+    (r0, r1, top, bottom), (c0, c1, left, right) = rows, columns
+    if (r1 - r0, c1 - c0) == (kh, kw):
+        return None
+    return (r0, r1), (c0, c1), (top, left, bottom, right)
+
+
 def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual, packs=None):
     """How a layer convolves inputs of `shape` (N×C×H×W) on `threads` threads: a function
     (x, gate, residual, out) → y (written into `out` where one is given), the convolution of x by
@@ -208,9 +241,15 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual, packs=
     ho = window_out(h, dh * (kh - 1) + 1, sh, pt, pb)
     wo = window_out(wd, dw * (kw - 1) + 1, sw, pl, pr)
     is_depthwise = g > 1 and g == c and o == c
+    live = None if is_depthwise or (dh, dw) != (1, 1) else _live_taps(attrs, h, wd, ho, wo)
+    if live is not None:  # the same convolution with the kernel's live taps only, on its own packed weights
+        (r0, r1), (c0, c1), pads = live
+        return _plan(_LiveTaps(attrs, (r1 - r0, c1 - c0), pads), shape, threads,
+                     np.ascontiguousarray(w[:, :, r0:r1, c0:c1]), bias, has_bias, act, alpha, residual,
+                     packs.setdefault(("live taps", r0, r1, c0, c1), {}))
     pointwise = kh == kw == 1 and pt == pl == pb == pr == 0 and not is_depthwise
     tiles = winograd.tiles(n, ho, wo)
-    wino_tiles = tiles if winograd.applies(attrs, c, o, tiles) else None
+    wino_tiles = tiles if winograd.applies(attrs, c, o, tiles) and winograd.fills_tiles(ho, wo) else None
     if not (is_depthwise or pointwise) and implicit.applies(attrs, c, act, wino_tiles):
         if "implicit" not in packs:
             packs["implicit"] = packed.Packed(w.reshape(o, -1), bias)

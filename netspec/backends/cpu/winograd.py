@@ -133,6 +133,14 @@ MIN_CHANNELS = 16
 MIN_TILES = 32
 
 
+def fills_tiles(ho: int, wo: int) -> bool:
+    """Whether the 2×2 output tiles covering an ho×wo map are at least half used: Winograd saves 2.25×
+    the multiplications of a full tile, so under half it does more work than a GEMM. A 1×1 map (ResNet's
+    layer 4 at 32×32 inputs) uses a quarter of its tile, and costs 3.5× im2col's multiplications plus
+    the weights' transform (made at every training step): 30 ms a layer at batch 64, against 5."""
+    return 2 * ho * wo >= 4 * ((ho + 1) // 2) * ((wo + 1) // 2)
+
+
 def tiles(n: int, ho: int, wo: int) -> int:
     return n * ((ho + 1) // 2) * ((wo + 1) // 2)
 
