@@ -278,7 +278,7 @@ def test_an_exception_in_take_surfaces_at_the_batch_where_it_happened(classifier
     threads = threading.active_count()
     got = []
     with pytest.raises(RuntimeError, match="take number 3 failed"):
-        for x, _ in batches(dataset, 4, seed=0, epoch=0):
+        for x, _ in batches(dataset, 4, seed=0, epoch=0, background=True):
             got.append(x)
     assert len(got) == 2 and threading.active_count() == threads
 
@@ -300,11 +300,22 @@ def test_the_thread_prepares_at_most_two_batches_ahead(classifier, monkeypatch):
     dataset, _ = open_data(arrays(), classifier, val_split=0)
     take = CountingTake(dataset)
     monkeypatch.setattr(dataset, "take", take)
-    with batches(dataset, 4, seed=0, epoch=0) as loader:
+    with batches(dataset, 4, seed=0, epoch=0, background=True) as loader:
         iterator = iter(loader)  # (kept: an iterator dropped stops its thread)
         next(iterator)
         time.sleep(0.2)
         assert take.calls == 3  # the batch handed over and two ahead
+
+
+def test_a_thread_by_default_only_while_files_remain_to_decode(workdir, classifier):
+    in_memory, _ = open_data(arrays(), classifier, val_split=0)
+    assert not in_memory.reads_files and not batches(in_memory, 4, seed=0, epoch=0).background
+    image_folder(Path("data"), (3, 3))
+    images, _ = open_data("data", classifier, val_split=0)
+    assert images.reads_files and batches(images, 2, seed=0, epoch=0).background
+    for _ in batches(images, 2, seed=0, epoch=0):  # the first epoch decodes (and caches) every image
+        pass
+    assert not images.reads_files and not batches(images, 2, seed=0, epoch=1).background
 
 
 def test_close_mid_epoch_stops_the_thread_promptly(classifier, monkeypatch):
@@ -312,7 +323,7 @@ def test_close_mid_epoch_stops_the_thread_promptly(classifier, monkeypatch):
     take = CountingTake(dataset, seconds=0.02)
     monkeypatch.setattr(dataset, "take", take)
     threads = threading.active_count()
-    loader = batches(dataset, 4, seed=0, epoch=0)
+    loader = batches(dataset, 4, seed=0, epoch=0, background=True)
     iterator = iter(loader)
     next(iterator)
     assert threading.active_count() == threads + 1
@@ -320,10 +331,10 @@ def test_close_mid_epoch_stops_the_thread_promptly(classifier, monkeypatch):
     loader.close()
     assert time.perf_counter() - started < 1  # not the 2 s the remaining 99 batches would take
     assert threading.active_count() == threads and take.calls <= 4
-    with batches(dataset, 4, seed=0, epoch=1) as loader:  # the context manager closes it too
+    with batches(dataset, 4, seed=0, epoch=1, background=True) as loader:  # the context manager closes it too
         next(iter(loader))
     assert threading.active_count() == threads
-    for _ in batches(dataset, 4, seed=0, epoch=2):  # and leaving a loop early
+    for _ in batches(dataset, 4, seed=0, epoch=2, background=True):  # and leaving a loop early
         break
     assert threading.active_count() == threads
 

@@ -65,6 +65,11 @@ class Dataset:
         """(x, y) for these samples: x float32, C-contiguous, len(indices)×C×H×W, as the network takes it."""
         return self.samples.take(self.rows[np.asarray(indices, dtype=np.intp)])
 
+    @property
+    def reads_files(self) -> bool:
+        """Whether taking this set's samples still decodes files (they are not all in memory yet)."""
+        return self.samples.reads_files(self.rows)
+
 
 # --- samples ---------------------------------------------------------------------------------------
 
@@ -77,6 +82,9 @@ class _Arrays:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def reads_files(self, rows: np.ndarray) -> bool:
+        return False
 
     def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = self.x[rows]
@@ -98,6 +106,9 @@ class _Images:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def reads_files(self, rows: np.ndarray) -> bool:
+        return self.cache is None or not self.decoded[rows].all()
 
     def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.cache is not None:
@@ -608,11 +619,15 @@ class Batches:
 
 
 def batches(dataset: Dataset, batch: int, *, seed: int, epoch: int, shuffle: bool = True, drop_last: bool = False,
-            background: bool = True) -> Batches:
+            background: bool | None = None) -> Batches:
     """The batches of one epoch. shuffle: in the order of a permutation drawn from
     default_rng([seed, epoch]), so that epoch k has the same order in a resumed run. drop_last: leave
     out a final partial batch (only when there is a full one). background: prepare batches in a thread
-    while the network computes (see Batches)."""
+    while the network computes (see Batches); None: only while there are files to decode. Samples in
+    memory (arrays, the digits, images once cached) are gathered in the loop itself: on 2 cores, with
+    the network's kernels on both, a thread there made an epoch 3–5% slower (tools/bench_loader.py)."""
+    if background is None:
+        background = dataset.reads_files
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     order = np.random.default_rng([seed, epoch]).permutation(dataset.count) if shuffle else np.arange(dataset.count)
