@@ -86,7 +86,7 @@ def train(graph: Graph, data, out=None, **options):
     file with x and y, or a tuple (x, y) of arrays. out: the run folder (checkpoints, metrics.csv,
     curves.png; None writes nothing). options: backend, weights, resume, force, threads, progress, and
     the settings epochs, batch, loss, optimizer, lr, momentum, nesterov, weight_decay, betas, eps,
-    schedule, warmup, step_size, gamma, label_smoothing, val_split, seed (over the spec's `train:`).
+    schedule, warmup, step_size, gamma, label_smoothing, val_split, seed, augment (over the spec's `train:`).
     See netspec/training/loop.py."""
     from .training.loop import train as _train
     return _train(graph, data, out, **options)

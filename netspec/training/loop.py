@@ -155,7 +155,7 @@ def train(graph: Graph, data, out=None, *, backend: str = "cpu", weights=None, r
     out: the run folder (None: nothing is written). weights: initial weights (a .safetensors path or a
     dict; default: initialized from the seed). resume: continue the run in `out`. settings: epochs,
     batch, loss, optimizer, lr, momentum, nesterov, weight_decay, betas, eps, schedule, warmup,
-    step_size, gamma, label_smoothing, val_split, seed — over the spec's `train:` section."""
+    step_size, gamma, label_smoothing, val_split, seed, augment — over the spec's `train:` section."""
     started = time.perf_counter()
     folder = RunFolder(out) if out is not None else None
     if resume and folder is None:
