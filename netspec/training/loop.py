@@ -220,7 +220,7 @@ def train(graph: Graph, data, out=None, *, backend: str = "cpu", weights=None, r
                 run.curves.close()
     history.seconds = time.perf_counter() - started
     if progress:
-        _summary(history, folder, val_set is not None)
+        _summary(history, folder, val_set is not None, config["epochs"] - first_epoch + 1)
     return history
 
 
@@ -363,7 +363,7 @@ def _epoch_line(row: dict, epochs: int, best: bool) -> str:
     return line + f"  |  lr {row['lr']:.3g}  {row['seconds']:.1f} s" + ("  (best)" if best else "")
 
 
-def _summary(history: History, folder: RunFolder | None, validated: bool) -> None:
+def _summary(history: History, folder: RunFolder | None, validated: bool, ran: int) -> None:
     best = history.best
     if best is None:
         return
@@ -371,9 +371,9 @@ def _summary(history: History, folder: RunFolder | None, validated: bool) -> Non
     accuracy = best.get("val_accuracy" if validated else "train_accuracy")
     score = f"{what} accuracy {percent(accuracy)}" if accuracy is not None else \
         f"{what} loss {best['val_loss' if validated else 'train_loss']:.4f}"
-    epochs = len(history.rows)
-    print(f"best epoch {best['epoch']} of {epochs}: {score}; {epochs} epoch{'s' * (epochs != 1)} in "
-          f"{history.seconds:.1f} s")
+    resumed = f" (resumed after epoch {len(history.rows) - ran})" if ran < len(history.rows) else ""
+    print(f"best epoch {best['epoch']} of {len(history.rows)}: {score}; {ran} epoch{'s' * (ran != 1)} in "
+          f"{history.seconds:.1f} s{resumed}")
     if folder is not None:
         print(f"weights: {folder.file('best.safetensors')} (best epoch), {folder.file('checkpoint.safetensors')} "
               f"(last); metrics: {folder.file('metrics.csv')}; curves: {folder.file('curves.png')}")
