@@ -205,14 +205,14 @@ def test_digits_without_scikit_learn_says_how_to_install_it(classifier, monkeypa
 
 # ---- the validation split and the order of batches -------------------------------------------------
 
-def test_the_split_is_stratified_and_the_same_whatever_the_seed(classifier):
+def test_the_split_is_stratified_and_fixed(classifier):
+    """The held-out samples are fixed (no seed to give: runs of any seed are compared on the same ones)."""
     x, y = arrays()
-    train, val = open_data((x, y), classifier, val_split=0.25, seed=0)
+    train, val = open_data((x, y), classifier, val_split=0.25)
     assert np.bincount(val.take(np.arange(val.count))[1]).tolist() == [8, 3]  # 7.5 and 2.5 rounded half up
-    for seed in (1, 123):
-        other_train, other_val = open_data((x, y), classifier, val_split=0.25, seed=seed)
-        assert np.array_equal(other_val.take(np.arange(val.count))[0], val.take(np.arange(val.count))[0])
-        assert np.array_equal(other_train.rows, train.rows)
+    np.random.seed(123)  # (numpy's global state plays no part)
+    other_train, other_val = open_data((x, y), classifier, val_split=0.25)
+    assert np.array_equal(other_val.rows, val.rows) and np.array_equal(other_train.rows, train.rows)
     assert set(train.rows) | set(val.rows) == set(range(40)) and not set(train.rows) & set(val.rows)
 
 

@@ -480,7 +480,7 @@ def _split(count: int, labels: np.ndarray | None, val_split: float) -> tuple[np.
     return train, val
 
 
-def open_data(data, graph: Graph, *, val_split: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset | None]:
+def open_data(data, graph: Graph, *, val_split: float = 0.2) -> tuple[Dataset, Dataset | None]:
     """(training set, validation set) from `data`: "digits"; the path of an image folder (a subfolder
     of images per class; or train/ and val/, each one such folder); of a segmentation folder (images/
     and masks/, optionally val/images and val/masks); of an .npz file (x: N×C×H×W inputs, y: labels,
@@ -488,9 +488,8 @@ def open_data(data, graph: Graph, *, val_split: float = 0.2, seed: int = 0) -> t
 
     Everything is checked here, before any training: every image's header is read (unreadable ones
     are refused and listed), masks are decoded, labels checked against the network's classes. The
-    validation set is None when val_split is 0 and there is no val folder. `seed` does not change
-    the split: runs with different seeds hold out the same samples. DataError for anything wrong."""
-    del seed  # (accepted so that callers pass their run's seed; the split is fixed on purpose, see above)
+    validation set is None when val_split is 0 and there is no val folder. The split takes no seed:
+    runs with different seeds hold out the same samples. DataError for anything wrong."""
     if isinstance(val_split, bool) or not isinstance(val_split, (int, float)) or not 0 <= val_split < 1:
         raise DataError(f"val_split is the fraction of the data held out for validation, in [0, 1); got {val_split!r}")
     val_samples = None

@@ -170,7 +170,7 @@ def train(graph: Graph, data, out=None, *, backend: str = "cpu", weights=None, r
         raise TrainingError("no data to train on: pass --data (digits, a folder of images, or a .npz file)")
     config = resolve_settings(graph, settings)
     losses, loss_spec = _losses(graph, config)
-    train_set, val_set = open_data(data, graph, val_split=config["val_split"], seed=config["seed"])
+    train_set, val_set = open_data(data, graph, val_split=config["val_split"])
     _check_task(train_set.task, losses, graph)
     if config["augment"] != "none" and train_set.task != "classify":
         raise TrainingError(f"augment: {config['augment']} moves images, not their masks or targets: it is for "
