@@ -65,7 +65,7 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
                 for done, name in enumerate(names):
                     if progress:
                         bar(done, len(names), name)
-                    warm_gradients([name])
+                    warm_gradients([name], graph=graph)
                 if progress:
                     bar(len(names), len(names), "")
     elif backend == "reference":

@@ -11,6 +11,8 @@ their fast kernel, never the rule.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -224,10 +226,32 @@ def test_convolution_gradients_without_a_callable_sgemm(attr_values, shape, monk
     _check("conv2d", attrs, inputs, random_params(op, attrs, [TensorType(shape)], rng), "train", rng)
 
 
-def test_warm_up_runs_every_fast_kernel():
-    """warm_up's cases are valid for every op with a fast gradient (they compile its kernels)."""
+def test_warm_up_runs_every_fast_kernel(monkeypatch):
+    """warm_up's cases are valid for every op with a fast gradient (they compile its kernels), and each
+    runs once per process."""
+    monkeypatch.setattr(backward, "_WARMED", set())
     backward.warm_up()
+    assert len(backward._WARMED) == sum(len(backward.WARM_CASES.get(name, [])) for name in backward.FAST_OPS)
+    calls = []
+    monkeypatch.setattr(backward, "grad_kernel", lambda *args: calls.append(args))
     backward.warm_up(["conv2d", "relu"])
+    assert not calls
+
+
+def test_a_network_warms_the_gradient_kernels_of_its_kinds_of_convolution(monkeypatch):
+    """LeNet-5 (5×5 convolutions) needs neither the Winograd nor the depthwise gradients, whose compiles
+    took 23 and 35 s of a first run; ResNet-18 needs Winograd's, MobileNet the depthwise ones."""
+    import netspec
+    from netspec.backends.cpu.backward import conv_kinds
+    specs = Path(__file__).resolve().parent.parent / "specs"
+    assert conv_kinds(netspec.load(specs / "lenet5.yaml")) == {"gemm"}
+    assert conv_kinds(netspec.load(specs / "resnet18.yaml")) == {"gemm", "winograd"}
+    assert conv_kinds(netspec.load(specs / "mobilenet_v1.yaml")) == {"gemm", "depthwise"}
+    monkeypatch.setattr(backward, "_WARMED", set())
+    ran = []
+    monkeypatch.setattr(backward, "grad_kernel", lambda a, *rest: ran.append((a.forward, a.input_dims)))
+    backward.warm_up(["conv2d"], graph=netspec.load(specs / "lenet5.yaml"))
+    assert {dims for _, dims in ran} == {(shape[1:],) for _, shape, _ in backward.CONV_WARM_CASES["gemm"]}
 
 
 def test_winograd_input_gradient_in_chunks_of_images(monkeypatch):

@@ -19,7 +19,7 @@ from numba import njit, prange
 
 from ... import ops
 from ...ops.grad import GradAttrs, grad_args, unpack
-from . import backward_conv, depthwise, gemm
+from . import backward_conv, backward_winograd, depthwise, gemm
 from ._act import FMA
 from ._util import f32, into, output, thread_count
 
@@ -504,18 +504,45 @@ FAST_OPS = sorted({name for name, _ in _FAST})
 # take every code path of the fast kernels above: run once, they compile (or load from Numba's
 # cache) every jitted function a training step's gradients may call, with the argument types the
 # step gives them. (op, attributes, input shape, modes)
-WARM_CASES: dict[str, list[tuple[dict, tuple[int, ...], tuple[str, ...]]]] = {
-    "conv2d": [
+# conv2d's, by the kind of convolution that takes those paths (`conv_kinds`): a network warms only
+# its kinds (from an empty cache, Winograd's took 23 s here and the depthwise ones 35 s: LeNet-5 needs
+# neither)
+CONV_WARM_CASES: dict[str, list[tuple[dict, tuple[int, ...], tuple[str, ...]]]] = {
+    "gemm": [
         ({"out": 4, "kernel": 3, "stride": 2, "padding": 1}, (2, 4, 6, 6), ("train",)),  # GEMM + col2im; patches
         ({"out": 4, "kernel": 3, "padding": 1}, (2, 4, 5, 5), ("train",)),  # shifted runs (same-size output)
-        ({"out": 16, "kernel": 3, "padding": 1, "bias": False}, (1, 16, 16, 16), ("train",)),  # Winograd; dy as is
         ({"out": 4, "kernel": 1, "bias": False}, (1, 4, 24, 24), ("train",)),  # 1×1: GEMMs on x where it lies
         ({"out": 2, "kernel": 5, "bias": False}, (4, 1, 8, 8), ("train",)),  # few taps: images shared, partial sums
-        ({"out": 4, "kernel": 3, "padding": 1, "groups": 4, "bias": False}, (1, 4, 8, 8), ("train",)),  # depthwise
+    ],
+    "winograd": [({"out": 16, "kernel": 3, "padding": 1, "bias": False}, (1, 16, 16, 16), ("train",))],  # dy as is
+    "depthwise": [
+        ({"out": 4, "kernel": 3, "padding": 1, "groups": 4, "bias": False}, (1, 4, 8, 8), ("train",)),
         ({"out": 4, "kernel": 3, "stride": 2, "padding": 1, "groups": 4}, (1, 4, 8, 8), ("train",)),  # dilated dy
         ({"out": 4, "kernel": 3, "stride": 2, "padding": 1, "groups": 4}, (1, 4, 36, 36), ("train",)),  # scatter
         ({"out": 4, "kernel": 3, "padding": 1, "groups": 4}, (1, 4, 20, 20), ("train",)),  # planes (larger maps)
     ],
+}
+
+
+def conv_kinds(graph) -> set[str]:
+    """The kinds of convolution (CONV_WARM_CASES) whose gradients a graph's conv2d nodes may take."""
+    kinds = set()
+    for node in graph.nodes:
+        if node.op != "conv2d":
+            continue
+        a, c = node.attrs, graph.type_of(node.inputs[0]).c
+        if a.groups > 1 and a.groups == c == a.out:
+            kinds.add("depthwise")
+            continue
+        kinds.add("gemm")
+        if (tuple(a.kernel), tuple(a.stride), tuple(a.dilation), a.groups) == ((3, 3), (1, 1), (1, 1), 1) \
+                and min(c, a.out) >= backward_winograd.MIN_CHANNELS:
+            kinds.add("winograd")
+    return kinds
+
+
+WARM_CASES: dict[str, list[tuple[dict, tuple[int, ...], tuple[str, ...]]]] = {
+    "conv2d": [case for cases in CONV_WARM_CASES.values() for case in cases],
     "conv_transpose2d": [({"out": 2, "kernel": 2, "stride": 2}, (1, 2, 4, 4), ("train",))],
     "maxpool2d": [({"kernel": 2}, (1, 2, 4, 4), ("train",))],
     "avgpool2d": [({"kernel": 2}, (1, 2, 4, 4), ("train",))],
@@ -530,12 +557,13 @@ WARM_CASES: dict[str, list[tuple[dict, tuple[int, ...], tuple[str, ...]]]] = {
 }
 
 
-_WARMED: set[str] = set()  # the ops whose gradient kernels ran in this process
+_WARMED: set[str] = set()  # the cases (op and case) whose gradient kernels ran in this process
 
 
-def warm_up(op_names=None) -> None:
+def warm_up(op_names=None, graph=None) -> None:
     """Compile (or load from the cache) the fast gradient kernels of the forward ops `op_names` (all
-    of them when None) by running each on its WARM_CASES."""
+    of them when None) by running each on its WARM_CASES; with `graph`, conv2d's only for the kinds
+    of convolution it has (`conv_kinds`)."""
     from ...ir.types import TensorType
     from ...ops.registry import RunContext
 
@@ -543,10 +571,15 @@ def warm_up(op_names=None) -> None:
     rng = np.random.default_rng(0)
     for name in names:
         op = ops.get(name)
-        if op is None or op.backward is None or name in _WARMED:  # (once per process, as kernels.warm_up)
+        if op is None or op.backward is None:
             continue
-        _WARMED.add(name)
-        for attr_values, shape, modes in WARM_CASES.get(name, []):
+        cases = WARM_CASES.get(name, [])
+        if name == "conv2d" and graph is not None:
+            cases = [case for kind in sorted(conv_kinds(graph)) for case in CONV_WARM_CASES[kind]]
+        for attr_values, shape, modes in cases:
+            key = repr((name, attr_values, shape, modes))
+            if key in _WARMED:  # (once per process, as kernels.warm_up)
+                continue
             attrs = op.attrs.model_validate(attr_values)
             types = [TensorType(shape)]
             x = rng.standard_normal(shape).astype(np.float32)
@@ -565,3 +598,4 @@ def warm_up(op_names=None) -> None:
                                   params=tuple(params))
                     values = [dy] + ([x] if "inputs" in uses else []) + ([y] if "output" in uses else [])
                     grad_kernel(a, values, params, RunContext(mode, np.random.default_rng(0)))
+            _WARMED.add(key)
