@@ -190,6 +190,9 @@ def train(graph: Graph, data, out=None, *, backend: str = "cpu", weights=None, r
     with set_threads(threads):
         exe = compile(graph, backend=backend, mode="train", weights=weights, seed=config["seed"], loss=loss_spec,
                       progress=progress)
+        if val_set is not None:  # and validation's eval-mode kernels (fused convolutions): now, not silently after epoch 1
+            compile(graph, backend=backend, mode="eval", weights={k: v.copy() for k, v in weights.items()},
+                    progress=progress)
         trainable = {k: exe.weights[k] for k, spec in param_specs(graph).items() if spec.trainable and k in exe.weights}
         optimizer = make_optimizer(config["optimizer"], trainable, momentum=config["momentum"],
                                    nesterov=config["nesterov"], weight_decay=config["weight_decay"],
