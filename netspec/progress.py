@@ -23,14 +23,14 @@ import time
 _WIDTH = 20  # the bar's width in characters
 
 
-def _columns(stream) -> int:
+def columns(stream) -> int:
     try:
         return os.get_terminal_size(stream.fileno()).columns or 80
     except (AttributeError, OSError, ValueError):  # not a file: $COLUMNS, else 80
         return shutil.get_terminal_size((80, 24)).columns
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     s = max(0, int(seconds + 0.5))
     return f"{s // 60}:{s % 60:02d}"
 
@@ -108,7 +108,7 @@ class StderrProgress:
         elapsed = now - self.start
         left = self.left(now) if self.expected else 0.0
         step = f"{self.done + 1}/{self.total} {self.name}"
-        times = _clock(elapsed) + (f", about {_clock(left)} left" if self.expected else "")
+        times = clock(elapsed) + (f", about {clock(left)} left" if self.expected else "")
         if not bar:
             return f"netspec: {self.what}: {step} ({times})"
         part = elapsed / max(elapsed + left, 1e-9) if self.expected else self.done / max(self.total, 1)
@@ -118,7 +118,7 @@ class StderrProgress:
 
     def _draw(self, now: float) -> None:
         if self.tty:  # one line, redrawn, never wider than the terminal (a wrapped line would not be)
-            width = _columns(self.stream) - 1
+            width = columns(self.stream) - 1
             line = self._line(now, bar=True)
             if len(line) > width:
                 line = self._line(now, bar=False)
@@ -137,7 +137,7 @@ class StderrProgress:
             if self.shown:
                 end = "stopped" if failed else "done"
                 note = f" ({self.note})" if self.note and not failed else ""
-                line = f"netspec: {self.what}: {end} in {_clock(time.perf_counter() - self.start)}{note}"
+                line = f"netspec: {self.what}: {end} in {clock(time.perf_counter() - self.start)}{note}"
                 self.stream.write(("\r\033[K" if self.tty else "") + line + "\n")
                 self.stream.flush()
                 self.shown = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ..progress import _clock, _columns
+from ..progress import clock, columns
 
 _WIDTH = 20
 
@@ -41,12 +41,12 @@ class EpochProgress:
         head = f"epoch {self.epoch}/{self.epochs}"
         tail = (f"{done_batches}/{self.batches}  {rate:,.0f} img/s  loss {loss:.4f}"
                 + (f"  acc {percent(accuracy)}" if accuracy is not None else "")
-                + f"  {_clock(elapsed)}, about {_clock(left)} left")
+                + f"  {clock(elapsed)}, about {clock(left)} left")
         if self.tty:
             filled = int(_WIDTH * done_batches / max(self.batches, 1))
             bar = ("=" * filled + (">" if filled < _WIDTH else "")).ljust(_WIDTH)
             line = f"{head} [{bar}] {tail}"
-            width = _columns(self.stream) - 1
+            width = columns(self.stream) - 1
             if len(line) > width:
                 line = f"{head} {tail}"
             self.stream.write("\r\033[K" + line[:width])
