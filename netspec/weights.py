@@ -6,6 +6,7 @@ is used: every missing, unexpected or mismatched key is named, and a bad file ne
 """
 from __future__ import annotations
 
+import json
 import os
 import zlib
 from math import prod, sqrt
@@ -140,8 +141,9 @@ def save_weights(weights: dict[str, np.ndarray], path: str | os.PathLike, metada
         raise WeightsError(f"cannot write '{path}': {e.strerror or e}") from None
 
 
-def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a safetensors file into numpy arrays; a clear WeightsError for anything unreadable."""
+def read_weights(path: str | os.PathLike, metadata: bool = False):
+    """Read a safetensors file into numpy arrays; a clear WeightsError for anything unreadable. With
+    `metadata`, (arrays, the header's metadata {str: str}) from the same single read."""
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
@@ -153,9 +155,14 @@ def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except OSError as e:
         raise WeightsError(f"cannot read weights '{path}': {e.strerror or e}") from None
     try:
-        return load(data)
+        arrays = load(data)
     except (SafetensorError, ValueError, TypeError, OSError) as e:
         raise WeightsError(f"'{path}' is not a valid safetensors file ({e})") from None
+    if not metadata:
+        return arrays
+    # (the header, valid since load() read it: 8 bytes of its length, then JSON)
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    return arrays, dict(header.get("__metadata__") or {})
 
 
 def load_weights(path: str | os.PathLike, graph: Graph) -> dict[str, np.ndarray]:

@@ -127,10 +127,7 @@ class RunFolder:
         """(weights, optimizer tensors, metadata) of the last finished epoch."""
         path = self.file("state.safetensors")
         try:
-            tensors = read_weights(path)
-            from safetensors import safe_open
-            with safe_open(str(path), "numpy") as f:
-                header = f.metadata() or {}
+            tensors, header = read_weights(path, metadata=True)
         except (WeightsError, OSError) as e:
             raise RunFolderError(f"cannot resume from '{self.path}': {e}") from None
         if header.get("format") != STATE_FORMAT:
