@@ -2,6 +2,7 @@
 or a seeded random batch."""
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from pathlib import Path
@@ -87,30 +88,60 @@ def normalize(values: np.ndarray, graph: Graph) -> np.ndarray:
     return ((values - mean) / std).astype(np.float32)
 
 
+class UnreadableImage(Exception):
+    """An image file that cannot be read: `reason` in words; `kind` "file" (not a readable regular
+    file), "size" (over MAX_IMAGE_PIXELS: `size` is its width and height), "declared" (its header
+    declares more pixels than Pillow will open) or "image" (not an image, or damaged)."""
+
+    def __init__(self, reason: str, kind: str = "image", size: tuple[int, int] | None = None):
+        super().__init__(reason)
+        self.reason, self.kind, self.size = reason, kind, size
+
+
+@contextlib.contextmanager
+def open_image(path):
+    """The image in a regular file, opened (its header read, the pixels not decoded yet) and within
+    MAX_IMAGE_PIXELS; UnreadableImage otherwise, also when decoding it fails inside the block."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open_regular(path) as f, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # (refused below, with a reason)
+            with Image.open(f) as image:  # (reads the header only: the size is known before decoding)
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise UnreadableImage(f"{image.width}×{image.height} pixels, over the limit of "
+                                          f"{MAX_IMAGE_PIXELS:,}", "size", image.size)
+                yield image
+    except FileReadError as e:
+        raise UnreadableImage(e.strerror, "file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UnreadableImage(f"it declares more than {MAX_IMAGE_PIXELS:,} pixels, the limit", "declared") from None
+    except UnidentifiedImageError:  # (its own message names a file object, not the file)
+        raise UnreadableImage("not an image file (Pillow cannot identify its format)") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise UnreadableImage(str(e)) from None
+
+
 def read_image(path: str, graph: Graph) -> np.ndarray:
     """One image as a 1×C×H×W batch: resized (aspect kept) and centre-cropped to H×W, pixels scaled
     to [0, 1], then (x - mean) / std with the spec's `input: {mean, std}`."""
-    from PIL import Image, UnidentifiedImageError
-
     _, type_ = _input_type(graph)
     if type_.rank != 4 or type_.c not in (1, 3):
         raise InputError(f"this network's input is {type_}; images need 1 or 3 channels")
     try:
-        with open_regular(path) as f, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(f) as image:  # (reads the header only: the size is known before decoding)
-                if image.width * image.height > MAX_IMAGE_PIXELS:
-                    raise InputError(f"image '{path}' is {image.width}×{image.height} "
-                                     f"({image.width * image.height:,} pixels); images are limited to "
-                                     f"{MAX_IMAGE_PIXELS:,} pixels")
-                pixels = image_pixels(image, type_)
-    except FileReadError as e:
-        raise InputError(f"cannot read '{path}': {e.strerror}") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"image '{path}' declares more than {MAX_IMAGE_PIXELS:,} pixels; images are limited to "
-                         "that") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise InputError(f"cannot read image '{path}': {e}") from None
+        with open_image(path) as image:
+            pixels = image_pixels(image, type_)
+    except UnreadableImage as e:
+        if e.kind == "file":
+            raise InputError(f"cannot read '{path}': {e.reason}") from None
+        if e.kind == "size":
+            (w, h) = e.size
+            raise InputError(f"image '{path}' is {w}×{h} ({w * h:,} pixels); images are limited to "
+                             f"{MAX_IMAGE_PIXELS:,} pixels") from None
+        if e.kind == "declared":
+            raise InputError(f"image '{path}' declares more than {MAX_IMAGE_PIXELS:,} pixels; images are limited "
+                             "to that") from None
+        raise InputError(f"cannot read image '{path}': {e.reason}") from None
     return normalize(pixels / np.float32(255.0), graph)[None]
 
 

@@ -23,7 +23,6 @@ import difflib
 import math
 import queue
 import threading
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import FileReadError, open_regular
-from ..inputs import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, fit, image_pixels, normalize
+from ..inputs import IMAGE_SUFFIXES, UnreadableImage, fit, image_pixels, normalize, open_image
 from ..ir.graph import Graph
 from ..resources import Needs, ResourceError, available_memory, check_fits
 
@@ -46,10 +45,6 @@ SOURCES = ("'digits' (the demo), an image folder (one subfolder of images per cl
 
 class DataError(ValueError):
     """Data that cannot be trained on; the message says what and where (file names)."""
-
-
-class _Unreadable(Exception):
-    """An image file that cannot be opened or decoded; the message is the reason."""
 
 
 @dataclass
@@ -125,9 +120,9 @@ class _Images:
     def _decode(self, row: int) -> np.ndarray:
         path = self.paths[row]
         try:
-            with _open_image(path) as image:
+            with open_image(path) as image:
                 return image_pixels(image, self.input)
-        except _Unreadable as e:  # (its header was read when the data was opened: truncated, or changed since)
+        except UnreadableImage as e:  # (its header was read when the data was opened: truncated, or changed since)
             raise DataError(f"cannot decode image '{path}': {e}") from None
 
 
@@ -187,47 +182,15 @@ def _check_within_memory(parts: dict[str, int], subject: str) -> None:
 
 # --- images ------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _open_image(path: Path):
-    """The image in a regular file, opened (its header read, the pixels not decoded yet) and within
-    MAX_IMAGE_PIXELS; _Unreadable with the reason otherwise, also when decoding it fails in the block."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with open_regular(path) as f, Image.open(f) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise _Unreadable(f"{image.width}×{image.height} pixels, over the limit of {MAX_IMAGE_PIXELS:,}")
-            yield image
-    except FileReadError as e:
-        raise _Unreadable(e.strerror) from None
-    except Image.DecompressionBombError:
-        raise _Unreadable(f"it declares more than {MAX_IMAGE_PIXELS:,} pixels, the limit") from None
-    except UnidentifiedImageError:  # (its own message names a file object, not the file)
-        raise _Unreadable("not an image file (Pillow cannot identify its format)") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise _Unreadable(str(e)) from None
-
-
-@contextlib.contextmanager
-def _quiet_about_large_images():
-    """PIL warns of large images when it opens them; _open_image refuses them with a reason instead."""
-    from PIL import Image
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        yield
-
-
 def _image_sizes(paths: list[Path]) -> list[tuple[int, int]]:
     """Each image's (width, height) from its header; unreadable images refused, all listed."""
     sizes, bad = [], []
-    with _quiet_about_large_images():
-        for path in paths:
-            try:
-                with _open_image(path) as image:
-                    sizes.append(image.size)
-            except _Unreadable as e:
-                bad.append(f"{path}: {e}")
+    for path in paths:
+        try:
+            with open_image(path) as image:
+                sizes.append(image.size)
+        except UnreadableImage as e:
+            bad.append(f"{path}: {e}")
     _fail_if(bad, "image(s) cannot be read (fix or remove them)")
     return sizes
 
@@ -325,7 +288,7 @@ def _segmentation_folder(root: Path, graph: Graph) -> _Images:
     for i, (stem, size) in enumerate(zip(stems, sizes)):
         path = masks[stem]
         try:
-            with _quiet_about_large_images(), _open_image(path) as mask:
+            with open_image(path) as mask:
                 if mask.format != "PNG" or mask.mode not in ("L", "P"):
                     bad.append(f"{path}: a {mask.format} image of mode {mask.mode}; masks are PNG images of mode "
                                "L or P (pixel value = class index)")
@@ -337,7 +300,7 @@ def _segmentation_folder(root: Path, graph: Graph) -> _Images:
                 else:  # the image's geometry (fit), with nearest so that class indices stay indices
                     fitted = np.asarray(fit(mask, type_.w, type_.h, Image.NEAREST))
                     targets[i] = fitted[top:top + out_h, left:left + out_w]
-        except _Unreadable as e:
+        except UnreadableImage as e:
             bad.append(f"{path}: {e}")
     _fail_if(bad, "mask(s) cannot be used")
     return _Images([images[s] for s in stems], targets, graph)
