@@ -34,3 +34,40 @@ def test_a_spec_that_does_not_load_is_an_error_not_a_traceback(tmp_path, capsys,
     assert bench.main(["no_such_net"]) == 2
     assert "no_such_net.yaml:1:1: error: cannot read file" in capsys.readouterr().err
     assert timed == []  # nothing was timed
+
+
+def test_busy_neighbours_run_inside_the_block_and_are_gone_after():
+    """--load N: N processes spin while the engines are timed, and none is left behind."""
+    import os
+    bench = _bench()
+
+    def spinners():
+        found = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if f.read().endswith(b"while True: pass\0"):
+                            found.append(pid)
+                except OSError:
+                    pass
+        return set(found)
+    before = spinners()
+    with bench.busy_neighbours(2):
+        inside = spinners() - before
+    assert len(inside) == 2
+    assert not (spinners() & inside)
+
+
+def test_time_outside_the_program_is_measured_once_a_program_runs(load_spec):
+    import numpy as np
+    import netspec
+    bench = _bench()
+    graph = load_spec("input: {shape: [3, 8, 8]}\nlayers:\n  - {op: conv2d, out: 4, kernel: 3}\n")
+    exe = netspec.compile(graph, progress=False)
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    assert bench.time_outside_program(exe, x) is None  # (no program before the second run)
+    exe.run(x)
+    exe.run(x)
+    outside = bench.time_outside_program(exe, x, rounds=5)
+    assert outside is not None and 0.0 <= outside < 0.1

@@ -9,14 +9,18 @@ so that a slow spell of the (shared, noisy) machine falls on both sides of it.
     python tools/bench.py resnet18 unet --batch 8 --runs 5 --json out.json
     python tools/bench.py specs/resnet50.yaml my_net.yaml    # spec files, zoo or your own
     python tools/bench.py --train lenet5 resnet18            # training steps (with SGD), images/s, batch 64
+    python tools/bench.py --load 1 mobilenet_v1 resnet50     # also timed beside one busy process: slowdowns
 
 The PyTorch side is built from the netspec graph itself (torch.nn.functional per node), so all three
 run the identical network; the largest output difference (relative to the output's scale) is printed
-as a cross-check. Compare ratios, not milliseconds: the machine is shared and noisy.
+as a cross-check. "outside µs": the time a netspec run spends outside its compiled program (checking
+the input, the output buffers; backends/cpu/program.py). With --load N, every engine is timed again
+beside N busy processes: each one's slowdown, and netspec's over ONNX Runtime's. Compare ratios, not milliseconds: the machine is shared and noisy.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -214,6 +218,44 @@ def interleaved_times(engines: dict, x, runs: int, settle: float = 0.3) -> dict[
     return times
 
 
+@contextlib.contextmanager
+def busy_neighbours(count: int):
+    """Within the block, `count` other processes each keep a core busy (`python -c "while True: pass"`):
+    a notebook server, a data loader, another worker on the same machine. They have spun for 0.5 s
+    when the block starts."""
+    import subprocess
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def time_outside_program(exe, x, rounds: int = 30) -> float | None:
+    """The time a run spends outside its compiled program (backends/cpu/program.py): `exe.run`
+    (checking the input, the arena, the output buffers, the program's own Python) minus the bare
+    call of the program's function, medians of alternating calls; None without a program."""
+    from netspec.backends.cpu.program import key
+    program = exe.compiled.get(key(x.shape[0]))
+    if not program:
+        return None
+    arena = exe._arena
+    args = [program.table, x.reshape(-1).view(np.uint8), arena.memory] + arena.fresh_buffers()
+    runs, calls = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        exe.run(x)
+        t1 = time.perf_counter()
+        program.function(*args)
+        runs.append(t1 - t0)
+        calls.append(time.perf_counter() - t1)
+    return max(0.0, statistics.median(runs) - statistics.median(calls))
+
+
 def ort_runner(graph, weights, batch: int, threads: int):
     """A function running the graph's ONNX export in ONNX Runtime (numpy in, numpy out), or None."""
     try:
@@ -261,6 +303,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runs", type=int, default=5,
                         help="rounds; in each, every engine runs untimed for 0.3 s, then once timed; medians are kept")
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="also time every engine beside N busy processes (`while True: pass`), and report "
+                             "each engine's slowdown (loaded / alone) and netspec's over ONNX Runtime's")
     parser.add_argument("--json", help="also write the rows as JSON")
     args = parser.parse_args(argv)
     args.specs = args.specs or (list(TRAIN_PARAMS) if args.train else ZOO)
@@ -279,7 +324,7 @@ def main(argv: list[str]) -> int:
     gemm = gemm_gflops(args.threads)
     print(f"GEMM (numpy/OpenBLAS sgemm, {args.threads} threads): {gemm:.0f} GFLOP/s")
     print(f"{'spec':<14}{'batch':>6}{'GMACs':>9}{'netspec ms':>12}{'GFLOP/s':>9}{'ORT ms':>9}{'/ORT':>6}"
-          f"{'torch ms':>10}{'/torch':>7}{'max |diff|':>11}")
+          f"{'torch ms':>10}{'/torch':>7}{'max |diff|':>11}{'outside µs':>11}" + (LOAD_HEADER if args.load else ""))
     rows = []
     for name, graph in graphs.items():
         weights = init_weights(graph, 0)
@@ -297,9 +342,13 @@ def main(argv: list[str]) -> int:
             with set_threads(args.threads):
                 times = interleaved_times(engines, x, args.runs)
                 outputs = {key: run(x) for key, run in engines.items()}
+                outside = time_outside_program(exe, x)
+                if args.load:
+                    with busy_neighbours(args.load):
+                        loaded = interleaved_times(engines, x, args.runs)
             ours = statistics.median(times["netspec"])
             row = {"spec": name, "batch": batch, "macs": macs, "netspec_s": ours,
-                   "netspec_gflops": 2 * macs / ours / 1e9, "gemm_gflops": gemm}
+                   "netspec_gflops": 2 * macs / ours / 1e9, "gemm_gflops": gemm, "outside_s": outside}
             diffs = []
             for key in engines.keys() - {"netspec"}:
                 row[f"{key}_s"] = statistics.median(times[key])
@@ -309,6 +358,13 @@ def main(argv: list[str]) -> int:
                 got, expected = outputs[key], outputs["netspec"]
                 diffs += [float(np.abs(expected[k] - got[k]).max() / max(1.0, np.abs(got[k]).max())) for k in got]
             row["max_rel_diff"] = max(diffs) if diffs else None
+            if args.load:
+                row["load"] = args.load
+                for key in engines:  # an engine's slowdown: the median of its loaded times over its median alone
+                    row[f"{key}_loaded_s"] = statistics.median(loaded[key])
+                    row[f"{key}_slowdown"] = row[f"{key}_loaded_s"] / statistics.median(times[key])
+                if "ort" in engines:
+                    row["slowdown_ratio"] = row["netspec_slowdown"] / row["ort_slowdown"]
             rows.append(row)
             print(_line(row), flush=True)
     if args.json:
@@ -417,6 +473,9 @@ def _train_markdown(row: dict) -> str:
             f"| {row['measured_bytes'] / row['planned_bytes']:.2f} |")
 
 
+LOAD_HEADER = f"{'loaded ms':>11}{'×alone':>8}{'ORT ×alone':>11}{'/ORT×':>7}"
+
+
 def _line(row: dict) -> str:
     def ms(key):
         return f"{row[key] * 1e3:.1f}" if key in row else "-"
@@ -424,9 +483,17 @@ def _line(row: dict) -> str:
     def ratio(key):
         return f"{row[key.replace('_s', '_ratio')]:.2f}" if key in row else "-"
     diff = f"{row['max_rel_diff']:.1e}" if row.get("max_rel_diff") is not None else "-"
+    outside = f"{row['outside_s'] * 1e6:.0f}" if row.get("outside_s") is not None else "-"
     return (f"{row['spec']:<14}{row['batch']:>6}{row['macs'] / 1e9:>9.2f}{ms('netspec_s'):>12}"
             f"{row['netspec_gflops']:>9.1f}{ms('ort_s'):>9}{ratio('ort_s'):>6}{ms('torch_s'):>10}"
-            f"{ratio('torch_s'):>7}{diff:>11}")
+            f"{ratio('torch_s'):>7}{diff:>11}{outside:>11}" + (_load_columns(row) if "load" in row else ""))
+
+
+def _load_columns(row: dict) -> str:
+    """--load's columns: netspec's loaded time and slowdown, ONNX Runtime's, and their ratio."""
+    theirs = f"{row['ort_slowdown']:.2f}" if "ort_slowdown" in row else "-"
+    ratio = f"{row['slowdown_ratio']:.2f}" if "slowdown_ratio" in row else "-"
+    return f"{row['netspec_loaded_s'] * 1e3:>11.1f}{row['netspec_slowdown']:>8.2f}{theirs:>11}{ratio:>7}"
 
 
 if __name__ == "__main__":
