@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from numba import get_num_threads
+from numba import get_num_threads, njit
 
 
 def f32(a) -> np.ndarray:
@@ -26,12 +26,22 @@ def output(out: np.ndarray | None, shape) -> np.ndarray:
 
 
 def into(out: np.ndarray | None, y: np.ndarray) -> np.ndarray:
-    """y (a view, say), or y copied into `out` where the caller hands one that is not y's memory."""
+    """y (a view, say), or y copied into `out` where the caller hands one that is not y's memory
+    (by Numba where both are contiguous, so that a compiled program replays the copy: program.py)."""
     if out is None:
         return y
     if out.ctypes.data != y.ctypes.data:
-        out[...] = y
+        if out.flags.c_contiguous and y.flags.c_contiguous and out.dtype == y.dtype == np.float32:
+            _copy(y.reshape(-1), out.reshape(-1))
+        else:
+            out[...] = y
     return out
+
+
+@njit(cache=True)
+def _copy(src, dst):
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]
 
 
 _scratch = threading.local()

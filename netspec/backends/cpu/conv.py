@@ -325,7 +325,8 @@ def paths(attrs, dims: tuple[int, ...]) -> set[str]:
     if 8 * ho * wo > packed._MAX_COLUMNS:  # a product over 8 images' columns (im2col, Winograd) may be wide
         taken.add("wide gemm")
     if kh == kw == 1 and pt == pl == pb == pr == 0:  # pointwise: the GEMM adds the residual
-        return taken | ({"grouped gemm"} if attrs.groups > 1 else set())
+        return (taken | ({"grouped gemm"} if attrs.groups > 1 else set())
+                | ({"strided pointwise"} if (sh, sw) != (1, 1) else set()))
     act = activation_code(getattr(attrs, "activation", None))
     by_winograd = winograd.applies(attrs, c, attrs.out, winograd.MIN_TILES)  # at a batch with tiles enough
     taken.add("implicit" if implicit.applies(attrs, c, act, None) else "im2col")
@@ -334,6 +335,19 @@ def paths(attrs, dims: tuple[int, ...]) -> set[str]:
     if residual and not implicit.applies(attrs, c, act, 1 << 30 if by_winograd else None):
         taken.add("residual")  # unless the implicit GEMM takes the layer at every batch (it adds the residual)
     return taken
+
+
+@njit(cache=True, fastmath=FMA, parallel=True)
+def _subsample(x, sh, sw, y):
+    """y[n, c, i, j] = x[n, c, i·sh, j·sw]: the pixels a strided 1×1 convolution reads, packed."""
+    n_, c_, ho, wo = y.shape
+    for idx in prange(n_ * c_):
+        n = idx // c_
+        c = idx - n * c_
+        for i in range(ho):
+            src, dst = x[n, c, i * sh], y[n, c, i]
+            for j in range(wo):
+                dst[j] = src[j * sw]
 
 
 def _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, stride, out, packs):
@@ -372,7 +386,9 @@ def _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, 
                 _scale(x.reshape(n, c, h * wd), gate.reshape(n, c), gx, scale_parallel)
                 x = gx.reshape(shape)
         if sh > 1 or sw > 1:
-            x = np.ascontiguousarray(x[:, :, ::sh, ::sw][:, :, :ho, :wo])
+            xs = scratch("strided", n * c * ho * wo).reshape(n, c, ho, wo)
+            _subsample(x, sh, sw, xs)
+            x = xs
         y = output(out, (n, o, ho, wo))
         shape_y = (n * g, og, p)
         product(x.reshape(n * g, cg, p), y.reshape(shape_y), None if res is None else res.reshape(shape_y), wp)

@@ -97,6 +97,7 @@ _CONV_PATHS: dict[str, tuple[list[Case], float]] = {
               ({"out": 8, "kernel": 1}, [(1, 8, 64, 64)], _E)], 25.0),  # on one thread and in parallel
     "wide gemm": ([({"out": 4, "kernel": 1}, [(1, 4, 128, 128)], _E)], 0.5),  # sgemm in parallel blocks
     "grouped gemm": ([({"out": 4, "kernel": 1, "groups": 2}, [(1, 4, 4, 4)], _E)], 0.5),
+    "strided pointwise": ([({"out": 2, "kernel": 1, "stride": 2}, [_IMG], _E)], 3.0),  # its input subsampled
     "implicit": ([({"out": 2, "kernel": 3, "padding": 1}, [_IMG], _E)], 8.0),
     "im2col": ([({"out": 8, "kernel": 3, "padding": 1}, [(1, 64, 6, 6)], _E),
                 ({"out": 8, "kernel": 3, "stride": 2, "padding": 1}, [(1, 64, 6, 6)], _E),  # column phases
