@@ -75,8 +75,11 @@ def compile(graph: Graph, backend: str = "cpu", mode: str = "eval", weights=None
             raise ValueError("gradients run on the cpu and reference backends; the cuda backend runs inference only")
         from .backends import cuda
         return cuda.compile(graph, weights, mode=mode, seed=seed)
+    programs = None
+    if backend == "cpu":
+        from .backends.cpu import program as programs
     return Executable(graph, weights, kernels, mode=mode, seed=seed, backend=backend, arena=backend == "cpu",
-                      loss=loss)
+                      loss=loss, programs=programs)
 
 
 def train(graph: Graph, data, out=None, **options):

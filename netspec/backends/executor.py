@@ -8,6 +8,7 @@ CPU kernels write into one arena laid out by the memory plan (passes/memory.py):
 from __future__ import annotations
 
 import threading
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -150,13 +151,17 @@ class Arena:
         count = int(np.prod(self.shapes[i], dtype=np.int64))
         return memory[at:at + 4 * count].view(np.float32).reshape(self.shapes[i])
 
-    def outs(self) -> list[np.ndarray | None]:
-        """For each step, the array its kernel writes (None: the kernel returns its own)."""
+    def fresh_buffers(self) -> list[np.ndarray]:
+        """This run's own memory for the buffers holding graph outputs (see above)."""
+        return [np.empty(size, np.uint8) for size, _ in self.fresh]
+
+    def outs(self, fresh: list[np.ndarray] | None = None) -> list[np.ndarray | None]:
+        """For each step, the array its kernel writes (None: the kernel returns its own); `fresh`:
+        the run's `fresh_buffers()` (None: new ones)."""
         if not self.fresh:
             return self.fixed
         outs = list(self.fixed)
-        for size, steps in self.fresh:
-            memory = np.empty(size, np.uint8)
+        for memory, (size, steps) in zip(self.fresh_buffers() if fresh is None else fresh, self.fresh):
             for i, at in steps:
                 outs[i] = self._slot(memory, at, i)
         return outs
@@ -181,7 +186,8 @@ class Executable:
     then holds a lock, the arena being one per executable."""
 
     def __init__(self, graph: Graph, weights: dict[str, np.ndarray], kernels: Mapping[str, Kernel],
-                 mode: str = "eval", seed: int = 0, backend: str = "cpu", arena: bool = False, loss=None):
+                 mode: str = "eval", seed: int = 0, backend: str = "cpu", arena: bool = False, loss=None,
+                 programs=None):
         if mode not in ("eval", "train"):
             raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
         if loss is not None and mode != "train":
@@ -197,6 +203,11 @@ class Executable:
         self._writes_into = arena and mode == "eval"
         self._arena: Arena | None = None  # the last batch size's
         self._lock = threading.Lock()
+        # eval runs compiled whole (backends/cpu/program.py): the backend's compiler, and per
+        # (batch, threads) the program (False: the run could not be compiled; keep the loop)
+        self._programs = programs if self._writes_into else None
+        self.compiled: dict[tuple[int, int], object] = {}
+        self._seen: set[tuple[int, int]] = set()  # run shapes the loop ran once: the next run compiles
         self._prepare()
         # training: the losses, and the training graph (passes/autodiff.py) lowered, per wrt_input
         self.losses = parse_losses(self.graph, loss) if loss is not None else None
@@ -229,6 +240,7 @@ class Executable:
         `prepare` where it has one (see Step), so that a run reads no weights and builds no context."""
         if self.mode != "eval":
             return
+        self.compiled = {}  # (programs hold the weights as they were)
         self._bound = []
         for step in self.plan:
             params = {p: self.weights[k] for p, k in step.keys.items()}
@@ -246,14 +258,51 @@ class Executable:
             if self._arena is None or self._arena.batch != batch:
                 self._arena = None  # (the old one freed before the new one is made)
                 self._arena = Arena(self.graph, batch, self.max_memory)
-            return self._run(values, self._arena.outs(), self._arena.done)
+            arena = self._arena
+            if self._programs is None:
+                return self._run(values, arena.outs(), arena.done)
+            self._rebind()
+            key = self._programs.key(batch)
+            program = self.compiled.get(key)
+            if program:
+                return program.run(values, arena.memory, arena.fresh_buffers())
+            if program is None and key in self._seen:  # a second run of this shape: compile it
+                return self._compile_run(key, values, arena)
+            self._seen.add(key)
+            return self._run(values, arena.outs(), arena.done)
+
+    def _compile_run(self, key, values: dict[str, np.ndarray], arena: Arena) -> dict[str, np.ndarray]:
+        """Run once by the loop; then trace a run on other inputs (a probe: arrays the kernels
+        write then differ from the last run's) and compile it into a program for the next runs
+        (`self._programs.build`), checked against this run's outputs where it is new. A run that
+        cannot be compiled keeps the loop, with a warning."""
+        self.compiled[key] = False
+        outputs = self._run(dict(values), arena.outs(), arena.done)
+        rng = np.random.default_rng(12345)
+        probe = {name: rng.standard_normal(v.shape, dtype=np.float32) for name, v in values.items()}
+        fresh = arena.fresh_buffers()
+
+        def agrees(program) -> bool:
+            got = program.run(values, arena.memory, arena.fresh_buffers())
+            return all(np.array_equal(outputs[name], got[name]) for name in outputs)
+        try:
+            self.compiled[key] = self._programs.build(lambda: self._run(dict(probe), arena.outs(fresh), arena.done),
+                                                      probe, arena.memory, fresh, agrees)
+        except Exception as error:  # noqa: BLE001 (the loop still runs the network right)
+            warnings.warn(f"netspec: this network runs kernel by kernel, not compiled whole: {error}",
+                          RuntimeWarning, stacklevel=3)
+        return outputs
+
+    def _rebind(self) -> None:
+        """Eval mode: bind the steps again if weights were replaced since (see `_prepare`)."""
+        if any(self.weights[k] is not array for k, array in self._bound):
+            self._prepare()
 
     def _run(self, values: dict[str, np.ndarray], outs: list[np.ndarray | None], done: list[bool],
              plan: list[Step] | None = None, release: list[list[str]] | None = None,
              outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         self.steps += 1
-        if any(self.weights[k] is not array for k, array in self._bound):  # weights replaced since
-            self._prepare()
+        self._rebind()
         for step, dead, out, nothing_to_do in zip(plan or self.plan, release or self.release, outs, done):
             node = step.node
             args = [values[i] for i in node.inputs]

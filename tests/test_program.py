@@ -1,0 +1,167 @@
+"""The compiled program (backends/cpu/program.py): every zoo spec's eval run compiles into one
+program that gives the executor's loop the same bits; runs that cannot be replayed keep the loop,
+with a warning; programs are per batch size and thread count, rebuilt for new weights, cached on
+disk, and safe to run from several threads."""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+import netspec
+from netspec.backends.cpu import program as programs
+from netspec.threads import set_threads
+from netspec.weights import init_weights
+
+from test_run import SPECS, ZOO, _random_weights
+
+SMALL = """
+input: {shape: [3, 12, 12]}
+layers:
+  - {op: conv2d, name: c1, out: 8, kernel: 3, padding: 1}
+  - {op: relu, name: r1}
+  - {op: conv2d, name: c2, out: 8, kernel: 1, stride: 2}
+  - {op: center_crop, name: crop, size: [4, 4]}
+  - {op: flatten}
+  - {op: linear, name: fc, out: 5}
+"""
+
+
+def _loop(graph, weights, batch_x):
+    """The executor's loop alone (no program), as the judge."""
+    exe = netspec.compile(graph, weights=weights, progress=False)
+    exe._programs = None
+    return exe.run(batch_x)
+
+
+def _runs(exe, x, times=3):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # (a program that fails to build warns)
+        return [exe.run(x) for _ in range(times)]
+
+
+@pytest.mark.parametrize("name,variant,params", ZOO, ids=[f"{s}{'-' + v if v else ''}" for s, v, _ in ZOO])
+def test_every_zoo_spec_compiles_into_a_program_that_gives_the_same_bits(name, variant, params):
+    graph = netspec.load(SPECS / f"{name}.yaml", variant=variant, params=params)
+    weights = _random_weights(graph)
+    dims = graph.inputs[next(iter(graph.inputs))].dims
+    for batch in (1, 2):
+        x = np.random.default_rng(batch).standard_normal((batch,) + dims, dtype=np.float32)
+        exe = netspec.compile(graph, weights=weights, progress=False)
+        first, second, third = _runs(exe, x)  # the loop, the loop while it compiles, the program
+        program = exe.compiled[programs.key(batch)]
+        assert isinstance(program, programs.Program)
+        expected = _loop(graph, weights, x)
+        for out in (first, second, third):
+            assert out.keys() == expected.keys()
+            for key in expected:
+                np.testing.assert_array_equal(out[key], expected[key])
+        # the arrays a run returns stay the caller's
+        again = exe.run(-x)
+        for key in expected:
+            np.testing.assert_array_equal(third[key], expected[key])
+            assert not np.shares_memory(again[key], third[key])
+
+
+def test_a_kernel_whose_python_computes_is_caught_and_the_loop_kept(monkeypatch, load_spec):
+    """A kernel that does its work in Python (here center_crop's copy, in numpy) is invisible to the
+    trace: the new program's outputs differ from the loop's, so it is not used, with a warning;
+    every run's outputs stay right."""
+    from netspec.backends.cpu import tensor
+
+    def crop_in_numpy(x, top, left, y):
+        y[...] = x[:, :, top:top + y.shape[2], left:left + y.shape[3]]
+    monkeypatch.setattr(tensor, "_crop", crop_in_numpy)
+    graph = load_spec(SMALL)
+    weights = init_weights(graph, 0)
+    x = np.random.default_rng(0).standard_normal((2, 3, 12, 12), dtype=np.float32)
+    exe = netspec.compile(graph, weights=weights, progress=False)
+    expected = netspec.compile(graph, backend="reference", weights=weights).run(x)
+    exe.run(x)
+    with pytest.warns(RuntimeWarning, match="kernel by kernel.*differ"):
+        exe.run(x)
+    assert exe.compiled[programs.key(2)] is False
+    for out in (exe.run(x), exe.run(x)):
+        np.testing.assert_allclose(out["fc"], expected["fc"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_kernel_returning_a_value_cannot_be_replayed(monkeypatch, load_spec):
+    from numba import njit
+    from netspec.backends.cpu import tensor
+
+    original = tensor._crop
+
+    @njit
+    def crop_and_count(x, top, left, y):
+        original(x, top, left, y)
+        return 1
+    monkeypatch.setattr(tensor, "_crop", crop_and_count)
+    graph = load_spec(SMALL)
+    exe = netspec.compile(graph, progress=False)
+    x = np.ones((1, 3, 12, 12), np.float32)
+    exe.run(x)
+    with pytest.warns(RuntimeWarning, match="returns a value"):
+        exe.run(x)
+    assert exe.compiled[programs.key(1)] is False
+
+
+def test_programs_per_batch_and_thread_count_and_rebuilt_for_new_weights(load_spec):
+    graph = load_spec(SMALL)
+    weights = init_weights(graph, 0)
+    exe = netspec.compile(graph, weights=dict(weights), progress=False)
+    x = np.random.default_rng(0).standard_normal((3, 3, 12, 12), dtype=np.float32)
+    for batch in (1, 3, 1):
+        _runs(exe, x[:batch])
+    with set_threads(1):
+        _runs(exe, x)
+        one_thread = exe.run(x)
+    assert {key for key, p in exe.compiled.items() if p} == {(1, programs.key(1)[1]), (3, programs.key(3)[1]), (3, 1)}
+    np.testing.assert_array_equal(one_thread["fc"], _loop(graph, weights, x)["fc"])
+    # new weights: the programs (which hold the old ones) go; the next runs use the new weights
+    exe.weights["fc.weight"] = exe.weights["fc.weight"] * 2
+    runs = _runs(exe, x)
+    expected = _loop(graph, exe.weights, x)
+    for out in runs:
+        np.testing.assert_array_equal(out["fc"], expected["fc"])
+    assert isinstance(exe.compiled[programs.key(3)], programs.Program)
+
+
+def test_a_program_is_written_once_and_marked_checked(load_spec):
+    """A program's source is written once, named by its hash, and marked as checked against the
+    loop; another executable of the same network finds it and rewrites nothing."""
+    graph = load_spec(SMALL)
+    exe = netspec.compile(graph, progress=False)
+    x = np.zeros((1, 3, 12, 12), np.float32)
+    _runs(exe, x)
+    path = exe.compiled[programs.key(1)].source
+    assert os.path.dirname(path) == programs.PROGRAMS and os.path.exists(path + ".verified")
+    stamp = os.stat(path).st_mtime_ns
+    again = netspec.compile(graph, progress=False)
+    _runs(again, x)
+    assert again.compiled[programs.key(1)].source == path
+    assert os.stat(path).st_mtime_ns == stamp
+
+
+def test_runs_from_several_threads_at_once_stay_right(load_spec):
+    """One arena and one program per executable: concurrent runs take turns (a lock), each right."""
+    graph = load_spec(SMALL)
+    weights = init_weights(graph, 0)
+    exe = netspec.compile(graph, weights=weights, progress=False)
+    inputs = [np.random.default_rng(i).standard_normal((2, 3, 12, 12), dtype=np.float32) for i in range(4)]
+    expected = [_loop(graph, weights, x)["fc"] for x in inputs]
+    _runs(exe, inputs[0])
+    failures = []
+
+    def work(i):
+        for _ in range(20):
+            if not np.array_equal(exe.run(inputs[i])["fc"], expected[i]):
+                failures.append(i)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
