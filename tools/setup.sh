@@ -37,3 +37,11 @@ extra="[train]"  # (netspec train's demo data and curves: the README's commands 
 [ "${1:-}" = "--test" ] && extra="[test,train]"
 echo "setup: installing netspec${extra} into .venv" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}"
+
+# Compile ahead what a first run of a zoo spec would compile (its kernels, and its program at batch 1),
+# into netspec's cache (~/.cache/netspec/numba): minutes the first time, seconds once cached.
+# NETSPEC_NO_WARM=1 skips it (the first runs then compile what they need).
+if [ -z "${NETSPEC_NO_WARM:-}" ]; then
+  echo "setup: compiling the CPU kernels of the zoo ahead (cached for later runs)" >&2
+  .venv/bin/python tools/warm.py
+fi
