@@ -231,6 +231,35 @@ def test_schema_is_json_and_validates_a_real_spec(cli):
         jsonschema.validate(bad, schema)
 
 
+NEW_SYNTAX = """
+params: {n: 2, g: 1}
+input: {shape: [4, 8, 8]}
+blocks:
+  b:
+    params: {g: {type: int, default: "${spec.g}"}}
+    layers:
+      - {assert: "${g >= 1}", message: "g is ${g}"}
+      - {op: conv2d, name: conv, out: 4, kernel: 1, groups: $g}
+layers:
+  - {assert: "${n <= 24}"}
+  - {op: b, name: "unit${i + 1}", repeat: $n}
+  - {op: relu, name: r, when: "${n > 5}"}
+  - {op: concat, in: [unit1, r if present, r or unit2]}
+"""
+
+
+def test_schema_knows_computed_names_asserts_and_optional_inputs(cli, write_spec):
+    """The schema accepts what the loader accepts (issue #29's syntax) and refuses a malformed assert."""
+    schema = json.loads(cli("schema").out)
+    data = yaml.safe_load(NEW_SYNTAX)
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(data)) == []
+    assert cli("check", write_spec(NEW_SYNTAX)).code == 0
+    for bad in ({"assert": True, "op": "relu"}, {"op": "concat", "in": ["a if"]}):
+        data["layers"].append(bad)
+        assert list(jsonschema.Draft202012Validator(schema).iter_errors(data)), bad
+        data["layers"].pop()
+
+
 def test_schema_to_a_file(cli, workdir):
     r = cli("schema", "-o", "netspec.schema.json")
     assert r.code == 0, r.err

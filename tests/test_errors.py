@@ -460,3 +460,25 @@ def test_batchnorm_attribute_ranges(spec_error, attr, words):
     assert len(err.diagnostics) == 1 and err.diagnostics[0].location.line == 3
     for w in words:
         assert w in err.diagnostics[0].message
+
+
+# --- follow-on errors (issue #29, 6) ----------------------------------------------------------------
+
+def test_a_follow_on_error_is_left_out_and_never_suggests_the_same_name(spec_error):
+    err = spec_error("""
+        input: {shape: [4, 8, 8]}
+        layers:
+          - {op: conv2d, name: a, out: 4, kernel: 9}
+          - {op: conv2d, out: "${a.c}", kernel: 1}
+          - {op: relu, name: b, in: a}
+          - {op: linear, out: "${b.c + 1}"}
+    """)
+    assert len(err.diagnostics) == 1, err.format()
+    assert err.diagnostics[0].location.line == 3 and "kernel" in err.diagnostics[0].message
+    assert "did you mean 'a'" not in err.format()
+
+
+def test_did_you_mean_never_offers_the_word_itself():
+    from netspec.spec.errors import did_you_mean
+    assert did_you_mean("a", ["a", "b"]) == ""
+    assert did_you_mean("conv", ["conv", "conv1"]) == " (did you mean 'conv1'?)"

@@ -172,10 +172,11 @@ def evaluate(value: Any, env: Mapping[str, Any]) -> Any:
     return evaluate_text(text, env)
 
 
-def interpolate(value: Any, env: Mapping[str, Any]) -> Any:
+def interpolate(value: Any, env: Mapping[str, Any], any_value: bool = False) -> Any:
     """A template's text with each `${...}` replaced by its value (`denselayer${i + 1}` →
     `denselayer3`); a whole `${...}` or `$name` is evaluated as usual, and other values are kept.
-    Pieces must be integers or strings, so that the result is a name, never `layer2.0` from a float."""
+    Pieces must be integers or strings, so that the result is a name, never `layer2.0` from a float
+    (`any_value`: any value, for messages)."""
     if not isinstance(value, str) or "$" not in value:
         return value
     if _PIECE.fullmatch(value) or _SHORT.match(value):
@@ -183,6 +184,8 @@ def interpolate(value: Any, env: Mapping[str, Any]) -> Any:
 
     def piece(m: re.Match) -> str:
         v = evaluate_text(m.group(1).strip(), env)
+        if any_value:
+            return str(v)
         if isinstance(v, bool) or not isinstance(v, (int, str)):
             raise ExprError(f"'${{{m.group(1)}}}' in '{value}' gives {v!r}; a piece of a name must be an "
                             "integer or a string")
@@ -191,6 +194,17 @@ def interpolate(value: Any, env: Mapping[str, Any]) -> Any:
     if "$" in text:
         raise ExprError(f"'{value}': write each computed piece as ${{ ... }}")
     return text
+
+
+def names_in(text: str) -> list[str]:
+    """The names an expression reads (not its functions' names), in order; [] when it does not parse."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    found = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called]
+    return list(dict.fromkeys(found))
 
 
 def evaluate_text(text: str, env: Mapping[str, Any]) -> Any:
