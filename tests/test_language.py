@@ -987,3 +987,18 @@ def test_spec_is_read_only_in_block_defaults(spec_error):
           - {op: conv2d, out: 4, kernel: 1, groups: "${spec.g}"}
     """
     one_error_at(spec_error(text), *locate(text, '"${spec'), "spec.g", "block parameter")
+
+
+def test_the_dense_block_example_has_torchvisions_names_and_counts():
+    from pathlib import Path
+    spec = Path(__file__).resolve().parent.parent / "specs" / "examples" / "dense_block.yaml"
+    g = netspec.load(spec)
+    convs = [n.name for n in g if n.op == "conv2d"]
+    assert convs[:2] == ["features.denseblock1.denselayer1.conv1", "features.denseblock1.denselayer1.conv2"]
+    assert convs[-1] == "features.transition1.conv" and len(convs) == 13
+    assert dims(g, "features.denseblock1.denselayer6.cat") == (256, 56, 56)
+    assert netspec.summary(g).params == 368_320  # torchvision's densenet121: its first block and transition
+    g12 = netspec.load(spec, params={"depth": 12, "growth": 16})
+    assert dims(g12, "features.denseblock1.denselayer12.cat") == (64 + 12 * 16, 56, 56)
+    with pytest.raises(SpecError, match="a dense block holds 1 to 24 layers, not 25"):
+        netspec.load(spec, params={"depth": 25})
