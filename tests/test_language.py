@@ -1002,3 +1002,16 @@ def test_the_dense_block_example_has_torchvisions_names_and_counts():
     assert dims(g12, "features.denseblock1.denselayer12.cat") == (64 + 12 * 16, 56, 56)
     with pytest.raises(SpecError, match="a dense block holds 1 to 24 layers, not 25"):
         netspec.load(spec, params={"depth": 25})
+
+
+def test_the_names_of_an_absent_computed_repeat_are_known_to_be_absent(spec_error, load_spec):
+    text = """
+        params: {deep: false}
+        input: {shape: [4, 8, 8]}
+        layers:
+          - {op: relu, name: "r${i + 1}", repeat: 2, when: $deep}
+          - {op: add, in: [r2 %s, input]}
+    """
+    one_error_at(spec_error(text % ""), *locate(text % "", "r2 ,"), "'r2' is absent")
+    assert load_spec(text % "or input").nodes[-1].inputs == ("input", "input")
+    assert [n.name for n in load_spec(text % "", params={"deep": True})] == ["r1", "r2", "2"]

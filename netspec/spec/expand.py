@@ -156,10 +156,7 @@ class Expander:
                     cond = None
                 if cond is False:  # absent: passes its input through
                     through = inputs[0] if inputs else FAILED
-                    name = entry.name
-                    if name and is_template(name):  # (a repeat's computed names are not made when absent)
-                        name = None if entry.repeat is not None else self.computed_name(entry, scope, {})
-                    if name:
+                    for name in self.absent_names(entry, scope):
                         scope.local[name] = through
                         scope.absent[name] = f"its `when:` at line {self.loc(entry, 'when').line} is false"
                     prev = through
@@ -191,6 +188,20 @@ class Expander:
         except ValueError as e:
             self.error(scope, self.loc(entry, "name"), f"the name computed from '{entry.name}': {e}")
         return None
+
+    def absent_names(self, entry: LayerEntry, scope: Scope) -> list[str]:
+        """The names an absent entry would have had (each iteration's, for a computed name), so that
+        a reference to one says it is absent. Quiet: an absent entry's expressions are not errors."""
+        if not is_template(entry.name):
+            return [entry.name] if entry.name else []
+        try:
+            count = 1 if entry.repeat is None else evaluate(entry.repeat, _Env(scope, self.types, {}))
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_REPEAT:
+                return []
+            extra = [{} if entry.repeat is None else {"i": i} for i in range(count)]
+            return [check_name(interpolate(entry.name, _Env(scope, self.types, e)), template=False) for e in extra]
+        except (ExprError, ValueError):
+            return []
 
     def claim(self, entry: LayerEntry, scope: Scope, local: str) -> None:
         """Refuse a name already used in this list, and the reserved ones."""
@@ -237,7 +248,12 @@ class Expander:
         for k, raw in enumerate(entry.inputs):
             where = self.loc(entry, "in", k) if merge else self.loc(entry, "in")
             try:
-                names, optional = parse_ref(interpolate(raw, _Env(scope, self.types, {})))
+                text = interpolate(raw, _Env(scope, self.types, {}))
+                if isinstance(text, int) and not isinstance(text, bool):
+                    text = str(text)  # `${k + 1}` names an entry called 3
+                if not isinstance(text, str):
+                    raise ValueError(f"'{raw}' gives {text!r}, not a node name")
+                names, optional = parse_ref(text)
             except ExprError as e:
                 self.report(scope, where, e)
                 resolved = None

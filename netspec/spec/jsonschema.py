@@ -133,7 +133,7 @@ def spec_json_schema() -> dict[str, Any]:
                 "type": "object", "additionalProperties": False,
                 "properties": {"doc": {"type": "string"}, "params": {"type": "object"}}}},
             "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}},
-            "outputs": REFS,
+            "outputs": {"anyOf": [NAME, {"type": "array", "items": NAME, "minItems": 1}]},
             "train": _untitled(TrainSpec.model_json_schema()) | {
                 "description": "how `netspec train` teaches this network (its options override these)"},
         },

@@ -39,9 +39,14 @@ def check_name(v: Any, template: bool = True) -> str:
     if isinstance(v, bool) or not isinstance(v, (str, int)):
         raise ValueError("a name must be a word like conv1")
     v = str(v)
-    if not NAME_RE.match(v) and not (template and is_template(v)):
-        raise ValueError(f"'{v}' is not a valid name: use letters, digits and _ (dots separate levels); "
-                         "a name may be computed from parameters and the repeat index, as in \"conv${i + 1}\"")
+    if template and is_template(v):
+        return v
+    if is_template(v):
+        raise ValueError(f"'{v}': only a layer's `name:` (and `in:`) may be computed; write the name itself here")
+    if not NAME_RE.match(v):
+        raise ValueError(f"'{v}' is not a valid name: use letters, digits and _ (dots separate levels)"
+                         + ("; a name may be computed from parameters and the repeat index, as in \"conv${i + 1}\""
+                            if template else ""))
     return v
 
 
@@ -60,16 +65,20 @@ def parse_ref(text: str) -> tuple[tuple[str, ...], bool]:
     return names, optional
 
 
-def _refs(v: Any) -> Any:
+def _refs(v: Any, plain: bool = False) -> Any:
+    """`in:` (references, which may be computed or say what an absent entry means) or, `plain`,
+    `outputs:` (names)."""
     items = v if isinstance(v, list) else [v]
     if not items:
-        raise ValueError("'in' lists no inputs")
+        raise ValueError("'in' lists no inputs" if not plain else "`outputs` lists no names")
     for item in items:
         if isinstance(item, bool) or isinstance(item, (int, float)):
             raise ValueError(f"refer to earlier nodes by name, not by index ({item}); give the node a `name:`")
         if not isinstance(item, str):
             raise ValueError(f"'{item}' is not a node name")
-        if not is_template(item):
+        if plain:
+            check_name(item, template=False)
+        elif not is_template(item):
             parse_ref(item)
     return items
 
@@ -77,6 +86,7 @@ def _refs(v: Any) -> Any:
 Name = Annotated[str, BeforeValidator(lambda v: check_name(v, template=False))]  # never computed
 LayerName = Annotated[str, BeforeValidator(check_name)]
 Refs = Annotated[list[str], BeforeValidator(_refs)]
+Names = Annotated[list[str], BeforeValidator(lambda v: _refs(v, plain=True))]
 IntOrExpr = Annotated[int | str, _expr_or("an integer", int)]
 BoolOrExpr = Annotated[bool | str, _expr_or("true or false", bool)]
 
@@ -271,7 +281,7 @@ class SpecFile(Model):
     blocks: dict[str, BlockDef] = {}
     variants: dict[str, Variant] = {}
     layers: list[LayerEntry] | None = None
-    outputs: Refs | None = None
+    outputs: Names | None = None
     train: TrainSpec | None = None
 
 
