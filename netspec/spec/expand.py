@@ -233,8 +233,7 @@ class Expander:
         else:
             message = str(entry.check).strip()
             message = message[2:-1].strip() if message.startswith("${") else message.lstrip("$")
-            shown = [f"{name} = {env[name]!r}" for name in names_in(message)
-                     if name in env and isinstance(env[name], (int, float, str, bool, list))]
+            shown = [f"{name} = {scope.env[name]!r}" for name in names_in(message) if name in scope.env]  # parameters
             message += f" ({', '.join(shown)})" if shown else ""
         self.error(scope, self.loc(entry), f"assertion failed: {message}")
 
