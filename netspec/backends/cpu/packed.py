@@ -50,7 +50,7 @@ _LANES = 8
 
 _SIG = types.void(*[types.int64] * 12, types.float32)
 # by activation code: whether the micro-kernel applies it (else `act_row` does, after it)
-_APPLIED_IN_REGISTERS = np.array([code in IR_ACTIVATIONS for code in range(max(CODES.values()) + 1)])
+APPLIED_IN_REGISTERS = np.array([code in IR_ACTIVATIONS for code in range(max(CODES.values()) + 1)])
 
 
 def _emit_epilogue(builder, sums, p, masks, with_res, activation):
@@ -263,7 +263,7 @@ def _run_part(wp, bp, m, x, c, res, has_res, act, alpha, g0, g1, b0, b1, chunk, 
     x: P×K×N, c and res: P×M×N."""
     k, n = x.shape[1], x.shape[2]
     panels = (n + NR - 1) // NR
-    in_registers = act if _APPLIED_IN_REGISTERS[act] else NONE
+    in_registers = act if APPLIED_IN_REGISTERS[act] else NONE
     ldc, ldr = c.strides[1], res.strides[1]
     g = g0
     while g < g1:
