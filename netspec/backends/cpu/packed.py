@@ -302,13 +302,11 @@ def _run_parallel(threads, split_rows, wp, bp, m, x, c, res, has_res, act, alpha
     p_, k, n = x.shape
     total, blocks = p_ * ((n + NR - 1) // NR), wp.shape[1]
     for w in prange(threads):  # each thread its share of the panels, or of the row blocks; its own buffer
-        xp = buffers[w]
+        g0, g1, b0, b1 = total * w // threads, total * (w + 1) // threads, 0, blocks
         if split_rows:
-            _run_part(wp, bp, m, x, c, res, has_res, act, alpha, 0, total, blocks * w // threads,
-                      blocks * (w + 1) // threads, chunk, group, direct, xp)
-        else:
-            _run_part(wp, bp, m, x, c, res, has_res, act, alpha, total * w // threads, total * (w + 1) // threads,
-                      0, blocks, chunk, group, direct, xp)
+            g0, g1, b0, b1 = 0, total, blocks * w // threads, blocks * (w + 1) // threads
+        # (one call: LLVM inlines _run_part, and a second call site was a second copy to compile)
+        _run_part(wp, bp, m, x, c, res, has_res, act, alpha, g0, g1, b0, b1, chunk, group, direct, buffers[w])
 
 
 # Products smaller than this (multiply-adds) run in the calling thread: waking the pool costs more.
