@@ -90,8 +90,7 @@ def cmd_run(args) -> int:
         exe = compile(graph, backend=args.backend, mode=args.mode, weights=args.weights, seed=args.seed)
         outputs = exe.run(x)  # the first run compiles kernels that are not cached yet
         first = time.perf_counter() - started
-        if args.repeat > 1:
-            exe.run(x)  # (untimed: on the CPU the second run compiles the network into a program)
+        exe.run(x)  # (untimed: on the CPU the second run compiles the network into a program)
         times = []
         while len(times) < args.repeat and (sum(times) < 2.0 or len(times) < 1):
             t0 = time.perf_counter()
@@ -103,8 +102,7 @@ def cmd_run(args) -> int:
         print(f"output {name}: {'×'.join(map(str, y.shape))}")
         print(_describe_output(y))
     median = float(np.median(times))
-    warm = "two warm-up runs" if args.repeat > 1 else "a warm-up run"
-    runs = f"median of {len(times)} run{'s' if len(times) != 1 else ''} after {warm}"
+    runs = f"median of {len(times)} run{'s' if len(times) != 1 else ''} after two warm-up runs"
     print(f"time per batch: {median * 1e3:,.1f} ms ({runs}, batch {x.shape[0]}); "
           f"first run incl. setup {first:,.2f} s")
     if args.output:
