@@ -166,6 +166,22 @@ ACTIVATIONS = {NONE: _ir_none, RELU: _ir_relu, RELU6: _ir_relu6, LEAKY_RELU: _ir
 IR_ACTIVATIONS = {code: ACTIVATIONS[code] for code in (NONE, RELU, RELU6, LEAKY_RELU, SILU)}
 
 
+def switch_activation(builder, code, activations: dict, default: int, emit) -> None:
+    """LLVM IR choosing by the activation code `code` (an i64): a block per code of `activations`
+    running emit(code, activation), `default`'s for any other code; all continue after it."""
+    done = builder.append_basic_block("act.chosen")
+    fallback = builder.append_basic_block(f"act.{default}")
+    switch = builder.switch(code, fallback)
+    for number, activation in activations.items():
+        block = fallback if number == default else builder.append_basic_block(f"act.{number}")
+        if number != default:
+            switch.add_case(ir.Constant(ir.IntType(64), number), block)
+        builder.position_at_end(block)
+        emit(number, activation)
+        builder.branch(done)
+    builder.position_at_end(done)
+
+
 # --- act_row ---------------------------------------------------------------------------------------
 
 def _emit_rows(builder, activation, src, dst, n, bias, alpha, add_bias):
@@ -222,7 +238,7 @@ def _emit_rows(builder, activation, src, dst, n, bias, alpha, add_bias):
 def _emit_strided(builder, activation, src, src_step, dst, dst_step, n, bias, alpha, add_bias):
     """`_emit_rows` for rows whose elements are src_step and dst_step bytes apart (a column of a
     matrix): one element at a time, in lane 0 of a vector, so with the same arithmetic."""
-    f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
+    f32, i32 = ir.FloatType(), ir.IntType(32)
     bptr = ir.IntType(8).as_pointer()
     src, dst = builder.bitcast(src, bptr), builder.bitcast(dst, bptr)
     zero = ir.Constant(i32, 0)
@@ -264,17 +280,8 @@ def act_row(typingctx, src, dst, b, has_bias, act, alpha):
         code = context.cast(builder, args[4], sig.args[4], types.int64)
 
         def by_activation(emit):
-            done = builder.append_basic_block("act_row.done")
-            tanh = builder.append_basic_block("act_row.tanh")
-            switch = builder.switch(code, tanh)
-            for number, activation in ACTIVATIONS.items():
-                block = tanh if number == TANH else builder.append_basic_block(f"act_row.{number}")
-                if number != TANH:
-                    switch.add_case(ir.Constant(ir.IntType(64), number), block)
-                builder.position_at_end(block)
-                emit(activation, with_bias if number == NONE else None)
-                builder.branch(done)
-            builder.position_at_end(done)
+            switch_activation(builder, code, ACTIVATIONS, TANH,
+                              lambda number, activation: emit(activation, with_bias if number == NONE else None))
 
         def rows(activation, add_bias):
             _emit_rows(builder, activation, source.data, target.data, n, _splat(builder, bias), alpha_v, add_bias)

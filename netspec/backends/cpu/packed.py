@@ -42,7 +42,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import gemm
-from ._act import CODES, FMA, IR_ACTIVATIONS, NONE, act_row
+from ._act import CODES, FMA, IR_ACTIVATIONS, NONE, act_row, switch_activation
 from ._util import scratch
 
 MR, NR = 6, 16  # the micro-kernel's block of C: MR rows (broadcast weights) × NR columns (two 8-lane vectors)
@@ -175,17 +175,8 @@ def _emit_tile(builder, args, vectors, context, gather=False):
     full = builder.icmp_signed("==", cols, ir.Constant(i64, _LANES * vectors))
 
     def by_activation(masks, with_res):  # one straight-line epilogue per activation, chosen once
-        done = builder.append_basic_block("tile.stored")
-        plain = builder.append_basic_block("tile.none")
-        switch = builder.switch(act, plain)
-        for code, activation in IR_ACTIVATIONS.items():
-            block = plain if code == NONE else builder.append_basic_block(f"tile.act{code}")
-            if code != NONE:
-                switch.add_case(ir.Constant(i64, code), block)
-            builder.position_at_end(block)
-            _emit_epilogue(builder, final, p, masks, with_res, activation)
-            builder.branch(done)
-        builder.position_at_end(done)
+        switch_activation(builder, act, IR_ACTIVATIONS, NONE,
+                          lambda code, activation: _emit_epilogue(builder, final, p, masks, with_res, activation))
 
     def with_and_without_residual(masks):
         with builder.if_else(has_res) as (yes, no):
