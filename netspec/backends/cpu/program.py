@@ -236,7 +236,10 @@ def layout(record: _Trace, passed: list[np.ndarray]) -> Layout:
             lay.constant_index[key] = len(passed) + len(lay.constants)
             lay.constants.append(owner)
         else:
-            zeroed = before == _digest(np.zeros_like(owner))
+            # zero-filled before each run where the loop's run found it zero (an array a plan makes
+            # with np.zeros); never a scratch buffer, np.empty's: its contents are garbage to every
+            # kernel, zero only by chance (fresh pages)
+            zeroed = key not in scratch and before == _digest(np.zeros_like(owner))
             lay.work[key] = (lay.work_bytes, owner.nbytes, zeroed)
             lay.work_bytes += -(-owner.nbytes // _ALIGN) * _ALIGN
     return lay
