@@ -239,6 +239,7 @@ def time_outside_program(exe, x, rounds: int = 30) -> float | None:
     """The time a run spends outside its compiled program (backends/cpu/program.py): `exe.run`
     (checking the input, the arena, the output buffers, the program's own Python) minus the bare
     call of the program's function, medians of alternating calls; None without a program."""
+    from netspec.backends.cpu import gemm
     from netspec.backends.cpu.program import key
     program = exe.compiled.get(key(x.shape[0]))
     if not program:
@@ -250,7 +251,9 @@ def time_outside_program(exe, x, rounds: int = 30) -> float | None:
         t0 = time.perf_counter()
         exe.run(x)
         t1 = time.perf_counter()
-        program.function(*args)
+        # (as Program.run calls it: OpenBLAS's own threads left spinning would slow the next run)
+        with gemm._OneBlasThread() if gemm.AVAILABLE else contextlib.nullcontext():
+            program.function(*args)
         runs.append(t1 - t0)
         calls.append(time.perf_counter() - t1)
     return max(0.0, statistics.median(runs) - statistics.median(calls))
