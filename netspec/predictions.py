@@ -54,9 +54,13 @@ class Source:
     names: list[str]
     file: str | None = None  # an array source's .npy/.npz file, and the array's name in an .npz
     member: str | None = None
+    base: str = field(default_factory=os.getcwd)  # what relative names are relative to (for a worker elsewhere)
 
     def part(self, rows: list[int]) -> "Source":
-        return Source(self.kind, [self.names[i] for i in rows], self.file, self.member)
+        return Source(self.kind, [self.names[i] for i in rows], self.file, self.member, self.base)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.base, name)
 
 
 def _input_type(graph: Graph):
@@ -147,17 +151,18 @@ def _array(source: Source) -> np.ndarray:
     """The array of an array source: a .npy memory-mapped (read as batches need it), an .npz member
     read once per process."""
     try:
-        stat = os.stat(source.file)
+        stat = os.stat(source.path(source.file))
     except OSError as e:
         raise InputError(f"cannot read '{source.file}': {e.strerror}") from None
-    key = (os.path.realpath(source.file), stat.st_ino, stat.st_mtime_ns, source.member)  # (the file, not its name)
+    file = os.path.realpath(source.path(source.file))
+    key = (file, stat.st_ino, stat.st_mtime_ns, source.member)  # (the file, not its name)
     if key not in _ARRAYS:
         if source.member is None:
-            with open_regular(source.file):  # (a regular file: a FIFO would block np.load)
+            with open_regular(file):  # (a regular file: a FIFO would block np.load)
                 pass
-            array = np.load(source.file, mmap_mode="r", allow_pickle=False)
+            array = np.load(file, mmap_mode="r", allow_pickle=False)
         else:
-            with np.load(source.file, allow_pickle=False) as archive:
+            with np.load(file, allow_pickle=False) as archive:
                 array = archive[source.member]
         _ARRAYS.clear()
         _ARRAYS[key] = array
@@ -183,7 +188,7 @@ def read_batch(source: Source, rows: list[int], graph: Graph) -> tuple[np.ndarra
     pixels = np.empty((len(rows),) + type_.dims, np.uint8)
     for r in rows:
         try:
-            with open_image(source.names[r]) as image:
+            with open_image(source.path(source.names[r])) as image:
                 pixels[len(good)] = image_pixels(image, type_)
             good.append(r)
         except UnreadableImage as e:
@@ -700,7 +705,8 @@ def cmd_predict(args) -> int:
     errors = beside(Path(args.output), "errors.csv")
     print(f"wrote {args.output}: {job.rows + job.skipped:,} rows"
           + (f" ({job.rows:,} new)" if job.skipped else "")
-          + (f", {len(job.errors):,} inputs that could not be read (listed in {errors})" if job.errors else ", no errors")
+          + (f", {len(job.errors):,} input{'s' if len(job.errors) != 1 else ''} that could not be read (listed in "
+             f"{errors})" if job.errors else ", no errors")
           + f"; {job.rate:,.1f} images/s ({job.seconds:,.1f} s)")
     return 0
 

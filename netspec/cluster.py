@@ -1,0 +1,133 @@
+"""`netspec predict --cluster`: the job's inputs in partitions on Dask workers.
+
+Dask distributed, not a scheduler of our own: it starts local workers (`local:N`) or joins a
+cluster that exists (`tcp://HOST:8786`), places each partition on a worker, and when a worker dies
+runs its partitions again elsewhere. A partition's rows come back only when it is done, so each
+input reaches OUT exactly once. Each worker process compiles the network once (its kernels from
+netspec's cache) and keeps it for every partition of the job.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import uuid
+from itertools import islice
+from typing import Iterator
+
+from .predictions import Job, PredictError, Runner, Source, run_batches
+
+_RUNNERS: dict[tuple, Runner] = {}  # per worker process: (job key, threads) → its compiled network
+_LOCK = threading.Lock()
+
+
+def _threads(job: Job) -> int:
+    """Kernel threads per task on this worker: --threads, else the cores shared by its task slots."""
+    if job.threads:
+        return job.threads
+    from distributed import get_worker
+    return max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads))
+
+
+def _runner(key: str, job: Job, weights) -> Runner:
+    threads = _threads(job)
+    with _LOCK:
+        runner = _RUNNERS.get((key, threads))
+        if runner is None:
+            from .threads import set_threads
+            _RUNNERS.clear()  # (a new job: the last one's network is not needed any more)
+            job.weights = weights
+            with set_threads(threads):
+                runner = _RUNNERS[key, threads] = Runner(job, progress=False)
+        return runner
+
+
+def warm(key: str, job: Job, weights) -> int:
+    """Compile the network on this worker before the clock starts."""
+    _runner(key, job, weights)
+    return os.getpid()
+
+
+def run_part(key: str, job: Job, weights, source: Source) -> list:
+    """One partition, run on a worker: [(names, results, errors)] per batch."""
+    from .threads import set_threads
+    runner = _runner(key, job, weights)
+    with set_threads(_threads(job)):
+        return list(run_batches(runner, source, list(range(len(source.names)))))
+
+
+class Engine:
+    def __init__(self, client, cluster=None):
+        self.client, self.cluster = client, cluster
+
+    def workers(self) -> list[str]:
+        return list(self.client.scheduler_info()["workers"])
+
+    def run(self, job: Job, source: Source, rows: list[int], partition: int | None) -> Iterator[tuple]:
+        """(names, results, errors) per batch, as partitions finish (in any order). The network is
+        compiled on every worker before this returns."""
+        self.client.wait_for_workers(1)
+        workers = self.workers()
+        weights = job.weights
+        if isinstance(weights, (str, os.PathLike)):  # read here, sent once to every worker
+            from .weights import load_weights
+            weights = load_weights(weights, job.graph)
+        if weights is not None:
+            weights = self.client.scatter([weights], broadcast=True)[0]
+        shipped = Job(job.graph, None, job.seed, job.batch, job.top, job.threads, job.decoders, job.ahead)
+        key = uuid.uuid4().hex
+        # every worker compiles before the first partition (and before the clock of the job starts)
+        self.client.gather([self.client.submit(warm, key, shipped, weights, workers=[w], pure=False) for w in workers])
+        size = partition or job.batch * min(32, max(1, math.ceil(len(rows) / (4 * len(workers) * job.batch))))
+        return self._results(key, shipped, weights, source, rows, size, len(workers))
+
+    def _results(self, key, shipped, weights, source, rows, size, workers) -> Iterator[tuple]:
+        from distributed import as_completed
+        parts = (rows[i:i + size] for i in range(0, len(rows), size))
+
+        def submit(part):
+            return self.client.submit(run_part, key, shipped, weights, source.part(part), pure=False)
+        running = as_completed([submit(p) for p in islice(parts, 2 * workers)])  # (bounded: memory)
+        for future in running:
+            batches = future.result()
+            future.release()
+            part = next(parts, None)
+            if part is not None:
+                running.add(submit(part))
+            yield from batches
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
+
+
+def connect(address: str) -> Engine:
+    """`local:N` (N worker processes here, one task each) or a Dask scheduler's address."""
+    from .cli import UsageError
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise PredictError("--cluster needs Dask distributed: .venv/bin/pip install -e '.[cluster]'") from None
+    if address.startswith("local:"):
+        try:
+            n = int(address[len("local:"):])
+        except ValueError:
+            n = 0
+        if not 1 <= n <= 256:
+            raise UsageError(f"--cluster {address}: expected local:N with N workers, 1 to 256")
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
+        return Engine(Client(cluster), cluster)
+    if address.startswith("ray://"):
+        raise UsageError("--cluster: netspec runs on Dask; give a Dask scheduler's address (tcp://HOST:8786) "
+                         "or local:N")
+    if "://" not in address:
+        raise UsageError(f"--cluster {address}: expected local:N or a Dask scheduler's address (tcp://HOST:8786)")
+    try:
+        return Engine(Client(address, timeout="10s"))
+    except (OSError, TimeoutError) as e:
+        raise PredictError(f"cannot reach the Dask scheduler at {address}: {e}") from None
