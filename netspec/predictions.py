@@ -244,7 +244,7 @@ class Runner:
             p = np.exp(logits - logits.max(axis=1, keepdims=True))
             p /= p.sum(axis=1, keepdims=True)
             top = np.argsort(-p, axis=1, kind="stable")[:, :self.job.top]
-            return [(top[i], p[i, top[i]]) for i in range(n)]
+            return list(zip(top.tolist(), np.take_along_axis(p, top, axis=1).tolist()))  # (plain lists: cheap rows)
         if self.kind == "mask":
             y = next(iter(outputs.values()))[:n]
             dtype = np.uint8 if y.shape[1] <= 256 else np.uint16
@@ -253,26 +253,37 @@ class Runner:
 
 
 def run_batches(runner: Runner, source: Source, rows: list[int]) -> Iterator[tuple[list[str], list, list]]:
-    """(names, results, errors) per batch, in order; the inputs decoded by a pool of threads a few
-    batches ahead of the network (its program releases the GIL, so decoding overlaps it)."""
+    """(names, results, errors) per batch, in order. A pool of threads decodes the inputs a few
+    batches ahead, and the network runs in a thread of its own one batch ahead of the caller, who
+    writes the last batch's rows meanwhile: the compiled program releases the GIL, so all three overlap."""
+    import numba
     job, graph = runner.job, runner.job.graph
     chunks = (rows[i:i + job.batch] for i in range(0, len(rows), job.batch))
-    pool = ThreadPoolExecutor(max(1, job.decoders), thread_name_prefix="netspec-decode")
-    pending: deque = deque()
+    readers = ThreadPoolExecutor(max(1, job.decoders), thread_name_prefix="netspec-decode")
+    # (Numba's thread count is per thread: the network's thread gets the caller's, which its program is compiled for)
+    network = ThreadPoolExecutor(1, "netspec-network", initializer=numba.set_num_threads,
+                                 initargs=(numba.get_num_threads(),))
+    reading: deque = deque()
+    running: deque = deque()
+
+    def run(read):
+        x, good, errors = read.result()
+        return [source.names[r] for r in good], (runner.run(x) if good else []), errors
     try:
         for chunk in chunks:
-            pending.append(pool.submit(read_batch, source, chunk, graph))
-            if len(pending) >= job.ahead:
+            reading.append(readers.submit(read_batch, source, chunk, graph))
+            if len(reading) >= job.ahead:
                 break
-        while pending:
-            x, good, errors = pending.popleft().result()
-            chunk = next(chunks, None)
-            if chunk is not None:
-                pending.append(pool.submit(read_batch, source, chunk, graph))
-            results = runner.run(x) if good else []
-            yield [source.names[r] for r in good], results, errors
+        while reading or running:
+            while reading and len(running) < 2:
+                running.append(network.submit(run, reading.popleft()))
+                chunk = next(chunks, None)
+                if chunk is not None:
+                    reading.append(readers.submit(read_batch, source, chunk, graph))
+            yield running.popleft().result()
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        network.shutdown(wait=True, cancel_futures=True)
+        readers.shutdown(wait=True, cancel_futures=True)
 
 
 # --- writing the results -----------------------------------------------------------------------
@@ -283,9 +294,9 @@ def class_row(name: str, result, labels: list[str] | None) -> dict:
     row = {"path": name}
     for k, (c, s) in enumerate(zip(classes, scores), start=1):
         suffix = "" if k == 1 else f"_{k}"
-        row[f"class{suffix}"], row[f"score{suffix}"] = int(c), float(f"{s:.6g}")
+        row[f"class{suffix}"], row[f"score{suffix}"] = c, float(f"{s:.6g}")
         if labels:
-            row[f"label{suffix}"] = labels[int(c)]
+            row[f"label{suffix}"] = labels[c]
     return row
 
 
