@@ -22,16 +22,18 @@ _RUNNERS: dict[tuple, Runner] = {}  # per worker process: (job key, threads) →
 _LOCK = threading.Lock()
 
 
-def _threads(job: Job) -> int:
-    """Kernel threads per task on this worker: --threads, else the cores shared by its task slots."""
+def _threads(job: Job, slots: dict[str, int]) -> int:
+    """Kernel threads per task on this worker: --threads, else the machine's cores shared by the task
+    slots of every worker on it (`slots`: per host, from the scheduler)."""
     if job.threads:
         return job.threads
     from distributed import get_worker
-    return max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads))
+    from distributed.comm import get_address_host
+    return max(1, (os.cpu_count() or 1) // max(1, slots.get(get_address_host(get_worker().address), 1)))
 
 
-def _runner(key: str, job: Job, weights) -> Runner:
-    threads = _threads(job)
+def _runner(key: str, job: Job, weights, slots) -> Runner:
+    threads = _threads(job, slots)
     with _LOCK:
         runner = _RUNNERS.get((key, threads))
         if runner is None:
@@ -43,17 +45,17 @@ def _runner(key: str, job: Job, weights) -> Runner:
         return runner
 
 
-def warm(key: str, job: Job, weights) -> int:
+def warm(key: str, job: Job, weights, slots) -> int:
     """Compile the network on this worker before the clock starts."""
-    _runner(key, job, weights)
+    _runner(key, job, weights, slots)
     return os.getpid()
 
 
-def run_part(key: str, job: Job, weights, source: Source) -> list:
+def run_part(key: str, job: Job, weights, slots, source: Source) -> list:
     """One partition, run on a worker: [(names, results, errors)] per batch."""
     from .threads import set_threads
-    runner = _runner(key, job, weights)
-    with set_threads(_threads(job)):
+    runner = _runner(key, job, weights, slots)
+    with set_threads(_threads(job, slots)):
         return list(run_batches(runner, source, list(range(len(source.names)))))
 
 
@@ -61,14 +63,17 @@ class Engine:
     def __init__(self, client, cluster=None):
         self.client, self.cluster = client, cluster
 
-    def workers(self) -> list[str]:
-        return list(self.client.scheduler_info()["workers"])
-
     def run(self, job: Job, source: Source, rows: list[int], partition: int | None) -> Iterator[tuple]:
         """(names, results, errors) per batch, as partitions finish (in any order). The network is
         compiled on every worker before this returns."""
+        from distributed.comm import get_address_host
         self.client.wait_for_workers(1)
-        workers = self.workers()
+        info = self.client.scheduler_info()["workers"]
+        workers = list(info)
+        slots: dict[str, int] = {}  # task slots per machine: its cores are shared among them
+        for address, worker in info.items():
+            host = get_address_host(address)
+            slots[host] = slots.get(host, 0) + worker.get("nthreads", 1)
         weights = job.weights
         if isinstance(weights, (str, os.PathLike)):  # read here, sent once to every worker
             from .weights import load_weights
@@ -78,16 +83,17 @@ class Engine:
         shipped = Job(job.graph, None, job.seed, job.batch, job.top, job.threads, job.decoders, job.ahead)
         key = uuid.uuid4().hex
         # every worker compiles before the first partition (and before the clock of the job starts)
-        self.client.gather([self.client.submit(warm, key, shipped, weights, workers=[w], pure=False) for w in workers])
+        self.client.gather([self.client.submit(warm, key, shipped, weights, slots, workers=[w], pure=False)
+                            for w in workers])
         size = partition or job.batch * min(32, max(1, math.ceil(len(rows) / (4 * len(workers) * job.batch))))
-        return self._results(key, shipped, weights, source, rows, size, len(workers))
+        return self._results(key, shipped, weights, slots, source, rows, size, len(workers))
 
-    def _results(self, key, shipped, weights, source, rows, size, workers) -> Iterator[tuple]:
+    def _results(self, key, shipped, weights, slots, source, rows, size, workers) -> Iterator[tuple]:
         from distributed import as_completed
         parts = (rows[i:i + size] for i in range(0, len(rows), size))
 
         def submit(part):
-            return self.client.submit(run_part, key, shipped, weights, source.part(part), pure=False)
+            return self.client.submit(run_part, key, shipped, weights, slots, source.part(part), pure=False)
         running = as_completed([submit(p) for p in islice(parts, 2 * workers)])  # (bounded: memory)
         for future in running:
             batches = future.result()
@@ -119,8 +125,11 @@ def connect(address: str) -> Engine:
             n = 0
         if not 1 <= n <= 256:
             raise UsageError(f"--cluster {address}: expected local:N with N workers, 1 to 256")
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
+        try:
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   silence_logs=logging.ERROR)
+        except (OSError, RuntimeError, TimeoutError) as e:  # (e.g. no room for the processes)
+            raise PredictError(f"cannot start a local Dask cluster of {n} workers: {e}") from None
         return Engine(Client(cluster), cluster)
     if address.startswith("ray://"):
         raise UsageError("--cluster: netspec runs on Dask; give a Dask scheduler's address (tcp://HOST:8786) "

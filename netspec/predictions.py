@@ -595,9 +595,20 @@ def check_output(out: str, resume: bool, force: bool, kind: str) -> Path:
         other = beside(path, what)
         if os.path.lexists(other) and not (force or resume):
             raise UsageError(f"'{other}' already exists; pass --force to replace it or --resume to continue")
+        if what != "errors.csv" and os.path.lexists(other) and not other.is_dir():
+            raise UsageError(f"cannot write masks or arrays into '{other}': it is not a folder")
     if path.suffix.lower() == ".parquet":
         _parquet()
     return path
+
+
+def _check_memory(graph: Graph, batch: int) -> None:
+    """ResourceError, before any work, when the network at this batch and the batches decoded ahead
+    would not fit in the memory available (as `netspec run` checks)."""
+    from .resources import Needs, check_fits, run_needs
+    needs = run_needs(graph.active("eval"), batch)
+    ahead = (Job.ahead + 3) * batch * math.prod(_input_type(graph).dims) * 4  # (decoded, running, padded)
+    check_fits(Needs({**needs.parts, "inputs decoded ahead": ahead}), subject="this job")
 
 
 def predict(graph, source: str, out: str | os.PathLike | None = None, *, weights=None, seed: int = 0,
@@ -628,6 +639,7 @@ def predict(graph, source: str, out: str | os.PathLike | None = None, *, weights
         raise UsageError("--top and --labels are for classifiers (one N×K output); this network's output is "
                          + ("a map: each row names a mask" if kind == "mask" else "written as arrays"))
     inputs = open_source(str(source), graph)
+    _check_memory(graph, max(1, min(batch, len(inputs.names))))
     path = check_output(str(out), resume, force, kind) if out is not None else None
     engine = None
     if cluster is not None:
@@ -665,9 +677,12 @@ def _work(job, source, rows, writer, engine, result, progress, partition, labels
             bar = Progress(len(rows), progress)
             start = time.perf_counter()
             for names, results, errors in batches:
-                out_rows = [make_row(n, r) for n, r in zip(names, results)]
-                if writer:
-                    writer.write(out_rows, errors)
+                try:
+                    out_rows = [make_row(n, r) for n, r in zip(names, results)]
+                    if writer:
+                        writer.write(out_rows, errors)
+                except OSError as e:  # (a full disk: OUT keeps the rows written before)
+                    raise PredictError(f"cannot write the results: {e.strerror or e}") from None
                 result.rows += len(out_rows)
                 result.errors += errors
                 result.seconds = time.perf_counter() - start
@@ -681,7 +696,10 @@ def _work(job, source, rows, writer, engine, result, progress, partition, labels
                 engine.close()
         finally:
             if writer is not None:
-                writer.close()
+                try:
+                    writer.close()
+                except OSError as e:
+                    raise PredictError(f"cannot write '{writer.out}': {e.strerror or e}") from None
 
 
 def _plain_row(kind: str, labels):

@@ -236,6 +236,17 @@ def test_inputs_the_network_cannot_take_are_refused_before_any_work(cli, write_s
     assert not list(workdir.glob("o.*")) and not list(workdir.glob(".o.*"))
 
 
+def test_a_job_too_large_for_memory_is_refused_before_any_work(cli, write_spec, workdir):
+    write_spec("""
+        input: {shape: [3, 4096, 4096]}
+        layers: [{op: conv2d, out: 64, kernel: 3, padding: 1}, {op: global_avgpool}, {op: flatten}]
+        """)
+    (workdir / "list.txt").write_text("".join(f"{i}.png\n" for i in range(64)))  # (never read)
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "list.txt", "-o", "o.csv", "--batch", "64"), 1,
+                         "not enough memory for this job", "lower --batch")
+    assert not list(workdir.glob("*o.csv*"))
+
+
 def test_ctrl_c_leaves_the_finished_rows_and_resume_completes_them(write_spec, workdir):
     write_spec(SPEC)
     np.save(workdir / "x.npy", np.random.default_rng(0).standard_normal((20000, 3, 12, 12)).astype(np.float32))
