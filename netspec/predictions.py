@@ -31,8 +31,8 @@ from typing import Iterator
 import numpy as np
 
 from .backends.executor import InputError
-from .files import FileReadError, atomic_write, open_regular, read_limited, temporary_name
-from .inputs import IMAGE_SUFFIXES, UnreadableImage, image_pixels, normalize, open_image
+from .files import FileReadError, _remove_stale_temporaries, atomic_write, open_regular, read_limited, temporary_name
+from .inputs import UnreadableImage, image_pixels, normalize, open_image
 from .ir.graph import Graph
 from .progress import clock, columns
 
@@ -121,7 +121,7 @@ def _array_source(source: str, type_) -> Source:
         shape, dtype, member = header[0], header[1], None
     else:
         try:
-            with np.load(source, allow_pickle=False) as archive:
+            with open_regular(source) as file, np.load(file, allow_pickle=False) as archive:
                 members = list(archive.files)
                 member = "x" if "x" in members else members[0] if len(members) == 1 else None
                 if member is None:
@@ -133,6 +133,9 @@ def _array_source(source: str, type_) -> Source:
                     shape, _, dtype = read(f)
         except (OSError, ValueError, KeyError, EOFError) as e:
             raise InputError(f"cannot read '{source}' as an .npz archive: {e}") from None
+        from .resources import Needs, check_fits
+        check_fits(Needs({"the array in the file": math.prod(shape) * dtype.itemsize}),  # (read whole, once)
+                   hint="the archive's array is too large to read here; save it as a .npy", subject=f"'{source}'")
     shape = tuple(shape)
     if shape == dims:
         shape = (1,) + dims
@@ -157,13 +160,15 @@ def _array(source: Source) -> np.ndarray:
     file = os.path.realpath(source.path(source.file))
     key = (file, stat.st_ino, stat.st_mtime_ns, source.member)  # (the file, not its name)
     if key not in _ARRAYS:
-        if source.member is None:
-            with open_regular(file):  # (a regular file: a FIFO would block np.load)
-                pass
-            array = np.load(file, mmap_mode="r", allow_pickle=False)
-        else:
-            with np.load(file, allow_pickle=False) as archive:
-                array = archive[source.member]
+        try:
+            with open_regular(file) as f:  # (a regular file: a FIFO would block np.load)
+                if source.member is None:
+                    array = np.load(file, mmap_mode="r", allow_pickle=False)
+                else:
+                    with np.load(f, allow_pickle=False) as archive:
+                        array = archive[source.member]
+        except (OSError, ValueError, EOFError) as e:  # (truncated since its header was read, say)
+            raise InputError(f"cannot read '{source.file}': {getattr(e, 'strerror', None) or e}") from None
         _ARRAYS.clear()
         _ARRAYS[key] = array
     return _ARRAYS[key]
@@ -326,7 +331,11 @@ class Writer:
         self.columns = _columns(kind, top, labels)
         self.errors_path = beside(out, "errors.csv")
         self.folder = beside(out, "masks" if kind == "mask" else "outputs")
-        self.done = [row["path"] for row in self._read_out()] if resume and out.exists() else []
+        try:
+            self.done = [row["path"] for row in self._read_out()] if resume and out.exists() else []
+        except (OSError, ValueError, KeyError, TypeError) as e:  # (pyarrow's errors are ValueErrors and OSErrors)
+            raise InputError(f"cannot resume '{out}': it is not a {self.format} file this command wrote ({e})") from None
+        _remove_stale_temporaries(out)  # (a killed job's)
         self.rows = len(self.done)
         self.errors: list[tuple[str, str]] = []
         self.tmp = out.parent / temporary_name(out, 0)
@@ -366,7 +375,7 @@ class Writer:
                 for line in f:
                     if line.strip():
                         row = json.loads(line)
-                        self._check_columns(list(row))
+                        self._check_columns(list(row) if isinstance(row, dict) else [])
                         yield row
 
     def _check_columns(self, found: list[str]) -> None:
@@ -437,7 +446,7 @@ class Writer:
         import pyarrow as pa
         if not self._buffer:
             return
-        table = pa.Table.from_pylist(self._buffer, schema=self._schema(pa))
+        table = pa.Table.from_pylist(self._buffer, schema=self._parquet.schema if self._parquet else self._schema(pa))
         if self._parquet is None:
             self._parquet = _parquet().ParquetWriter(self.file, table.schema)
         self._parquet.write_table(table)

@@ -211,6 +211,10 @@ def test_resume_skips_the_rows_out_has(cli, write_spec, load_spec, workdir):
     assert read_csv(workdir / "part.csv") == read_csv(workdir / "all.csv")
     assert_clean_failure(cli("predict", "spec.yaml", "--input", "imgs", "-o", "part.csv", "--resume", "--top", "2"),
                          2, "cannot resume", "same --top")
+    (workdir / "notmine.jsonl").write_text('{"path": "a", "class": 1, "score": 0.5}\nnot json\n')
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "imgs", "-o", "notmine.jsonl", "--resume"), 1,
+                         "cannot resume 'notmine.jsonl'")
+    assert (workdir / "notmine.jsonl").read_text().endswith("not json\n")
 
 
 def test_inputs_the_network_cannot_take_are_refused_before_any_work(cli, write_spec, workdir):
