@@ -32,31 +32,44 @@ def _threads(job: Job, slots: dict[str, int]) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, slots.get(get_address_host(get_worker().address), 1)))
 
 
-def _runner(key: str, job: Job, weights, slots) -> Runner:
-    threads = _threads(job, slots)
+def _runner(key: str, job: Job, weights, slots) -> tuple[Runner, int]:
+    """This worker's compiled network for the job, and its kernel threads. The thread counts are set
+    here, once per process for BLAS (threadpoolctl takes milliseconds a call: not once per task)."""
+    import numba
+    threads = min(_threads(job, slots), numba.config.NUMBA_NUM_THREADS)
     with _LOCK:
         runner = _RUNNERS.get((key, threads))
         if runner is None:
-            from .threads import set_threads
+            from threadpoolctl import threadpool_limits
+
+            from .threads import start_numba_threads
             _RUNNERS.clear()  # (a new job: the last one's network is not needed any more)
             job.weights = weights
-            with set_threads(threads):
-                runner = _RUNNERS[key, threads] = Runner(job, progress=False)
-        return runner
+            start_numba_threads()
+            threadpool_limits(limits=threads, user_api="blas")  # (kept: this process works for the job)
+            numba.set_num_threads(threads)
+            runner = _RUNNERS[key, threads] = Runner(job, progress=False)
+        return runner, threads
 
 
-def warm(key: str, job: Job, weights, slots) -> int:
-    """Compile the network on this worker before the clock starts."""
-    _runner(key, job, weights, slots)
-    return os.getpid()
+def warm(key: str, job: Job, weights, slots) -> float:
+    """Compile the network on this worker before the clock starts; the seconds a batch takes."""
+    import time
+
+    import numpy as np
+    runner, _ = _runner(key, job, weights, slots)
+    x = np.zeros((job.batch,) + next(iter(job.graph.inputs.values())).dims, np.float32)
+    start = time.perf_counter()
+    runner.run(x)
+    return time.perf_counter() - start
 
 
 def run_part(key: str, job: Job, weights, slots, source: Source) -> list:
     """One partition, run on a worker: [(names, results, errors)] per batch."""
-    from .threads import set_threads
-    runner = _runner(key, job, weights, slots)
-    with set_threads(_threads(job, slots)):
-        return list(run_batches(runner, source, list(range(len(source.names)))))
+    import numba
+    runner, threads = _runner(key, job, weights, slots)
+    numba.set_num_threads(threads)  # (Numba's count is per thread: this task's, which the program was compiled for)
+    return list(run_batches(runner, source, list(range(len(source.names)))))
 
 
 class Engine:
@@ -83,14 +96,26 @@ class Engine:
         shipped = Job(job.graph, None, job.seed, job.batch, job.top, job.threads, job.decoders, job.ahead)
         key = uuid.uuid4().hex
         # every worker compiles before the first partition (and before the clock of the job starts)
-        self.client.gather([self.client.submit(warm, key, shipped, weights, slots, workers=[w], pure=False)
-                            for w in workers])
-        size = partition or job.batch * min(32, max(1, math.ceil(len(rows) / (4 * len(workers) * job.batch))))
-        return self._results(key, shipped, weights, slots, source, rows, size, len(workers))
+        seconds = self.client.gather([self.client.submit(warm, key, shipped, weights, slots, workers=[w], pure=False)
+                                      for w in workers])
+        least = math.ceil(0.05 / max(min(seconds), 1e-4))  # batches in 50 ms
+        return self._results(key, shipped, weights, slots, source, rows, partition, len(workers), least)
 
-    def _results(self, key, shipped, weights, slots, source, rows, size, workers) -> Iterator[tuple]:
+    def _results(self, key, shipped, weights, slots, source, rows, partition, workers, least) -> Iterator[tuple]:
         from distributed import as_completed
-        parts = (rows[i:i + size] for i in range(0, len(rows), size))
+
+        def partitions():
+            """Whole batches, fewer as the job ends (a share of what is left: guided scheduling), so
+            that no worker is left with a long last partition while the others wait; at least 50 ms of
+            batches (a task costs the engine milliseconds: LeNet-5's batches take less), at most 32
+            batches (a partition's rows are held until it is done)."""
+            start = 0
+            while start < len(rows):
+                batches = math.ceil((len(rows) - start) / (4 * workers * shipped.batch))
+                size = partition or shipped.batch * min(32, max(1, least, batches))
+                yield rows[start:start + size]
+                start += size
+        parts = partitions()
 
         def submit(part):
             return self.client.submit(run_part, key, shipped, weights, slots, source.part(part), pure=False)

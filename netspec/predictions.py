@@ -730,7 +730,7 @@ def cmd_predict(args) -> int:
                   resume=args.resume, force=args.force, progress=True)
     where = f" on {args.cluster}" if args.cluster else ""
     skipped = f" ({job.skipped:,} already in {args.output})" if job.skipped else ""
-    print(f"netspec: predicting {job.total:,} inputs{skipped} with {graph.name}, batch {job.batch}{where}",
+    print(f"netspec: predicting {_count(job.total, 'input')}{skipped} with {graph.name}, batch {job.batch}{where}",
           file=sys.stderr)
     try:
         for _ in job:
@@ -741,12 +741,16 @@ def cmd_predict(args) -> int:
               "continue with --resume", file=sys.stderr)
         raise
     errors = beside(Path(args.output), "errors.csv")
-    print(f"wrote {args.output}: {job.rows + job.skipped:,} rows"
+    print(f"wrote {args.output}: {_count(job.rows + job.skipped, 'row')}"
           + (f" ({job.rows:,} new)" if job.skipped else "")
-          + (f", {len(job.errors):,} input{'s' if len(job.errors) != 1 else ''} that could not be read (listed in "
-             f"{errors})" if job.errors else ", no errors")
+          + (f", {_count(len(job.errors), 'input')} that could not be read (listed in {errors})" if job.errors
+             else ", no errors")
           + f"; {job.rate:,.1f} images/s ({job.seconds:,.1f} s)")
     return 0
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}{'s' if n != 1 else ''}"
 
 
 def add_commands(sub, spec_options) -> None:

@@ -6,8 +6,8 @@
 
 Inputs are generated images (PNG for 32×32 and smaller, JPEG above; smooth random patterns), or with
 --npy one .npy batch of random values, made once into --data (default /tmp/netspec-bench-predict). `throughput` takes turns in rounds:
-`run` (Executable.run on one batch, the median time per batch, as `netspec run` reports it), predict in
-one process, and with --cluster predict on Dask; each predict's rate excludes compiling (the workers
+`run` (Executable.run on one batch, the median time per batch, as `netspec run` reports it; the mean of
+its rates just before and just after predict), predict in one process, and with --cluster predict on Dask; each predict's rate excludes compiling (the workers
 compile before the clock starts), and the cluster's wall time with its start is reported beside.
 Ratios are medians of the rounds' ratios (the machine is shared and noisy). `memory` runs predict
 in a fresh process per count and reports its peak resident memory. `ray` times the same partitions on
@@ -91,8 +91,10 @@ def cmd_throughput(args) -> None:
     folder = (make_array if args.npy else make_images)(graph, args.count, Path(args.data))
     rows = []
     for r in range(args.rounds):
-        row = {"run": run_rate(graph, args.batch)}
+        before = run_rate(graph, args.batch)
+        row = {}
         row["predict"], row["predict_wall"], n = predict_rate(graph, folder, args.batch)
+        row["run"] = (before + run_rate(graph, args.batch)) / 2  # (taken before and after: the machine drifts)
         if args.cluster:
             row["cluster"], row["cluster_wall"], m = predict_rate(graph, folder, args.batch, args.cluster)
             assert m == n, (m, n)
