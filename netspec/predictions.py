@@ -457,8 +457,13 @@ class Writer:
         return pa.schema([(c, types.get(c) or (pa.int64() if c.startswith("class") else pa.float64()
                                                  if c.startswith("score") else pa.string())) for c in self.columns])
 
-    def close(self) -> None:
-        """Put OUT in place with every row written so far, and the errors file beside it."""
+    def close(self, discard: bool = False) -> None:
+        """Put OUT in place with every row written so far, and the errors file beside it (or, with
+        `discard`, leave OUT as it was)."""
+        if discard:
+            self.file.close()
+            self.tmp.unlink(missing_ok=True)
+            return
         try:
             if self.format == ".parquet":
                 import pyarrow as pa
@@ -676,6 +681,7 @@ def _work(job, source, rows, writer, engine, result, progress, partition, labels
     from .threads import set_threads
     bar = None
     make_row = writer.row if writer else _plain_row(output_kind(job.graph), labels)
+    ran = False  # whether a batch came back: a job that fails before (bad weights, Ctrl-C) leaves OUT as it was
     try:
         yield None  # (primed by predict(): from here on, closing the iterator runs `finally`)
         with set_threads(job.threads if engine is None else None):
@@ -686,6 +692,7 @@ def _work(job, source, rows, writer, engine, result, progress, partition, labels
             bar = Progress(len(rows), progress)
             start = time.perf_counter()
             for names, results, errors in batches:
+                ran = True
                 try:
                     out_rows = [make_row(n, r) for n, r in zip(names, results)]
                     if writer:
@@ -706,7 +713,7 @@ def _work(job, source, rows, writer, engine, result, progress, partition, labels
         finally:
             if writer is not None:
                 try:
-                    writer.close()
+                    writer.close(discard=not ran and sys.exc_info()[0] is not None)
                 except OSError as e:
                     raise PredictError(f"cannot write '{writer.out}': {e.strerror or e}") from None
 

@@ -193,6 +193,10 @@ def test_an_existing_out_is_refused_kept_and_replaced_with_force(cli, write_spec
     assert cli("predict", "spec.yaml", "--input", "imgs", "-o", "out.csv", "--force").code == 0
     assert len(read_csv(workdir / "out.csv")) == 2
     assert_clean_failure(cli("predict", "spec.yaml", "--input", "imgs", "-o", "out.txt"), 2, ".csv, .jsonl, .parquet")
+    before = (workdir / "out.csv").read_bytes()  # a job that fails before its first batch replaces nothing
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "imgs", "-o", "out.csv", "--force",
+                             "--weights", "missing.safetensors"), 1, "cannot read weights")
+    assert (workdir / "out.csv").read_bytes() == before
     assert not list(workdir.glob(".out*"))  # no temporary file left
 
 
