@@ -8,87 +8,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-import yaml
 
-from .files import atomic_write, printable, temporary_name
+from .options import (UsageError, check_writable, include_option, load_spec, memory_size, parse_sets, positive_int,
+                      seed_int, write_output)
 from .spec.errors import Diagnostic, SpecError
 
-
-class UsageError(Exception):
-    pass
-
-
-def parse_value(text: str):
-    """A --set value: a decimal integer, a number (1e-3 too), true/false, a YAML list, or else the text."""
-    text = text.strip()
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    if text in ("true", "false"):
-        return text == "true"
-    if text.startswith("["):
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            return text
-        return [parse_value(str(v)) if isinstance(v, (int, float, str)) and not isinstance(v, bool) else v
-                for v in value] if isinstance(value, list) else text
-    return text
-
-
-def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
-    """`--set k=v` values, typed: 10 → int, 0.5 and 1e-3 → float, true → bool, [1, 2] → list."""
-    values: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set expects name=value, got '{item}'")
-        values[key.strip()] = parse_value(text)
-    return values
-
-
-def check_writable(path: str, force: bool) -> Path:
-    """Refuse, before any work is done, to write where it would fail or replace the user's file."""
-    target = Path(path)
-    try:
-        if "\0" in path:
-            raise ValueError("a file name cannot contain a NUL character")
-        exists, linked = target.exists(), os.path.lexists(target)
-        if target.is_dir():
-            raise UsageError(f"cannot write '{path}': it is a directory")
-        if exists and not target.is_file():  # a device, a FIFO: --force must not swap it for a file
-            raise UsageError(f"cannot write '{path}': it is not a regular file")
-        if linked and not force:  # (a dangling link too: the user's, to a file to come)
-            what = "already exists" if exists else "is a symbolic link to nothing"
-            raise UsageError(f"'{path}' {what}; pass --force to replace it")
-        parent = target.parent
-        if not parent.is_dir():
-            raise UsageError(f"cannot write '{path}': no directory '{parent}'")
-        if not os.access(parent, os.W_OK):
-            raise UsageError(f"cannot write '{path}': directory '{parent}' is not writable")
-        if len(os.fsencode(temporary_name(target))) > os.pathconf(parent, "PC_NAME_MAX"):  # (written through it)
-            raise UsageError(f"cannot write '{path}': the file name is too long")
-    except (OSError, ValueError) as e:  # a name too long, a NUL in it
-        raise UsageError(f"cannot write '{path}': {getattr(e, 'strerror', None) or e}") from None
-    return target
-
-
-def write_output(path: str, data: str | bytes, force: bool = False) -> None:
-    """Write atomically, so a failure never leaves a half-written or emptied file behind."""
-    target = check_writable(path, force)
-    try:
-        atomic_write(target, printable(data).encode("utf-8") if isinstance(data, str) else data)
-    except OSError as e:
-        raise UsageError(f"cannot write '{path}': {e.strerror or e}") from None
-
-
-def _load(args):
-    from . import load
-    return load(args.spec, variant=args.variant, params=parse_sets(args.set), include=args.include or ())
 
 
 def cmd_check(args) -> int:
@@ -129,7 +55,7 @@ def cmd_check(args) -> int:
 def cmd_summary(args) -> int:
     from . import summary
     from .report import explain, table, to_json
-    graph = _load(args)
+    graph = load_spec(args)
     s = summary(graph, batch=args.batch, mode=args.mode)
     if args.json:
         print(json.dumps(to_json(s, args.depth), indent=2))
@@ -150,7 +76,7 @@ def cmd_run(args) -> int:
     from .resources import check_fits, run_needs
     from .threads import set_threads
 
-    graph = _load(args)
+    graph = load_spec(args)
     if args.output:
         check_writable(args.output, args.force)
         if len(graph.outputs) > 1 and not args.output.endswith(".npz"):
@@ -164,8 +90,7 @@ def cmd_run(args) -> int:
         exe = compile(graph, backend=args.backend, mode=args.mode, weights=args.weights, seed=args.seed)
         outputs = exe.run(x)  # the first run compiles kernels that are not cached yet
         first = time.perf_counter() - started
-        if args.repeat > 1:
-            exe.run(x)  # (untimed: on the CPU the second run compiles the network into a program)
+        exe.run(x)  # (untimed: on the CPU the second run compiles the network into a program)
         times = []
         while len(times) < args.repeat and (sum(times) < 2.0 or len(times) < 1):
             t0 = time.perf_counter()
@@ -177,8 +102,7 @@ def cmd_run(args) -> int:
         print(f"output {name}: {'×'.join(map(str, y.shape))}")
         print(_describe_output(y))
     median = float(np.median(times))
-    warm = "two warm-up runs" if args.repeat > 1 else "a warm-up run"
-    runs = f"median of {len(times)} run{'s' if len(times) != 1 else ''} after {warm}"
+    runs = f"median of {len(times)} run{'s' if len(times) != 1 else ''} after two warm-up runs"
     print(f"time per batch: {median * 1e3:,.1f} ms ({runs}, batch {x.shape[0]}); "
           f"first run incl. setup {first:,.2f} s")
     if args.output:
@@ -209,7 +133,7 @@ def cmd_compile(args) -> int:
     from .passes.manager import optimize
     from .weights import init_weights, load_weights
 
-    graph = _load(args)
+    graph = load_spec(args)
     weights = load_weights(args.weights, graph) if args.weights else init_weights(graph, 0)
     active = graph.active(args.mode)
     records = []
@@ -236,7 +160,7 @@ def cmd_compile(args) -> int:
 def cmd_weights_init(args) -> int:
     from .weights import init_weights, save_weights
     check_writable(args.output, args.force)
-    graph = _load(args)
+    graph = load_spec(args)
     weights = init_weights(graph, args.seed)
     save_weights(weights, args.output, {"spec": str(graph.source), "seed": str(args.seed)})
     total = sum(w.size for w in weights.values())
@@ -271,7 +195,7 @@ def emit(text: str, args) -> int:
 
 def cmd_expand(args) -> int:
     from .spec.flat import to_flat_yaml
-    return emit(to_flat_yaml(_load(args)), args)
+    return emit(to_flat_yaml(load_spec(args)), args)
 
 
 def cmd_schema(args) -> int:
@@ -286,50 +210,6 @@ def cmd_ops(args) -> int:
         alias = f" (alias {', '.join(op.aliases)})" if op.aliases else ""
         print(f"{op.name:<20} {op.category:<14} attrs: {attrs}{alias}\n{'':<20} {op.doc}")
     return 0
-
-
-def int_in(low: int, high: int, *words: str):
-    """An argparse type: an integer from `low` to `high`, or one of `words` (e.g. 'auto', 'dynamic')."""
-    kind = "a positive integer" if low == 1 else "a non-negative integer" if low == 0 else f"an integer ≥ {low}"
-    expected = kind + "".join(f" or '{w}'" for w in words)
-
-    def parse(text: str) -> int | str:
-        if text in words:
-            return text
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got '{text}'") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got '{text}'")
-        if value > high:
-            raise argparse.ArgumentTypeError(f"{value:,} is too large (at most {high:,})")
-        return value
-    return parse
-
-
-def positive_int_or(*words: str):
-    """An argparse type: a positive integer (up to 2**24, netspec's limit on any one size), or one of
-    `words`."""
-    return int_in(1, MAX_COUNT, *words)
-
-
-def memory_size(text: str) -> int:
-    from .resources import parse_size
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-MAX_COUNT = 1 << 24  # the largest batch, repeat count or depth (ops/fields.MAX_SIZE, for any size)
-positive_int = positive_int_or()
-seed_int = int_in(0, 2**63 - 1)
-
-
-def include_option(p) -> None:
-    p.add_argument("--include", "-I", action="append", metavar="DIR",
-                   help="a folder the spec's imports and extends may also read (repeatable; also $NETSPEC_PATH)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -434,6 +314,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from .backends.executor import InputError
     from .ops.registry import RunError
     from .passes.autodiff import TrainingError
+    from .cluster import ClusterError
     from .predictions import PredictError
     from .resources import ResourceError
     from .training.data import DataError
@@ -441,7 +322,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from .training.run_folder import RunFolderError
     from .weights import WeightsError
     return (InputError, RunError, WeightsError, BackendUnavailable, ResourceError, TrainingError, DataError,
-            TrainingStopped, RunFolderError, PredictError)
+            TrainingStopped, RunFolderError, PredictError, ClusterError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,7 +41,7 @@ DEFAULT_BATCH = 16
 
 
 class PredictError(Exception):
-    """A job that cannot run as asked: a missing optional package, an unreachable cluster."""
+    """A job that cannot run as asked: a missing optional package, a disk that fills up."""
 
 
 # --- the inputs ----------------------------------------------------------------------------------
@@ -291,6 +291,59 @@ def run_batches(runner: Runner, source: Source, rows: list[int]) -> Iterator[tup
         readers.shutdown(wait=True, cancel_futures=True)
 
 
+# --- on a cluster's workers (netspec/cluster.py sends these there) --------------------------------
+
+_RUNNERS: dict[tuple, Runner] = {}  # per worker process: (job key, threads) → its compiled network
+_LOCK = threading.Lock()
+
+
+def _threads(job: Job, slots: dict[str, int]) -> int:
+    """Kernel threads per task on this worker: --threads, else the machine's cores shared by the task
+    slots of every worker on it (`slots`: per host, from the scheduler)."""
+    if job.threads:
+        return job.threads
+    from distributed import get_worker
+    from distributed.comm import get_address_host
+    return max(1, (os.cpu_count() or 1) // max(1, slots.get(get_address_host(get_worker().address), 1)))
+
+
+def _runner(key: str, job: Job, weights, slots) -> tuple[Runner, int]:
+    """This worker's compiled network for the job, and its kernel threads. The thread counts are set
+    here, once per process for BLAS (threadpoolctl takes milliseconds a call: not once per task)."""
+    import numba
+    threads = min(_threads(job, slots), numba.config.NUMBA_NUM_THREADS)
+    with _LOCK:
+        runner = _RUNNERS.get((key, threads))
+        if runner is None:
+            from threadpoolctl import threadpool_limits
+
+            from .threads import start_numba_threads
+            _RUNNERS.clear()  # (a new job: the last one's network is not needed any more)
+            job.weights = weights
+            start_numba_threads()
+            threadpool_limits(limits=threads, user_api="blas")  # (kept: this process works for the job)
+            numba.set_num_threads(threads)
+            runner = _RUNNERS[key, threads] = Runner(job, progress=False)
+        return runner, threads
+
+
+def warm_worker(key: str, job: Job, weights, slots) -> float:
+    """Compile the network on this worker before the clock starts; the seconds a batch takes."""
+    runner, _ = _runner(key, job, weights, slots)
+    x = np.zeros((job.batch,) + next(iter(job.graph.inputs.values())).dims, np.float32)
+    start = time.perf_counter()
+    runner.run(x)
+    return time.perf_counter() - start
+
+
+def run_part(key: str, job: Job, weights, slots, source: Source) -> list:
+    """One partition, run on a worker: [(names, results, errors)] per batch."""
+    import numba
+    runner, threads = _runner(key, job, weights, slots)
+    numba.set_num_threads(threads)  # (Numba's count is per thread: this task's, which the program was compiled for)
+    return list(run_batches(runner, source, list(range(len(source.names)))))
+
+
 # --- writing the results -----------------------------------------------------------------------
 
 def class_row(name: str, result, labels: list[str] | None) -> dict:
@@ -380,7 +433,7 @@ class Writer:
 
     def _check_columns(self, found: list[str]) -> None:
         if found != self.columns:
-            from .cli import UsageError
+            from .options import UsageError
             raise UsageError(f"cannot resume '{self.out}': it has the columns {', '.join(found) or 'none'}, this job "
                              f"writes {', '.join(self.columns)} (resume with the same --top and --labels)")
 
@@ -597,7 +650,7 @@ class Predictions:
 def check_output(out: str, resume: bool, force: bool, kind: str) -> Path:
     """OUT's format and place, before any work: an existing OUT (or the folder of masks beside it) is
     refused without --force or --resume."""
-    from .cli import UsageError, check_writable
+    from .options import UsageError, check_writable
     path = Path(out)
     if path.suffix.lower() not in FORMATS:
         raise UsageError(f"'{out}': write the results to a {', '.join(FORMATS)} file")
@@ -634,7 +687,7 @@ def predict(graph, source: str, out: str | os.PathLike | None = None, *, weights
     `netspec predict --help` and the README's Predict section. Everything that can be checked
     (the source against the network's input, `out`, the labels) is checked here, before any work;
     the work runs as the iterator is consumed."""
-    from .cli import UsageError
+    from .options import UsageError
     if not isinstance(graph, Graph):
         from . import load
         graph = load(graph)
@@ -688,7 +741,8 @@ def _work(job, source, rows, writer, engine, result, progress, partition, labels
             if engine is None:
                 batches = run_batches(Runner(job, progress), source, rows) if rows else iter(())
             else:
-                batches = engine.run(job, source, rows, partition)
+                shipped = Job(job.graph, None, job.seed, job.batch, job.top, job.threads, job.decoders, job.ahead)
+                batches = engine.run(shipped, job.weights, source, rows, partition, warm_worker, run_part)
             bar = Progress(len(rows), progress)
             start = time.perf_counter()
             for names, results, errors in batches:
@@ -730,8 +784,8 @@ def _plain_row(kind: str, labels):
 # --- the command -------------------------------------------------------------------------------
 
 def cmd_predict(args) -> int:
-    from .cli import _load
-    graph = _load(args)
+    from .options import load_spec
+    graph = load_spec(args)
     job = predict(graph, args.input, args.output, weights=args.weights, seed=args.seed, batch=args.batch,
                   top=args.top, labels=args.labels, threads=args.threads, cluster=args.cluster,
                   resume=args.resume, force=args.force, progress=True)
@@ -761,7 +815,7 @@ def _count(n: int, word: str) -> str:
 
 
 def add_commands(sub, spec_options) -> None:
-    from .cli import positive_int, seed_int
+    from .options import positive_int, seed_int
     p = sub.add_parser("predict", help="run a spec over a folder, glob, list or array of inputs; results to a file",
                        description="Stream inputs through the network and write one row per input as it comes.")
     spec_options(p)

@@ -124,9 +124,29 @@ def check_weights(graph: Graph, weights: dict[str, np.ndarray], origin: str = "w
     return checked
 
 
-def _listing(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+def _listing(keys: list[str], limit: int = 8, groups: int = 16) -> str:
+    """The keys, in their order; a long list grouped by common prefix with counts
+    (`features.denseblock1.* (144)`), at the finest level that keeps to `groups` groups."""
+    if len(keys) <= limit:
+        return ", ".join(keys)
+    chosen = _by_prefix(keys, 1)
+    for depth in range(2, max(k.count(".") for k in keys) + 1):
+        finer = _by_prefix(keys, depth)
+        if len(finer) > groups:
+            break
+        chosen = finer
+    parts = [members[0] if len(members) == 1 else f"{prefix}.* ({len(members)})" for prefix, members in chosen.items()]
+    rest = sum(len(members) for members in list(chosen.values())[groups:])
+    return ", ".join(parts[:groups]) + (f", ... ({rest} more)" if rest else "")
+
+
+def _by_prefix(keys: list[str], depth: int) -> dict[str, list[str]]:
+    """Keys grouped by their first `depth` dotted parts, in order of first appearance."""
+    found: dict[str, list[str]] = {}
+    for key in keys:
+        parts = key.split(".")
+        found.setdefault(".".join(parts[:min(depth, len(parts) - 1)]) or key, []).append(key)
+    return found
 
 
 def save_weights(weights: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict[str, str] | None = None):
@@ -158,10 +178,12 @@ def read_weights(path: str | os.PathLike, metadata: bool = False):
         arrays = load(data)
     except (SafetensorError, ValueError, TypeError, OSError) as e:
         raise WeightsError(f"'{path}' is not a valid safetensors file ({e})") from None
-    if not metadata:
-        return arrays
     # (the header, valid since load() read it: 8 bytes of its length, then JSON)
     header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    # in the file's order (load() gives them in no fixed order), so that listings follow the file
+    arrays = {k: arrays[k] for k in sorted(arrays, key=lambda k: (header[k]["data_offsets"][0], k))}
+    if not metadata:
+        return arrays
     return arrays, dict(header.get("__metadata__") or {})
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,3 +73,17 @@ def test_time_outside_the_program_is_measured_once_a_program_runs(load_spec):
     exe.run(x)
     outside = bench.time_outside_program(exe, x, rounds=5)
     assert outside is not None and 0.0 <= outside < 0.1
+
+
+def test_first_run_times_a_fresh_process_less_its_inference(tmp_path):
+    """tools/first_run.py: one `netspec run` in a new process, its wall time split into inference and
+    the rest; a run that fails is an error naming the spec, not a row."""
+    first_run = load_tool("first_run")
+    row = first_run.first_run(ROOT / "specs" / "lenet5.yaml", None)
+    assert row["spec"] == "lenet5"
+    assert 0 < row["inference_s"] < row["wall_s"]
+    assert abs(row["outside_s"] - (row["wall_s"] - row["inference_s"])) < 0.02
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("netspec: 1\nname: bad\n")
+    with pytest.raises(RuntimeError, match="bad.yaml"):
+        first_run.first_run(bad, None)

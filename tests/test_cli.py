@@ -231,6 +231,35 @@ def test_schema_is_json_and_validates_a_real_spec(cli):
         jsonschema.validate(bad, schema)
 
 
+NEW_SYNTAX = """
+params: {n: 2, g: 1}
+input: {shape: [4, 8, 8]}
+blocks:
+  b:
+    params: {g: {type: int, default: "${spec.g}"}}
+    layers:
+      - {assert: "${g >= 1}", message: "g is ${g}"}
+      - {op: conv2d, name: conv, out: 4, kernel: 1, groups: $g}
+layers:
+  - {assert: "${n <= 24}"}
+  - {op: b, name: "unit${i + 1}", repeat: $n}
+  - {op: relu, name: r, when: "${n > 5}"}
+  - {op: concat, in: [unit1, r if present, r or unit2]}
+"""
+
+
+def test_schema_knows_computed_names_asserts_and_optional_inputs(cli, write_spec):
+    """The schema accepts what the loader accepts (issue #29's syntax) and refuses a malformed assert."""
+    schema = json.loads(cli("schema").out)
+    data = yaml.safe_load(NEW_SYNTAX)
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(data)) == []
+    assert cli("check", write_spec(NEW_SYNTAX)).code == 0
+    for bad in ({"assert": True, "op": "relu"}, {"op": "concat", "in": ["a if"]}):
+        data["layers"].append(bad)
+        assert list(jsonschema.Draft202012Validator(schema).iter_errors(data)), bad
+        data["layers"].pop()
+
+
 def test_schema_to_a_file(cli, workdir):
     r = cli("schema", "-o", "netspec.schema.json")
     assert r.code == 0, r.err
@@ -298,3 +327,14 @@ def test_a_bad_set_value_does_not_echo_through_dependent_defaults(cli, write_spe
         """)
     r = cli("check", "spec.yaml", "--set", "width=abc")
     assert r.code == 1 and "parameter 'width'" in r.err and "parameter 'c'" not in r.err
+
+
+def test_expand_of_computed_names_and_optional_inputs_loads_back(cli, write_spec, workdir):
+    write_spec(NEW_SYNTAX)
+    r = cli("expand", "spec.yaml")
+    assert r.code == 0, r.err
+    assert "${" not in r.out and "assert" not in r.out and " if present" not in r.out
+    (workdir / "flat.yaml").write_text(r.out)
+    same_graph(netspec.load("spec.yaml"), netspec.load("flat.yaml"))
+    # r is absent: left out of one list, unit2 standing in for it in the other; the concat is the third entry
+    assert netspec.load("flat.yaml").node("2").inputs == ("unit1.conv", "unit2.conv")

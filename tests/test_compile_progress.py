@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -273,8 +274,7 @@ def test_shared_code_is_expected_to_compile_once():
 
 
 def test_a_network_warms_the_paths_its_layers_may_take():
-    """LeNet-5's convolutions (tanh: not applied by the GEMM's micro-kernel) go through im2col;
-    MobileNet's depthwise ones through the depthwise kernels; each plan's cases are the op's own."""
+    """LeNet-5's convolutions (few taps) go through the implicit GEMM, not im2col; MobileNet's depthwise ones through the depthwise kernels; each plan's cases are the op's own."""
     from netspec.passes.manager import optimize
     from netspec.weights import init_weights
 
@@ -288,7 +288,8 @@ def test_a_network_warms_the_paths_its_layers_may_take():
 
     def has(cases, path):
         return all({"activation": "relu", **a} in [c[0] for c in cases] for a, _, _ in kernels._CONV_PATHS[path][0])
-    assert has(lenet["fused_conv2d"], "im2col") and not has(lenet["fused_conv2d"], "depthwise")
+    assert has(lenet["fused_conv2d"], "implicit") and not has(lenet["fused_conv2d"], "im2col")
+    assert not has(lenet["fused_conv2d"], "depthwise")
     assert has(mobilenet["fused_conv2d"], "depthwise") and has(mobilenet["fused_conv2d"], "wide depthwise")
     assert not has(mobilenet["fused_conv2d"], "winograd")
     for plan in (lenet, mobilenet):
@@ -304,3 +305,56 @@ def test_warm_up_runs_an_op_once_per_process(monkeypatch):
     first = list(runs)
     warm_up(["relu", "conv2d"])
     assert first and runs == first
+
+
+# --- the second compiling process (kernels._SecondCompiler) ---
+
+def _units_folder(tmp_path, names):
+    (tmp_path / "units.json").write_text(json.dumps([[n, {}, [[1, 2, 4, 4]], ["eval"]] for n in names]))
+    return str(tmp_path)
+
+
+def test_the_second_process_works_backwards_until_the_claims_meet(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(kernels, "_warm_one", lambda name, cases: ran.append((name, cases)))
+    folder = _units_folder(tmp_path, ["relu", "sigmoid", "tanh", "flatten", "identity"])
+    assert kernels._claim(folder, 2)  # the first process has reached case 2
+    kernels.serve_warm_up(folder)
+    assert [name for name, _ in ran] == ["identity", "flatten"]  # 4, 3, then case 2's claim fails
+    assert ran[0][1] == [({}, [(1, 2, 4, 4)], ("eval",))]  # the case as warm_up has it (tuples)
+    assert not kernels._claim(folder, 3) and not kernels._claim(folder, 4)
+
+
+def test_the_second_process_leaves_the_gemms_users_until_the_first_op_is_warmed(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(kernels, "_warm_one", lambda name, cases: ran.append(name))
+    folder = _units_folder(tmp_path, ["relu", "conv2d", "maxpool2d"])
+    worker = threading.Thread(target=kernels.serve_warm_up, args=(folder,))
+    worker.start()
+    assert wait_for(lambda: ran == ["maxpool2d"])
+    time.sleep(0.3)
+    assert ran == ["maxpool2d"]  # conv2d waits: it would compile the GEMM kernels a second time
+    (tmp_path / "ready").touch()
+    worker.join(10)
+    assert ran == ["maxpool2d", "conv2d", "relu"]
+
+
+def test_a_second_process_shares_the_cases_and_each_runs_once(monkeypatch):
+    """A real second process (the cache is warm here, so it loads): the two cover every case, the
+    second a tail of them, and this one then loads the second's cases itself."""
+    monkeypatch.setattr(kernels, "PARALLEL", True)
+    case = ({}, [(1, 2, 4, 4)], ("eval",))
+    units = [(name, case) for name in ("relu", "sigmoid", "tanh", "silu", "flatten", "identity")]
+    second = kernels._SecondCompiler(units)
+    try:
+        second.start()
+        assert second.process is not None
+        assert wait_for(lambda: second.process.poll() is not None, timeout=120)
+        mine = [k for k in range(len(units)) if second.claim(k)]
+        theirs = second.finish()
+    finally:
+        second.close()
+    assert second.process.returncode == 0
+    assert sorted(mine + theirs) == list(range(len(units))) and theirs
+    assert theirs == list(range(len(units) - len(theirs), len(units)))  # from the end
+    assert not os.path.exists(second.folder)  # cleaned up

@@ -672,14 +672,14 @@ def test_winograd_3x3_matches_reference(c, o, h, w, batch, pads, bias, seed):
 @st.composite
 def implicit_gemm_case(draw):
     """A fused conv2d the implicit GEMM takes (backends/cpu/implicit.py): groups 1, not a plain 1×1,
-    an activation of the micro-kernel's; maps up to 40 wide (several tiles a row, a last one of
+    an activation of the micro-kernel's or one act_row applies after it; maps up to 40 wide (several tiles a row, a last one of
     8 lanes or fewer), outputs up to 26 channels (5 row blocks: split between 2 threads),
     'same' padding of even kernels (more at the bottom and right)."""
     c, out = draw(st.integers(1, 12)), draw(st.integers(1, 26))
     kernel = draw(pair(1, 7))
     attrs = {"out": out, "kernel": kernel, "stride": draw(pair(1, 3)), "dilation": draw(pair(1, 2)),
              "padding": draw(st.one_of(pair(0, 3), st.just("same"))), "bias": draw(st.booleans()),
-             "activation": draw(st.sampled_from([None, "relu", "relu6", "leaky_relu", "silu"])),
+             "activation": draw(st.sampled_from([None, "relu", "relu6", "leaky_relu", "silu", "tanh", "elu"])),
              "alpha": draw(st.floats(0.1, 1.0)), "residual": draw(st.booleans())}
     if attrs["padding"] == "same":  # (stride 1; asymmetric for an even kernel)
         attrs["stride"] = [1, 1]
@@ -700,7 +700,8 @@ def implicit_gemm_case(draw):
 def test_implicit_gemm_and_im2col_match_reference(path, case, threads, seed):
     """The same convolutions through the implicit GEMM (its taps read from the padded input through
     offsets) and, with it switched off, through im2col + the packed GEMM: strides, dilations,
-    padding (asymmetric too), batches, residuals, the in-register activations, one and two threads."""
+    padding (asymmetric too), batches, residuals, the in-register activations and others (act_row
+    on each output row, after the residual), one and two threads."""
     from unittest import mock
 
     from netspec.backends.cpu import conv, implicit
@@ -725,7 +726,7 @@ def test_implicit_gemm_takes_stems_and_small_layers():
     assert implicit.applies(attrs({"out": 64, "kernel": 7, "stride": 2, "padding": 3}), 3, RELU, None)  # ResNet's stem
     assert implicit.applies(attrs({"out": 64, "kernel": 11, "stride": 4, "padding": 2}), 3, RELU, None)  # AlexNet's
     assert not implicit.applies(attrs({"out": 64, "kernel": 3, "stride": 2}), 64, RELU, None)  # K = 576
-    assert not implicit.applies(attrs({"out": 8, "kernel": 3}), 3, ELU, None)  # not applied in registers
+    assert implicit.applies(attrs({"out": 8, "kernel": 3}), 3, ELU, None)  # act_row after the micro-kernel
     assert not implicit.applies(attrs({"out": 8, "kernel": 3, "groups": 3}), 3, RELU, None)
     small = attrs({"out": 48, "kernel": 3, "padding": 1})  # GoogLeNet's 16 → 48 on 14²: Winograd gives it up
     assert implicit.applies(small, 16, RELU, winograd.tiles(1, 14, 14))

@@ -460,3 +460,41 @@ def test_batchnorm_attribute_ranges(spec_error, attr, words):
     assert len(err.diagnostics) == 1 and err.diagnostics[0].location.line == 3
     for w in words:
         assert w in err.diagnostics[0].message
+
+
+# --- follow-on errors (issue #29, 6) ----------------------------------------------------------------
+
+def test_a_follow_on_error_is_left_out_and_never_suggests_the_same_name(spec_error):
+    err = spec_error("""
+        input: {shape: [4, 8, 8]}
+        layers:
+          - {op: conv2d, name: a, out: 4, kernel: 9}
+          - {op: conv2d, out: "${a.c}", kernel: 1}
+          - {op: relu, name: b, in: a}
+          - {op: linear, out: "${b.c + 1}"}
+    """)
+    assert len(err.diagnostics) == 1, err.format()
+    assert err.diagnostics[0].location.line == 3 and "kernel" in err.diagnostics[0].message
+    assert "did you mean 'a'" not in err.format()
+
+
+def test_did_you_mean_never_offers_the_word_itself():
+    from netspec.spec.errors import did_you_mean
+    assert did_you_mean("a", ["a", "b"]) == ""
+    assert did_you_mean("conv", ["conv", "conv1"]) == " (did you mean 'conv1'?)"
+
+
+def test_an_assert_over_a_failed_node_stays_quiet_or_names_parameters(spec_error, cli, write_spec):
+    text = """
+        params: {x: 1}
+        input: {shape: [4, 8, 8]}
+        layers:
+          - {op: conv2d, name: a, out: 4, kernel: 99}
+          - {assert: "${x > 5 or a.c > 1}"}
+          - {assert: "${x > 5 and x < 9}"}
+    """
+    err = spec_error(text)
+    assert [d.location.line for d in err.diagnostics] == [4, 6], err.format()
+    assert err.diagnostics[1].message == "assertion failed: x > 5 and x < 9 (x = 1)"
+    r = cli("check", write_spec(text, "bad.yaml"))
+    assert r.code == 1 and "Traceback" not in r.err

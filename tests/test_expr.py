@@ -8,7 +8,8 @@ import operator
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from netspec.spec.expr import ExprError, ShapeRef, evaluate, evaluate_text
+from netspec.spec.expr import (MAX_LIST, ExprError, Namespace, ShapeRef, UnknownName, evaluate, evaluate_text,
+                                interpolate)
 
 ENV = {"a": 7, "b": 3, "input": ShapeRef((16, 32, 24))}
 BIG = 10**12  # beyond this, the evaluator may refuse ("their sizes are bounded")
@@ -222,7 +223,8 @@ def test_malformed_expression_forms(value):
     "().__class__.__bases__",
     "lambda: 1",
     "(lambda x: x)(1)",
-    "[x for x in [1, 2]]",
+    "[x async for x in [1, 2]]",
+    "[x for x.c in [1, 2]]",
     "{x for x in [1]}",
     "{x: 1 for x in [1]}",
     "(x for x in [1])",
@@ -272,3 +274,72 @@ def test_forbidden_constructs_never_run(tmp_path):
 def test_huge_or_invalid_values_raise_expr_error(text):
     with pytest.raises(ExprError):
         evaluate_text(text, ENV)
+
+
+# --- comprehensions, list functions, templates (issue #29) ---------------------------------------
+
+small = st.integers(-50, 50)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(small, max_size=12), small, st.sampled_from(["+", "-", "*", "//"]), st.sampled_from(["<", ">=", "!="]),
+       small)
+def test_comprehensions_match_python(xs, k, op, cmp, bound):
+    """`[x OP k for x in xs if x CMP bound]` gives what Python's own comprehension gives."""
+    if op == "//" and k == 0:
+        k = 1
+    env = {"xs": xs, "k": k, "bound": bound}
+    text = f"[x {op} k for x in xs if x {cmp} bound]"
+    expected = [OPS[op](x, k) for x in xs if CMP[cmp](x, bound)]
+    assert evaluate_text(text, env) == expected
+    assert evaluate_text(f"[[x, y] for x in xs for y in range(2) if x {cmp} bound]", env) == \
+        [[x, y] for x in xs for y in range(2) if CMP[cmp](x, bound)]
+    assert evaluate_text("sum(xs)", env) == sum(xs) and evaluate_text("len(xs)", env) == len(xs)
+    if xs:
+        assert evaluate_text("max(xs)", env) == max(xs) and evaluate_text("min(xs)", env) == min(xs)
+
+
+def test_the_issue_comprehension():
+    env = {"depths": [32, 16, 24, 40, 80, 112, 192, 320], "alpha": 1.4}
+    assert evaluate("${[make_divisible(d * alpha, 8) for d in depths]}", env) == \
+        [torchvision_make_divisible(d * 1.4, 8) for d in env["depths"]]
+
+
+def test_comprehension_names_are_local_and_unpack_pairs():
+    env = {"x": 100, "pairs": [[1, 2], [3, 4]]}
+    assert evaluate_text("[a * b for a, b in pairs]", env) == [2, 12]
+    assert evaluate_text("[x for x in [1, 2]][1] + x", env) == 102
+    assert evaluate_text("[c for c in input]", ENV) == [16, 32, 24]  # a shape loops over its sizes
+    with pytest.raises(ExprError, match="unpack"):
+        evaluate_text("[a for a, b in [1, 2]]", env)
+
+
+@pytest.mark.parametrize("text", [f"range({MAX_LIST + 1})", "[x for x in range(10000) for y in range(100)]",
+                                  "[[y for y in range(1000)] for x in range(1000)]", "[x for x in 5]",
+                                  "len(3)", "sum([1, 'a'])", "range(1.5)", "max([])"])
+def test_comprehensions_and_list_functions_are_bounded(text):
+    with pytest.raises(ExprError):
+        evaluate_text(text, ENV)
+
+
+def test_templates_make_names():
+    env = {"i": 2, "k": "b", "f": 1.5}
+    assert interpolate("denselayer${i + 1}", env) == "denselayer3"
+    assert interpolate("${k}${i}_${i * 2}", env) == "b2_4"
+    assert interpolate("${i + 1}", env) == 3 and interpolate("$i", env) == 2  # a whole expression: its value
+    assert interpolate("plain", env) == "plain" and interpolate(4, env) == 4
+    for bad in ["layer${f}", "layer${i > 1}", "layer$i", "layer${i"]:
+        with pytest.raises(ExprError):
+            interpolate(bad, env)
+
+
+def test_spec_namespace_and_unknown_names():
+    env = {"spec": Namespace({"g": 4})}
+    assert evaluate_text("spec.g * 2", env) == 8
+    with pytest.raises(ExprError, match="no parameter 'h'"):
+        evaluate_text("spec.h", env)
+    with pytest.raises(ExprError, match="not a value"):
+        evaluate_text("spec", env)
+    with pytest.raises(UnknownName) as info:
+        evaluate_text("g + 1", env)
+    assert info.value.name == "g"

@@ -4,11 +4,12 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import netspec
 from netspec.spec.errors import SpecError
 
-from conftest import BASIC_BLOCK, dedent, errors_at
+from conftest import BASIC_BLOCK, dedent, errors_at, locate, one_error_at
 
 
 def dims(g, name):
@@ -321,7 +322,7 @@ def test_repeat_zero_passes_through(load_spec):
           - {op: conv2d, name: a, out: 4, kernel: 1}
           - {op: conv2d, name: r, repeat: $n, out: 4, kernel: 1}
           - {op: relu, name: after}
-          - {op: add, name: sum, in: [r, a]}
+          - {op: add, name: sum, in: [r or a, a]}
     """)
     assert [n.name for n in g] == ["a", "after", "sum"]
     assert g.node("after").inputs == ("a",)
@@ -710,3 +711,307 @@ def test_in_channels_is_an_unknown_attribute(spec_error):
     (d,) = err.diagnostics
     assert (d.location.line, d.location.col) == (3, 18)
     assert "unknown attribute 'in_channels'" in d.message
+
+
+# --- computed names (issue #29, 1) ------------------------------------------------------------------
+
+def test_a_computed_name_numbers_repeat_iterations_directly(load_spec):
+    g = load_spec("""
+        params: {n: 3}
+        input: {shape: [4, 8, 8]}
+        layers:
+          - {op: conv2d, name: "c${i + 1}", repeat: $n, out: 4, kernel: 1}
+          - {op: relu, name: "r${n}"}
+          - {op: add, name: sum, in: [c1, c3]}
+    """)
+    assert [n.name for n in g] == ["c1", "c2", "c3", "r3", "sum"]
+    assert g.node("c2").inputs == ("c1",) and g.node("r3").inputs == ("c3",)
+    assert g.node("sum").inputs == ("c1", "c3")
+    assert "c1" not in g.scopes  # no repeat level: the iterations are entries of the list
+
+
+def test_a_repeat_without_a_computed_name_keeps_its_level(load_spec):
+    g = load_spec("""
+        input: {shape: [4, 8, 8]}
+        layers:
+          - {op: conv2d, name: c, repeat: 2, out: 4, kernel: 1}
+    """)
+    assert [n.name for n in g] == ["c.0", "c.1"]
+
+
+def test_computed_names_continue_across_stages_like_torchvision_features(load_spec):
+    g = load_spec("""
+        input: {shape: [4, 8, 8]}
+        blocks:
+          unit:
+            layers: [{op: conv2d, name: conv, out: 4, kernel: 1}, {op: relu, name: act}]
+        layers:
+          - {name: features, layers: [
+              {op: conv2d, out: 4, kernel: 1},
+              {op: unit, name: "${1 + i}", repeat: 2},
+              {op: unit, name: "${3 + i}", repeat: 3},
+              {op: relu}]}
+    """)
+    names = [n.name for n in g]
+    assert names[0] == "features.0"
+    assert names[1:11:2] == [f"features.{k}.conv" for k in range(1, 6)]
+    assert names[-1] == "features.6"  # an unnamed entry counts the iterations before it
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 5), st.integers(0, 20))
+def test_computed_names_property(n, start):
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "spec.yaml"
+        path.write_text(dedent(f"""
+            params: {{n: {n}, start: {start}}}
+            input: {{shape: [2, 4, 4]}}
+            layers:
+              - {{op: relu, name: first}}
+              - {{op: conv2d, name: "layer${{start + i}}", repeat: $n, out: 2, kernel: 1}}
+              - {{op: relu, name: last}}
+        """))
+        g = netspec.load(path)
+    expected = [f"layer{start + k}" for k in range(n)]
+    assert [node.name for node in g] == ["first"] + expected + ["last"]
+    chain = ["first"] + expected + ["last"]
+    assert all(g.node(b).inputs == (a,) for a, b in zip(chain, chain[1:]))
+
+
+def test_a_computed_name_must_be_valid(spec_error):
+    text = """
+        input: {shape: [4, 8, 8]}
+        layers:
+          - {op: relu, name: "a${'-x'}"}
+    """
+    one_error_at(spec_error(text), *locate(text, '"a$'), "'a-x'", "a${'-x'}", "not a valid name")
+
+
+def test_computed_names_must_be_unique(spec_error):
+    text = """
+        input: {shape: [4, 8, 8]}
+        layers:
+          - {op: relu, name: "r${i // 2}", repeat: 3}
+    """
+    one_error_at(spec_error(text), *locate(text, '"r$'), "'r0'", "already used")
+
+
+def test_a_name_that_is_not_a_word_says_names_may_be_computed(spec_error):
+    err = spec_error("""
+        input: {shape: [4, 8, 8]}
+        layers:
+          - {op: relu, name: "a b"}
+    """)
+    assert "${" in errors_at(err, 3)[0].message
+
+
+# --- asserts (issue #29, 2) -------------------------------------------------------------------------
+
+ASSERTING = """
+    params: {n: 3}
+    input: {shape: [4, 8, 8]}
+    variants: {many: {params: {n: 30}}}
+    blocks:
+      dense:
+        params: {n: int}
+        layers:
+          - {assert: "${n <= 24}", message: "dense lists at most 24 layers, got ${n}"}
+          - {op: conv2d, name: "l${i + 1}", repeat: $n, out: 4, kernel: 1}
+    layers:
+      - {assert: "${n >= 1 and input.c == 4}"}
+      - {op: dense, name: block, n: $n}
+"""
+
+
+def test_a_passing_assert_makes_nothing(load_spec):
+    g = load_spec(ASSERTING)
+    assert [n.name for n in g] == ["block.l1", "block.l2", "block.l3"]
+    assert g.node("block.l1").inputs == ("input",)
+
+
+def test_a_failing_assert_is_an_error_at_its_entry_with_the_message(spec_error):
+    err = spec_error(ASSERTING, variant="many")
+    d = one_error_at(err, *locate(ASSERTING, "{assert"), "assertion failed: dense lists at most 24 layers, got 30")
+    assert d.notes and d.notes[0][0].line == locate(ASSERTING, "{op: dense")[0]  # the block's use
+    err = spec_error(ASSERTING, params={"n": 0})
+    one_error_at(err, *locate(ASSERTING, "{assert", 2), "assertion failed", "n >= 1 and input.c == 4", "n = 0")
+
+
+def test_check_checks_asserts_for_every_variant(write_spec, cli):
+    write_spec(ASSERTING)
+    r = cli("check", "spec.yaml")
+    assert r.code == 1
+    line, col = locate(ASSERTING, "{assert")
+    assert f"spec.yaml:{line}:{col}: error: assertion failed: dense lists at most 24 layers, got 30 (variant many)" in r.err
+    assert "Traceback" not in r.err
+
+
+@pytest.mark.parametrize("entry,words", [
+    ('{assert: "${3}"}', ["true or false", "3"]),
+    ('{assert: "${nope}"}', ["unknown name 'nope'"]),
+    ('{assert: true, op: relu}', ["assert"]),
+    ('{assert: true, message: 3}', ["string"]),
+    ('{assert: true, repeat: 2}', ["assert"]),
+])
+def test_malformed_asserts(spec_error, entry, words):
+    err = spec_error(f"""
+        input: {{shape: [4, 8, 8]}}
+        layers:
+          - {entry}
+          - {{op: relu}}
+    """)
+    found = errors_at(err, 3)
+    assert len(found) == 1, err.format()
+    for w in words:
+        assert w in found[0].message, found[0].message
+
+
+# --- honest merges (issue #29, 3) -------------------------------------------------------------------
+
+MERGE = """
+    params: {n: 1}
+    input: {shape: [4, 8, 8]}
+    layers:
+      - {op: conv2d, name: l1, out: 2, kernel: 1}
+      - {op: conv2d, name: l2, in: [input], out: 2, kernel: 1, when: "${n >= 2}"}
+      - {op: concat, name: cat, in: [input, l1, %s]}
+"""
+
+
+def test_an_absent_entry_in_a_merge_is_an_error(spec_error):
+    err = spec_error(MERGE % "l2")
+    d = one_error_at(err, *locate(MERGE % "l2", "l2]"), "'l2' is absent", "l2 if present")
+    assert f"line {locate(MERGE, 'when')[0]}" in d.message
+
+
+def test_an_optional_reference_is_left_out_when_absent(load_spec):
+    g = load_spec(MERGE % "l2 if present")
+    assert g.node("cat").inputs == ("input", "l1") and dims(g, "cat") == (6, 8, 8)
+    g = load_spec(MERGE % "l2 if present", params={"n": 2})
+    assert g.node("cat").inputs == ("input", "l1", "l2") and dims(g, "cat") == (8, 8, 8)
+
+
+def test_a_fallback_reference_stands_in_for_an_absent_entry(load_spec):
+    g = load_spec(MERGE % "l2 or input")
+    assert g.node("cat").inputs == ("input", "l1", "input")
+    g = load_spec(MERGE % "l2 or input", params={"n": 2})
+    assert g.node("cat").inputs == ("input", "l1", "l2")
+
+
+def test_a_single_input_still_passes_through_an_absent_entry(load_spec):
+    g = load_spec("""
+        input: {shape: [4, 8, 8]}
+        layers:
+          - {op: relu, name: a}
+          - {op: relu, name: b, when: false}
+          - {op: relu, name: c, in: b}
+    """)
+    assert g.node("c").inputs == ("a",)
+
+
+def test_a_merge_with_every_input_left_out(spec_error):
+    text = """
+        input: {shape: [4, 8, 8]}
+        layers:
+          - {op: relu, name: a, when: false}
+          - {op: concat, in: [a if present, a if present]}
+    """
+    one_error_at(spec_error(text), *locate(text, "[a if"), "every input")
+
+
+@pytest.mark.parametrize("ref", ["'a if'", "'or a'", "'a or'", "'a or b c'", "'a  if present'"])
+def test_malformed_optional_references(spec_error, ref):
+    err = spec_error(f"""
+        input: {{shape: [4, 8, 8]}}
+        layers:
+          - {{op: relu, name: a}}
+          - {{op: concat, in: [a, {ref}]}}
+    """)
+    assert errors_at(err, 4), err.format()
+
+
+# --- blocks and spec parameters (issue #29, 4) ------------------------------------------------------
+
+def test_a_spec_parameter_inside_a_block_says_it_must_be_passed_in(spec_error):
+    text = """
+        params: {g: 2}
+        input: {shape: [4, 8, 8]}
+        blocks:
+          b:
+            layers: [{op: conv2d, out: 4, kernel: 1, groups: $g}]
+        layers:
+          - {op: b}
+    """
+    one_error_at(spec_error(text), *locate(text, "$g"), "unknown name 'g'", "spec parameter", "block 'b'", "spec.g")
+
+
+def test_a_block_parameter_defaults_to_a_spec_parameter(load_spec):
+    text = """
+        params: {g: 2}
+        input: {shape: [4, 8, 8]}
+        blocks:
+          b:
+            params: {g: {type: int, default: "${spec.g}"}}
+            layers: [{op: conv2d, name: conv, out: 4, kernel: 1, groups: $g}]
+        layers:
+          - {op: b, name: x}
+          - {op: b, name: y, g: 4}
+    """
+    g = load_spec(text)
+    assert g.node("x.conv").attrs.groups == 2 and g.node("y.conv").attrs.groups == 4
+    g = load_spec(text, params={"g": 1})
+    assert g.node("x.conv").attrs.groups == 1
+
+
+def test_a_block_default_naming_a_missing_spec_parameter(spec_error):
+    text = """
+        input: {shape: [4, 8, 8]}
+        blocks:
+          b:
+            params: {g: {type: int, default: "${spec.g}"}}
+            layers: [{op: conv2d, out: 4, kernel: 1, groups: $g}]
+        layers:
+          - {op: b}
+    """
+    d = one_error_at(spec_error(text), *locate(text, '"${spec'), "spec has no parameter 'g'")
+    assert d.notes[0][0].line == locate(text, "{op: b}")[0]
+
+
+def test_spec_is_read_only_in_block_defaults(spec_error):
+    text = """
+        params: {g: 2}
+        input: {shape: [4, 8, 8]}
+        layers:
+          - {op: conv2d, out: 4, kernel: 1, groups: "${spec.g}"}
+    """
+    one_error_at(spec_error(text), *locate(text, '"${spec'), "spec.g", "block parameter")
+
+
+def test_the_dense_block_example_has_torchvisions_names_and_counts():
+    from pathlib import Path
+    spec = Path(__file__).resolve().parent.parent / "specs" / "examples" / "dense_block.yaml"
+    g = netspec.load(spec)
+    convs = [n.name for n in g if n.op == "conv2d"]
+    assert convs[:2] == ["features.denseblock1.denselayer1.conv1", "features.denseblock1.denselayer1.conv2"]
+    assert convs[-1] == "features.transition1.conv" and len(convs) == 13
+    assert dims(g, "features.denseblock1.denselayer6.cat") == (256, 56, 56)
+    assert netspec.summary(g).params == 368_320  # torchvision's densenet121: its first block and transition
+    g12 = netspec.load(spec, params={"depth": 12, "growth": 16})
+    assert dims(g12, "features.denseblock1.denselayer12.cat") == (64 + 12 * 16, 56, 56)
+    with pytest.raises(SpecError, match="a dense block holds 1 to 24 layers, not 25"):
+        netspec.load(spec, params={"depth": 25})
+
+
+def test_the_names_of_an_absent_computed_repeat_are_known_to_be_absent(spec_error, load_spec):
+    text = """
+        params: {deep: false}
+        input: {shape: [4, 8, 8]}
+        layers:
+          - {op: relu, name: "r${i + 1}", repeat: 2, when: $deep}
+          - {op: add, in: [r2 %s, input]}
+    """
+    one_error_at(spec_error(text % ""), *locate(text % "", "r2 ,"), "'r2' is absent")
+    assert load_spec(text % "or input").nodes[-1].inputs == ("input", "input")
+    assert [n.name for n in load_spec(text % "", params={"deep": True})] == ["r1", "r2", "2"]

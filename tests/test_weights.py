@@ -136,3 +136,52 @@ def test_a_pytorch_checkpoint_given_as_weights_gets_a_hint(tmp_path):
     path.write_bytes(b"PK\x03\x04")
     with pytest.raises(WeightsError, match="netspec weights import"):
         read_weights(path)
+
+
+# --- long key listings (issue #29, 7) ---------------------------------------------------------------
+
+def _write_in_order(path, arrays: dict[str, np.ndarray]) -> None:
+    """A safetensors file whose tensors lie in the dict's order (safetensors' own writer sorts them)."""
+    import json
+    header, blobs, offset = {}, [], 0
+    for key, value in arrays.items():
+        data = np.ascontiguousarray(value, np.float32).tobytes()
+        header[key] = {"dtype": "F32", "shape": list(value.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + b"".join(blobs))
+
+
+def test_unexpected_keys_follow_the_file_and_missing_ones_the_spec(graph, tmp_path):
+    stray = ["z.weight", "a.weight", "m.bias"]
+    w = {k: v for k, v in init_weights(graph, 0).items() if k.startswith("fc.")}
+    path = tmp_path / "w.safetensors"
+    _write_in_order(path, {stray[0]: np.zeros(1)} | w | {stray[1]: np.zeros(1), stray[2]: np.zeros(1)})
+    assert list(read_weights(path)) == [stray[0], "fc.weight", "fc.bias", stray[1], stray[2]]
+    with pytest.raises(WeightsError) as info:
+        load_weights(path, graph)
+    text = str(info.value)
+    assert "unexpected 3 key(s): z.weight, a.weight, m.bias" in text
+    assert "missing 6 key(s): conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var" in text
+
+
+def test_long_key_lists_are_grouped_by_prefix_with_counts(graph):
+    """A DenseNet-sized mismatch reads as a dozen groups, not 580 names."""
+    from netspec.weights import _listing
+    keys = ["features.conv0.weight"] + [f"features.norm0.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
+    for b, n in enumerate([6, 12, 24, 16], 1):
+        keys += [f"features.denseblock{b}.denselayer{k}.{m}.weight" for k in range(1, n + 1) for m in ("norm1", "conv1")]
+    keys += ["classifier.weight", "classifier.bias"]
+    assert _listing(keys) == ("features.conv0.weight, features.norm0.* (4), features.denseblock1.* (12), "
+                              "features.denseblock2.* (24), features.denseblock3.* (48), features.denseblock4.* (32), "
+                              "classifier.* (2)")
+    assert _listing(keys[:3]) == "features.conv0.weight, features.norm0.weight, features.norm0.bias"
+    many = [f"layer{k}.weight" for k in range(40)]  # no common prefix: the first groups and a count
+    assert _listing(many).endswith(", ... (24 more)") and _listing(many).startswith("layer0.weight, layer1.weight")
+    w = init_weights(graph, 0)
+    w.update({key: np.zeros(1, np.float32) for key in keys})
+    with pytest.raises(WeightsError) as info:
+        check_weights(graph, w)
+    assert f"unexpected {len(keys)} key(s): features.conv0.weight, features.norm0.* (4), " in str(info.value)

@@ -128,7 +128,7 @@ blocks:
         layers:
           - {op: conv2d, out: $c, kernel: 1, stride: $stride, bias: false}
           - {op: batchnorm2d}
-      - {op: add, name: add, in: [bn2, downsample]}
+      - {op: add, name: add, in: [bn2, downsample or input]}
       - {op: relu, name: relu2}
 """
 

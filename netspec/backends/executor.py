@@ -20,7 +20,7 @@ from ..ir.graph import Graph, Node
 from ..ops.loss import TargetError, check_target
 from ..ops.registry import RunContext
 from ..passes.autodiff import GRAD, LOSS, differentiate, parse_losses
-from ..passes.memory import ALIGN, VIEWS, plan_memory
+from ..passes.memory import ALIGN, is_view, plan_memory
 from ..resources import Needs, check_fits
 
 Kernel = Callable[..., np.ndarray]
@@ -121,7 +121,7 @@ class Arena:
         self.memory = raw[-raw.ctypes.data % ALIGN:][:plan.arena]  # (on a cache line, as planned)
         step_of = {node.name: i for i, node in enumerate(graph.nodes)}
         self.shapes = [(batch,) + graph.type_of(node.name).dims for node in graph.nodes]
-        self.views = [node.op in VIEWS for node in graph.nodes]
+        self.views = [is_view(node.op) for node in graph.nodes]
         # steps with nothing to do: concats whose inputs their producers wrote in place (as planned)
         self.done = [node.name in plan.concats_in_place for node in graph.nodes]
         self.fixed: list[np.ndarray | None] = [None] * len(graph.nodes)

@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..cli import UsageError, _load, check_writable, positive_int_or, write_output
+from ..options import UsageError, check_writable, load_spec, positive_int_or, write_output
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
 INSTALL = "Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz; others: https://graphviz.org/download/"
@@ -49,7 +49,7 @@ def cmd_render(args) -> int:
         raise UsageError(f"cannot tell the format of '{args.output}': name it .svg, .png, .pdf or .dot")
     fmt = FORMATS[suffix]
     check_writable(args.output, args.force)  # before any work
-    graph = _load(args)
+    graph = load_spec(args)
     try:
         diagram = render(graph, depth=args.depth, rankdir=args.rankdir, shapes=not args.no_shapes,
                          show=args.show, scope=args.scope)

@@ -5,7 +5,7 @@ import functools
 import sys
 from pathlib import Path
 
-from ..cli import positive_int_or  # noqa: E402  (cli imports this module lazily, so no cycle)
+from ..options import positive_int_or
 
 _batch = positive_int_or("dynamic")
 
@@ -27,13 +27,13 @@ def _interop_errors(func):
 
 @_interop_errors
 def cmd_export(args) -> int:
-    from ..cli import _load, check_writable, write_output
+    from ..options import check_writable, load_spec, write_output
     from .onnx_export import ExportError, _require_onnx, check_serialized, export_onnx
     from ..weights import load_weights
 
     _require_onnx()
     check_writable(args.onnx, args.force)
-    graph = _load(args)
+    graph = load_spec(args)
     weights = load_weights(args.weights, graph) if args.weights else None
     model = export_onnx(graph, weights, batch=args.batch, mode=args.mode, check=False)
     data = model.SerializeToString()
@@ -50,14 +50,14 @@ def cmd_export(args) -> int:
 
 @_interop_errors
 def cmd_import(args) -> int:
-    from ..cli import check_writable, write_output
+    from ..options import check_writable, write_output
     from ..weights import save_weights
     from .onnx_import import import_onnx, to_spec_text
 
     check_writable(args.output, args.force)
     if args.weights_out:
         if Path(args.weights_out).resolve() == Path(args.output).resolve():
-            from ..cli import UsageError
+            from ..options import UsageError
             raise UsageError("-o and --weights-out name the same file")
         check_writable(args.weights_out, args.force)
     graph, weights = import_onnx(args.model)
@@ -75,7 +75,7 @@ def cmd_import(args) -> int:
 @_interop_errors
 def cmd_weights_import(args) -> int:
     from .. import load
-    from ..cli import check_writable, parse_sets
+    from ..options import check_writable, parse_sets
     from ..weights import save_weights
     from .checkpoint import import_checkpoint, read_mapping
 

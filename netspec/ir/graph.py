@@ -4,9 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
+import numpy as np
+
 from ..ops.registry import Attrs
 from ..spec.errors import Trace
 from .types import TensorType
+
+Weights = dict[str, np.ndarray]  # a graph's parameters by key (`layer1.0.conv1.weight`)
 
 
 @dataclass(frozen=True)

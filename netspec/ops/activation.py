@@ -17,7 +17,7 @@ def _activation(name: str, doc: str, attrs=NoAttrs, aliases=(), category="activa
                 backward=None) -> None:
     """An elementwise op: at most one attribute, a float (what a fused epilogue carries as `alpha`)."""
     register(OpDef(name=name, category=category, attrs=attrs, shape=_same_shape, doc=doc, aliases=aliases,
-                   reference=reference, backward=backward, elementwise=True))
+                   reference=reference, backward=backward, elementwise=True, memory="in_place"))
 
 
 def _elementwise(f):

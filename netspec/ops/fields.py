@@ -10,10 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, PlainValidator, WithJsonSchema
 
-from .registry import ShapeError
-
-MAX_SIZE = 1 << 24  # no single channel count, feature count or spatial size beyond this
-MAX_ELEMENTS = 1 << 34  # nor a tensor of more elements per sample (64 GiB of float32)
+from .registry import MAX_SIZE, ShapeError
 
 
 def _int_like(v: Any) -> Any:

@@ -108,7 +108,7 @@ def _batchnorm_uses(a, wrt) -> tuple[str, ...]:
 
 register(OpDef(
     name="batchnorm2d", category="normalization", attrs=BatchNorm2dAttrs, shape=_batchnorm_shape,
-    params=_batchnorm_params, reference=_batchnorm_reference,
+    params=_batchnorm_params, reference=_batchnorm_reference, memory="in_place",
     backward=Backward(_batchnorm_backward, uses=_batchnorm_uses),
     doc="Batch normalization over channels: batch statistics in training, running statistics in inference.",
 ))

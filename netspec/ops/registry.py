@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict
 
 from ..ir.types import TensorType
 
+MAX_SIZE = 1 << 24  # no single channel count, feature count or spatial size beyond this
+MAX_ELEMENTS = 1 << 34  # nor a tensor of more elements per sample (64 GiB of float32)
+
 Category = Literal["convolution", "pooling", "normalization", "activation", "dropout", "merge",
                    "linear", "reshape", "loss", "gradient"]
 
@@ -176,6 +179,9 @@ class OpDef:
     backward: Backward | None = None  # None: not differentiable (yet); training such a graph is refused
     aliases: tuple[str, ...] = field(default=())
     elementwise: bool = False  # an activation applied to each element alone (a fusable epilogue)
+    # How its output may use memory (passes/memory.py): "in_place" may overwrite its first input (same
+    # shape, each element read once before it is written); "view" is its input under another shape.
+    memory: Literal["new", "in_place", "view"] = "new"
     internal: bool = False  # made by a pass (ops/fused.py), never written in a spec
 
 
@@ -234,8 +240,6 @@ def infer_output(op: OpDef, attrs: Attrs, inputs: Sequence[TensorType]) -> Tenso
         else:
             want = f"{op.min_inputs} to {op.max_inputs} inputs"
         raise ShapeError(f"{op.name} takes {want}, got {n}")
-    from .fields import MAX_ELEMENTS, MAX_SIZE
-
     out = op.shape(attrs, inputs)
     if any(d <= 0 for d in out.dims):
         raise ShapeError(f"{op.name} would produce the empty shape {out.dims_str()}")

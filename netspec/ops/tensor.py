@@ -29,7 +29,7 @@ def _add_backward(a, g: GradArgs):
 
 
 register(OpDef(name="add", category="merge", attrs=NoAttrs, shape=_add_shape, min_inputs=2, max_inputs=None,
-               reference=_add_reference, backward=Backward(_add_backward, uses=uses_nothing),
+               reference=_add_reference, backward=Backward(_add_backward, uses=uses_nothing), memory="in_place",
                doc="Elementwise sum of inputs of one shape (residual connections)."))
 
 
@@ -57,7 +57,7 @@ def _mul_backward(a, g: GradArgs):
 
 
 register(OpDef(name="mul", category="merge", attrs=NoAttrs, shape=_mul_shape, min_inputs=2, max_inputs=2,
-               reference=_mul_reference, backward=Backward(_mul_backward, uses=uses_inputs),
+               reference=_mul_reference, backward=Backward(_mul_backward, uses=uses_inputs), memory="in_place",
                doc="Elementwise product; the second input may broadcast along size-1 dimensions "
                    "(squeeze-excitation gating)."))
 
@@ -116,7 +116,7 @@ def _reshape_backward(a, g: GradArgs):
 
 
 register(OpDef(name="flatten", category="reshape", attrs=NoAttrs, shape=_flatten_shape,
-               reference=_flatten_reference, backward=Backward(_reshape_backward, uses=uses_nothing),
+               reference=_flatten_reference, backward=Backward(_reshape_backward, uses=uses_nothing), memory="view",
                doc="N×C×H×W → N×(C·H·W)."))
 
 
@@ -153,7 +153,7 @@ def _reshape_reference(a: ReshapeAttrs, inputs, params, ctx):
 
 
 register(OpDef(name="reshape", category="reshape", attrs=ReshapeAttrs, shape=_reshape_shape,
-               reference=_reshape_reference, backward=Backward(_reshape_backward, uses=uses_nothing),
+               reference=_reshape_reference, backward=Backward(_reshape_backward, uses=uses_nothing), memory="view",
                doc="Reshape every sample to `shape` (batch dimension implied; one -1 is inferred)."))
 
 

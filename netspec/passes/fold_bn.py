@@ -13,8 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..ir.graph import Graph
-from .manager import Weights
+from ..ir.graph import Graph, Weights
 
 FOLDABLE = {"conv2d", "linear"}
 

@@ -25,9 +25,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .. import ops
-from ..ir.graph import Graph, Node
+from ..ir.graph import Graph, Node, Weights
 from ..ops.fused import activation_alpha
-from .manager import Weights
 
 FUSED = {"conv2d": "fused_conv2d", "linear": "fused_linear"}
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
-
-from ..ir.graph import Graph
+from ..ir.graph import Graph, Weights
 from ..ir.verify import verify
+from .fold_bn import fold_batchnorm
+from .fuse import fuse_epilogues, fuse_squeeze_excitation
+from .simplify import eliminate_dead_code, remove_identities
 
-Weights = dict[str, np.ndarray]
 Pass = Callable[[Graph, Weights], tuple[Graph, Weights]]
 
 
@@ -58,10 +58,6 @@ def optimize(graph: Graph, weights: Weights, mode: str = "eval", records: list[P
              losses=None) -> tuple[Graph, Weights]:
     """The standard pipeline for running `graph` in `mode` (the graph must already be `active(mode)`);
     with `losses` (train mode, autodiff.parse_losses), it ends in the training graph."""
-    from .fold_bn import fold_batchnorm
-    from .fuse import fuse_epilogues, fuse_squeeze_excitation
-    from .simplify import eliminate_dead_code, remove_identities
-
     passes: list[tuple[str, Pass]] = [("dce", eliminate_dead_code)]
     if mode == "eval":
         passes = [("remove_identities", remove_identities), ("fold_bn", fold_batchnorm),

@@ -13,17 +13,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .. import ops
 from ..ir.graph import Graph
 from .infer import infer
 
 BYTES = 4  # float32
 ALIGN = 64  # bytes; every buffer starts on a cache line
-# Ops whose output may overwrite their first input (same shape, each element read once before written).
-IN_PLACE = {"relu", "relu6", "sigmoid", "tanh", "leaky_relu", "elu", "silu", "hardswish", "identity", "dropout",
-            "batchnorm2d", "add", "mul"}
-# Ops whose output is a view of their input (the same memory, another shape): it shares the input's
-# buffer, which stays alive while either is.
-VIEWS = {"flatten", "reshape"}
+
+
+def in_place(op: str) -> bool:
+    """The op's output may overwrite its first input (OpDef.memory, set where the op is defined)."""
+    return ops.get(op).memory == "in_place"
+
+
+def is_view(op: str) -> bool:
+    """The op's output is a view of its input (the same memory, another shape): it shares the
+    input's buffer, which stays alive while either is."""
+    return ops.get(op).memory == "view"
 
 
 @dataclass
@@ -77,14 +83,14 @@ def plan_memory(graph: Graph, batch: int = 1) -> MemoryPlan:
         buffers.append(buffer_of[name])
     for i, node in enumerate(g.nodes):
         first = node.inputs[0] if node.inputs else None
-        reuse = (node.op in IN_PLACE and first is not None and buffer_of[first].start >= 0  # (not an input's)
+        reuse = (in_place(node.op) and first is not None and buffer_of[first].start >= 0  # (not an input's)
                  and last_use[first] == i and sum(buffer_of[j] is buffer_of[first] for j in node.inputs) == 1
                  and g.type_of(first) == node.type and buffer_of[first].end == i)
         if reuse:  # write over the input, which dies here
             buffer = buffer_of[first]
             buffer.tensors.append(node.name)
             buffer.end = max(last_use[node.name], i)  # an unused output still occupies it at step i
-        elif node.op in VIEWS and first is not None:
+        elif is_view(node.op) and first is not None:
             buffer = buffer_of[first]
             buffer.tensors.append(node.name)
             buffer.end = max(buffer.end, last_use[node.name], i)

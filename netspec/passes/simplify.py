@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.graph import Graph
-from .manager import Weights
+from ..ir.graph import Graph, Weights
 
 PASS_THROUGH = {"identity", "dropout"}  # in eval mode dropout is the identity
 

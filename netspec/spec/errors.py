@@ -85,6 +85,7 @@ class Collector:
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' when a close match exists, else ''."""
-    matches = difflib.get_close_matches(str(word), sorted(set(choices)), n=1, cutoff=0.6)
+    """' (did you mean 'x'?)' when a close match exists, else ''. Never the word itself: where the
+    word is among the choices, its lookup failed for another reason, which the caller must say."""
+    matches = difflib.get_close_matches(str(word), sorted(set(choices) - {str(word)}), n=1, cutoff=0.6)
     return f" (did you mean '{matches[0]}'?)" if matches else ""

@@ -6,8 +6,12 @@ nodes carry hierarchical names (`layer3.1.conv2`) and the trace of where they we
 
 Naming: a layer's name is its `name:`, or else its position among the present entries of its
 list (like torch.nn.Sequential). A repeat adds `.0`, `.1`, ...; a block or group adds a level.
-A layer whose `when:` is false, or a repeat of 0, passes its input through, and its name refers
-to that input.
+A computed name (`name: "denselayer${i + 1}"`) names each iteration of a repeat itself, with no
+added level, and each iteration then counts as an entry of the list.
+A layer whose `when:` is false, or a repeat of 0, is absent: it passes its input through, and its
+name refers to that input, except in a list of several inputs (a merge), where naming it is an
+error unless the reference says what to do (`b if present`: left out; `b or c`: c stands in).
+An `assert:` entry is checked where it stands and makes nothing.
 """
 from __future__ import annotations
 
@@ -21,9 +25,10 @@ from ..ir.graph import Node, ScopeInfo
 from ..ir.types import BATCH, TensorType
 from ..ops.registry import ShapeError, infer_output
 from .errors import Collector, Diagnostic, Location, SpecError, Trace, diagnostic_at, did_you_mean
-from .expr import ExprError, ShapeRef, evaluate
+from .expr import ExprError, Namespace, ShapeRef, Unavailable, UnknownName, evaluate, interpolate, names_in
 from .loader import SourceFile
-from .schema import IDENT_RE, RESERVED_KEYS, BlockDef, LayerEntry, check_param_type
+from .schema import (IDENT_RE, RESERVED_KEYS, BlockDef, LayerEntry, check_name, check_param_type, is_template,
+                     parse_ref)
 from .validation import friendly_message
 
 MAX_NODES = 50_000
@@ -50,6 +55,7 @@ class Scope:
     used_at: tuple[tuple[Location, str], ...] = ()  # where the enclosing blocks were used
     mode: str | None = None
     local: dict[str, str | None] = field(default_factory=dict)  # local name -> full tensor name
+    absent: dict[str, str] = field(default_factory=dict)  # names of absent entries -> why ("its `when:` ...")
 
     def lookup(self, ref: str) -> tuple[bool, str | None]:
         scope: Scope | None = self
@@ -58,6 +64,15 @@ class Scope:
                 return True, scope.local[ref]
             scope = scope.parent
         return False, None
+
+    def why_absent(self, ref: str) -> str | None:
+        """Why the entry `ref` names is absent (None when it is present, or not found)."""
+        scope: Scope | None = self
+        while scope is not None:
+            if ref in scope.local:
+                return scope.absent.get(ref)
+            scope = scope.parent
+        return None
 
     def visible(self) -> list[str]:
         names, scope = [], self
@@ -81,6 +96,8 @@ class _Env(Mapping):
         found, full = self.scope.lookup(key)
         if found and full is not None:
             return ShapeRef(self.types[full].dims)
+        if found:  # its node failed, with an error of its own: this one would only echo it
+            raise Unavailable(f"'{key}' has no shape")
         raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
@@ -98,8 +115,9 @@ class _Env(Mapping):
 
 
 class Expander:
-    def __init__(self, blocks: dict[str, BlockRef], errors: Collector):
+    def __init__(self, blocks: dict[str, BlockRef], errors: Collector, params: dict[str, Any]):
         self.blocks = blocks
+        self.params = params  # the spec's, which a block parameter's default may read as spec.NAME
         self.errors = errors
         self.nodes: list[Node] = []
         self.by_name: dict[str, Node] = {}
@@ -125,8 +143,11 @@ class Expander:
     def expand_list(self, entries: list[LayerEntry], scope: Scope, first_input: str | None) -> str | None:
         prev = first_input
         index = 0
-        position = {e.name: i for i, e in enumerate(entries) if e.name}
+        position = {e.name: i for i, e in enumerate(entries) if e.name and not is_template(e.name)}
         for here, entry in enumerate(entries):
+            if entry.check is not None:
+                self.check_assert(entry, scope)
+                continue
             inputs = self.resolve_inputs(entry, scope, prev, entries, position, here)
             if entry.when is not None:
                 cond = self.evaluate(entry.when, scope, {}, entry, ("when",))
@@ -135,44 +156,148 @@ class Expander:
                     cond = None
                 if cond is False:  # absent: passes its input through
                     through = inputs[0] if inputs else FAILED
-                    if entry.name:
-                        scope.local[entry.name] = through
+                    for name in self.absent_names(entry, scope):
+                        scope.local[name] = through
+                        scope.absent[name] = f"its `when:` at line {self.loc(entry, 'when').line} is false"
                     prev = through
                     continue
                 if cond is None:
                     inputs = None
-            local = entry.name or str(index)
+            if is_template(entry.name) and entry.repeat is not None:
+                prev, count = self.repeated_by_name(entry, scope, inputs)
+                index += count  # each iteration is an entry of this list
+                continue
+            local = self.computed_name(entry, scope, {}) if is_template(entry.name) else entry.name or str(index)
             index += 1
-            if local in scope.local:
-                self.error(scope, self.loc(entry, "name"), f"the name '{local}' is already used in this scope")
-            if entry.name in ("input", "i"):
-                self.error(scope, self.loc(entry, "name"), f"'{entry.name}' is reserved; choose another name")
+            if local is None:
+                prev = FAILED
+                continue
+            self.claim(entry, scope, local)
             out = self.repeated(entry, scope, local, inputs)
             scope.local[local] = out
             prev = out
         return prev
+
+    def computed_name(self, entry: LayerEntry, scope: Scope, extra: dict[str, Any]) -> str | None:
+        """The value of a `name:` template (`c${i + 1}`), checked to be a name; None after an error."""
+        try:
+            value = interpolate(entry.name, _Env(scope, self.types, extra))
+            return check_name(value, template=False)
+        except ExprError as e:
+            self.report(scope, self.loc(entry, "name"), e)
+        except ValueError as e:
+            self.error(scope, self.loc(entry, "name"), f"the name computed from '{entry.name}': {e}")
+        return None
+
+    def absent_names(self, entry: LayerEntry, scope: Scope) -> list[str]:
+        """The names an absent entry would have had (each iteration's, for a computed name), so that
+        a reference to one says it is absent. Quiet: an absent entry's expressions are not errors."""
+        if not is_template(entry.name):
+            return [entry.name] if entry.name else []
+        try:
+            count = 1 if entry.repeat is None else evaluate(entry.repeat, _Env(scope, self.types, {}))
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_REPEAT:
+                return []
+            extra = [{} if entry.repeat is None else {"i": i} for i in range(count)]
+            return [check_name(interpolate(entry.name, _Env(scope, self.types, e)), template=False) for e in extra]
+        except (ExprError, ValueError):
+            return []
+
+    def claim(self, entry: LayerEntry, scope: Scope, local: str) -> None:
+        """Refuse a name already used in this list, and the reserved ones."""
+        computed = f" (computed from '{entry.name}')" if is_template(entry.name) else ""
+        if local in scope.local:
+            self.error(scope, self.loc(entry, "name"), f"the name '{local}'{computed} is already used in this scope")
+        elif local in ("input", "i") and entry.name:
+            self.error(scope, self.loc(entry, "name"), f"'{local}'{computed} is reserved; choose another name")
+
+    def check_assert(self, entry: LayerEntry, scope: Scope) -> None:
+        """`- {assert: ${n <= 24}, message: ...}`: an error at the entry when the condition is false."""
+        env = _Env(scope, self.types, {})
+        try:
+            holds = evaluate(entry.check, env)
+        except ExprError as e:
+            self.report(scope, self.loc(entry, "assert"), e)
+            return
+        if not isinstance(holds, bool):
+            self.error(scope, self.loc(entry, "assert"), f"`assert` must be true or false, got {holds!r}")
+            return
+        if holds:
+            return
+        if entry.message is not None:
+            try:
+                message = str(interpolate(entry.message, env, any_value=True))
+            except ExprError as e:
+                self.report(scope, self.loc(entry, "message"), e)
+                return
+        else:
+            message = str(entry.check).strip()
+            message = message[2:-1].strip() if message.startswith("${") else message.lstrip("$")
+            shown = [f"{name} = {scope.env[name]!r}" for name in names_in(message) if name in scope.env]  # parameters
+            message += f" ({', '.join(shown)})" if shown else ""
+        self.error(scope, self.loc(entry), f"assertion failed: {message}")
 
     def resolve_inputs(self, entry: LayerEntry, scope: Scope, prev: str | None, siblings: list[LayerEntry],
                        position: dict[str, int], here: int) -> list[str] | None:
         """Full names of the entry's inputs, or None when one is missing (already reported or reported now)."""
         if entry.inputs is None:
             return None if prev is None else [prev]
+        merge = len(entry.inputs) > 1  # in a list of several, an absent entry cannot silently stand for its input
         resolved: list[str] | None = []
-        for k, ref in enumerate(entry.inputs):
-            where = self.loc(entry, "in", k) if len(entry.inputs) > 1 else self.loc(entry, "in")
-            found, full = scope.lookup(ref)
-            if not found and "." in ref and scope.prefix + ref in self.types:
-                found, full = True, scope.prefix + ref
-            if not found:
-                if ref in position and position[ref] >= here:
-                    self.error(scope, where, self.forward_message(ref, siblings, position, here))
-                else:
-                    self.error(scope, where, f"no earlier node named '{ref}'{did_you_mean(ref, scope.visible())}")
+        for k, raw in enumerate(entry.inputs):
+            where = self.loc(entry, "in", k) if merge else self.loc(entry, "in")
+            try:
+                text = interpolate(raw, _Env(scope, self.types, {}))
+                if isinstance(text, int) and not isinstance(text, bool):
+                    text = str(text)  # `${k + 1}` names an entry called 3
+                if not isinstance(text, str):
+                    raise ValueError(f"'{raw}' gives {text!r}, not a node name")
+                names, optional = parse_ref(text)
+            except ExprError as e:
+                self.report(scope, where, e)
                 resolved = None
+                continue
+            except (ValueError, TypeError) as e:
+                self.error(scope, where, str(e))
+                resolved = None
+                continue
+            chosen, found, full, reasons = None, False, None, []
+            for ref in names:
+                found, full = scope.lookup(ref)
+                if not found and "." in ref and scope.prefix + ref in self.types:
+                    found, full = True, scope.prefix + ref
+                if not found:
+                    if ref in position and position[ref] >= here:
+                        self.error(scope, where, self.forward_message(ref, siblings, position, here))
+                    else:
+                        self.error(scope, where, f"no earlier node named '{ref}'{did_you_mean(ref, scope.visible())}")
+                    break
+                why = scope.why_absent(ref)
+                if why is None or (not merge and not optional and ref == names[-1]):
+                    chosen = ref
+                    break
+                reasons.append((ref, why))
+            if not found:
+                resolved = None
+            elif chosen is None and not optional:
+                ref, why = reasons[0]
+                also = f"; '{names[-1]}' is absent too" if len(names) > 1 else ""
+                twice = (f", and '{full}' is already in this list" if resolved and full in resolved
+                         else f" ('{full}')" if full else "")
+                self.error(scope, where, f"'{ref}' is absent ({why}){also}, so here it would stand for its own "
+                           f"input{twice}; write '{raw} if present' to leave it out when absent, or "
+                           f"'{raw} or NAME' for NAME to stand in")
+                resolved = None
+            elif chosen is None:
+                continue  # optional and absent: left out
             elif full is None:
                 resolved = None  # its node failed; that error is already reported
             elif resolved is not None:
                 resolved.append(full)
+        if resolved == []:
+            self.error(scope, self.loc(entry, "in"), "every input of this entry is absent and left out, so it has "
+                       "no input")
+            return None
         return resolved
 
     @staticmethod
@@ -189,8 +314,8 @@ class Expander:
             seen.add(j)
             if j == here:
                 return f"cycle: this node takes input from '{ref}', which depends on this node"
-            refs = siblings[j].inputs
-            todo += [position[r] for r in refs if r in position] if refs else [j - 1]
+            refs = [name for ref in siblings[j].inputs or () if not is_template(ref) for name in parse_ref(ref)[0]]
+            todo += [position[r] for r in refs if r in position] if siblings[j].inputs else [j - 1]
         return f"'{ref}' is defined later; a node can only take input from earlier nodes"
 
     # --- repeat, groups, blocks, ops -----------------------------------------------------------
@@ -198,31 +323,64 @@ class Expander:
         full = scope.prefix + local
         if entry.repeat is None:
             return self.instantiate(entry, scope, full, inputs, {}, {})
-        count = self.evaluate(entry.repeat, scope, {}, entry, ("repeat",))
+        count = self.repeat_count(entry, scope)
         if count is None:
-            return FAILED
-        if isinstance(count, float) and count.is_integer():
-            count = int(count)
-        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_REPEAT:
-            self.error(scope, self.loc(entry, "repeat"),
-                       f"`repeat` must be an integer from 0 to {MAX_REPEAT:,}, got {count!r}")
             return FAILED
         label = "group" if entry.op is None else self.evaluate(entry.op, scope, {}, entry, ("op",))
         self.scopes[full] = ScopeInfo("repeat", str(label), count)
         if count == 0:
+            scope.absent[local] = f"its `repeat:` at line {self.loc(entry, 'repeat').line} is 0"
             return inputs[0] if inputs else FAILED
         current, out = inputs, FAILED
         before = len(self.nodes)
         for i in range(count):
             if i == 1:  # refuse a runaway repeat from the size of its first iteration, before building it
                 self.check_budget(entry, scope, (len(self.nodes) - before) * (count - 1))
-            overrides: dict[str, tuple[Any, tuple]] = {}
-            for key in ("first",) * (i == 0) + ("last",) * (i == count - 1):
-                for k, v in (getattr(entry, key) or {}).items():
-                    overrides[k] = (v, (key, k))
-            out = self.instantiate(entry, scope, f"{full}.{i}", current, {"i": i}, overrides)
+            out = self.instantiate(entry, scope, f"{full}.{i}", current, {"i": i}, self.overrides(entry, i, count))
             current = None if out is None else [out]
         return out
+
+    def repeated_by_name(self, entry: LayerEntry, scope: Scope, inputs: list[str] | None) -> tuple[str | None, int]:
+        """A repeat whose `name:` is computed: each iteration is named by it, in this list (no level
+        of its own). Returns the last output and the number of iterations."""
+        count = self.repeat_count(entry, scope)
+        if count is None:
+            return FAILED, 1
+        current, out = inputs, (inputs[0] if inputs else FAILED)
+        before = len(self.nodes)
+        for i in range(count):
+            if i == 1:
+                self.check_budget(entry, scope, (len(self.nodes) - before) * (count - 1))
+            local = self.computed_name(entry, scope, {"i": i})
+            if local is None:
+                return FAILED, count
+            self.claim(entry, scope, local)
+            out = self.instantiate(entry, scope, scope.prefix + local, current, {"i": i},
+                                   self.overrides(entry, i, count))
+            scope.local[local] = out
+            current = None if out is None else [out]
+        return out, count
+
+    def repeat_count(self, entry: LayerEntry, scope: Scope) -> int | None:
+        count = self.evaluate(entry.repeat, scope, {}, entry, ("repeat",))
+        if count is None:
+            return None
+        if isinstance(count, float) and count.is_integer():
+            count = int(count)
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_REPEAT:
+            self.error(scope, self.loc(entry, "repeat"),
+                       f"`repeat` must be an integer from 0 to {MAX_REPEAT:,}, got {count!r}")
+            return None
+        return count
+
+    @staticmethod
+    def overrides(entry: LayerEntry, i: int, count: int) -> dict[str, tuple[Any, tuple]]:
+        """The `first:` / `last:` attribute overrides of iteration i, each with its path in the entry."""
+        found: dict[str, tuple[Any, tuple]] = {}
+        for key in ("first",) * (i == 0) + ("last",) * (i == count - 1):
+            for k, v in (getattr(entry, key) or {}).items():
+                found[k] = (v, (key, k))
+        return found
 
     def instantiate(self, entry: LayerEntry, scope: Scope, full: str, inputs: list[str] | None,
                     extra: dict[str, Any], overrides: dict[str, tuple[Any, tuple]]) -> str | None:
@@ -337,12 +495,15 @@ class Expander:
                 self.error(scope, use, f"block '{block_name}' needs parameter '{pname}' ({decl.type})")
                 ok = False
             elif ok and inputs is not None:
+                where = Trace(ref.source.loc(("blocks", block_name, "params", pname, "default")), child.used_at)
                 try:
-                    default = evaluate(decl.default, _Env(child, self.types, {}))
+                    default = evaluate(decl.default, _Env(child, self.types, {"spec": Namespace(self.params)}))
                     child.env[pname] = check_param_type(decl, default)
-                except (ExprError, ValueError) as e:
-                    self.errors.error(Trace(ref.source.loc(("blocks", block_name, "params", pname)),
-                                            child.used_at), f"default of parameter '{pname}': {e}")
+                except ExprError as e:
+                    self.report(child, where, e, f"default of parameter '{pname}': ")
+                    ok = False
+                except ValueError as e:
+                    self.errors.error(where, f"default of parameter '{pname}': {e}")
                     ok = False
         if not ok or inputs is None:
             return FAILED
@@ -366,7 +527,7 @@ class Expander:
         try:
             return evaluate(raw, _Env(scope, self.types, extra))
         except ExprError as e:
-            self.error(scope, self.loc(entry, *path), str(e))
+            self.report(scope, self.loc(entry, *path), e)
             return None
 
     def evaluate_args(self, entry, scope, extra, args) -> tuple[dict[str, Any], bool]:
@@ -375,9 +536,29 @@ class Expander:
             try:
                 values[key] = evaluate(raw, _Env(scope, self.types, extra))
             except ExprError as e:
-                self.error(scope, self.loc(entry, *path), f"{key}: {e}")
+                self.report(scope, self.loc(entry, *path), e, f"{key}: ")
                 ok = False
         return values, ok
+
+    def report(self, scope: Scope, where: Location | Trace, e: ExprError, label: str = "") -> None:
+        """An expression's error, unless it only follows from one already reported; an unknown name
+        says what is visible where it was written (a block sees only its own parameters)."""
+        if isinstance(e, Unavailable):
+            return
+        message = str(e)
+        if isinstance(e, UnknownName) and e.name == "spec":
+            message += ("; spec.NAME reads a spec parameter only in the default of a block parameter "
+                        "(`params: {g: {type: int, default: \"${spec.g}\"}}`); elsewhere write the name itself"
+                        if not scope.used_at else
+                        "; spec.NAME reads a spec parameter only in the default of a block parameter")
+        elif isinstance(e, UnknownName) and scope.used_at and e.name in self.params:
+            block, value = scope.used_at[0][1], self.params[e.name]
+            kind = {bool: "bool", int: "int", float: "float", str: "str", list: "list"}.get(type(value), "int")
+            message += (f": '{e.name}' is a spec parameter, and block '{block}' sees only its own parameters; pass "
+                        f"it in ({e.name}: ${e.name} where the block is used), or declare it with the spec's value "
+                        f"as its default: `{e.name}: {{type: {kind}, default: \"${{spec.{e.name}}}\"}}`")
+        trace = where if isinstance(where, Trace) else self.trace(scope, where)
+        self.errors.error(trace, label + message)
 
     def check_init(self, scope, entry, op, attrs, in_types) -> tuple:
         if not entry.init:
@@ -423,7 +604,7 @@ def expand(layers: list[LayerEntry], input_name: str, input_dims: tuple[int, ...
            blocks: dict[str, BlockRef], outputs: list[str] | None, outputs_loc: Location,
            errors: Collector) -> tuple[list[Node], dict[str, TensorType], list[str], dict[str, ScopeInfo]]:
     """Expand a network's layers; returns (nodes, graph inputs, outputs, scopes). Errors go to `errors`."""
-    expander = Expander(blocks, errors)
+    expander = Expander(blocks, errors, params)
     input_type = TensorType((BATCH,) + tuple(input_dims))
     expander.types[input_name] = input_type
     top = Scope("", dict(params), None)

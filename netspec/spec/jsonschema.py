@@ -13,7 +13,11 @@ from .schema import INITIALIZERS, PARAM_TYPES, RESERVED_KEYS, TrainSpec
 
 EXPR = {"type": "string", "pattern": r"^\$", "description": "an expression: ${ ... } or $name"}
 NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"}
-REFS = {"anyOf": [NAME, {"type": "array", "items": NAME, "minItems": 1}]}
+TEMPLATE = {"type": "string", "pattern": r"\$", "description": "a computed name: conv${i + 1}"}
+_WORD = r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*"
+REF = {"anyOf": [{"type": "string", "pattern": rf"^{_WORD}( or {_WORD})*( if present)?$",
+                  "description": "NAME, 'NAME if present' (left out when absent) or 'NAME or OTHER'"}, TEMPLATE]}
+REFS = {"anyOf": [REF, {"type": "array", "items": REF, "minItems": 1}]}
 
 
 def _loosen(schema: Any) -> Any:
@@ -44,7 +48,7 @@ def _reserved_properties() -> dict[str, Any]:
     return {
         "op": {"type": "string", "description": "a built-in op (see `netspec ops`) or a block name",
                "examples": [op.name for op in ops.all_ops()]},
-        "name": {"anyOf": [NAME, {"type": "integer"}]},
+        "name": {"anyOf": [NAME, {"type": "integer"}, TEMPLATE]},
         "in": REFS,
         "repeat": {"anyOf": [{"type": "integer", "minimum": 0}, EXPR]},
         "first": {"type": "object"},
@@ -57,6 +61,8 @@ def _reserved_properties() -> dict[str, Any]:
                        "properties": {k: {"type": "number"} for k in ("normal", "uniform", "constant")},
                        "additionalProperties": False}]}},
         "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}},
+        "assert": {"anyOf": [{"type": "boolean"}, EXPR], "description": "a condition checked at expansion"},
+        "message": {"type": "string", "description": "what a failed `assert:` says"},
     }
 
 
@@ -88,10 +94,11 @@ def spec_json_schema() -> dict[str, Any]:
     }
     layer = {
         "type": "object",
-        "description": "a layer: `op:` with its attributes, or `layers:` (a group)",
+        "description": "a layer: `op:` with its attributes, `layers:` (a group), or an `assert:` check",
         "properties": _reserved_properties(),
-        "anyOf": [{"required": ["op"]}, {"required": ["layers"]}],
-        "allOf": [_op_rule(op) for op in ops.all_ops()],
+        "anyOf": [{"required": ["op"]}, {"required": ["layers"]}, {"required": ["assert"]}],
+        "allOf": [_op_rule(op) for op in ops.all_ops()] + [
+            {"if": {"required": ["assert"]}, "then": {"propertyNames": {"enum": ["assert", "message"]}}}],
     }
     block = {
         "type": "object", "additionalProperties": False, "required": ["layers"],
@@ -126,7 +133,7 @@ def spec_json_schema() -> dict[str, Any]:
                 "type": "object", "additionalProperties": False,
                 "properties": {"doc": {"type": "string"}, "params": {"type": "object"}}}},
             "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}},
-            "outputs": REFS,
+            "outputs": {"anyOf": [NAME, {"type": "array", "items": NAME, "minItems": 1}]},
             "train": _untitled(TrainSpec.model_json_schema()) | {
                 "description": "how `netspec train` teaches this network (its options override these)"},
         },

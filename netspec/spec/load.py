@@ -190,9 +190,9 @@ def collect_blocks(spec: SpecFile, source: SourceFile, path: Path, folders: Fold
 
 def check_block(name: str, block, source: SourceFile, errors: Collector) -> None:
     for p in list(block.params) + block.inputs:
-        if not IDENT_RE.match(p) or p in ("i",):
+        if not IDENT_RE.match(p) or p in ("i", "spec"):  # (the repeat index; the spec's parameters)
             errors.error(source.loc(("blocks", name, "params", p), key=True),
-                         f"'{p}' cannot be a parameter or input name: use a word (and not 'i')")
+                         f"'{p}' cannot be a parameter or input name: use a word (and not 'i' or 'spec')")
     if len(set(block.inputs)) != len(block.inputs):
         errors.error(source.loc(("blocks", name, "inputs")), "block input names must be distinct")
     clash = set(block.params) & set(block.inputs)

@@ -29,29 +29,64 @@ def _expr_or(kind: str, *types: type):
     return BeforeValidator(check)
 
 
-def _name(v: Any) -> Any:
+def is_template(v: Any) -> bool:
+    """A name or reference computed at expansion: `denselayer${i + 1}`, `${...}`, `$k`."""
+    return isinstance(v, str) and "$" in v
+
+
+def check_name(v: Any, template: bool = True) -> str:
+    """A node name as text; ValueError when it is not one (a template is checked once computed)."""
     if isinstance(v, bool) or not isinstance(v, (str, int)):
         raise ValueError("a name must be a word like conv1")
     v = str(v)
+    if template and is_template(v):
+        return v
+    if is_template(v):
+        raise ValueError(f"'{v}': only a layer's `name:` (and `in:`) may be computed; write the name itself here")
     if not NAME_RE.match(v):
-        raise ValueError(f"'{v}' is not a valid name: use letters, digits and _ (dots separate levels)")
+        raise ValueError(f"'{v}' is not a valid name: use letters, digits and _ (dots separate levels)"
+                         + ("; a name may be computed from parameters and the repeat index, as in \"conv${i + 1}\""
+                            if template else ""))
     return v
 
 
-def _refs(v: Any) -> Any:
+OPTIONAL = " if present"  # `in: [a, b if present]`: b is left out of the list when it is absent
+FALLBACK = " or "  # `in: [a, b or input]`: input stands in for b when b is absent
+
+
+def parse_ref(text: str) -> tuple[tuple[str, ...], bool]:
+    """A reference in `in:` as (the names to try in order, whether it may be left out); ValueError
+    when it is not one."""
+    optional = text.endswith(OPTIONAL)
+    names = tuple((text[:-len(OPTIONAL)] if optional else text).split(FALLBACK))
+    if not all(NAME_RE.match(n) for n in names):
+        raise ValueError(f"'{text}' is not a node reference: write a name, 'NAME if present' (left out when "
+                         "NAME is absent) or 'NAME or OTHER' (OTHER stands in when NAME is absent)")
+    return names, optional
+
+
+def _refs(v: Any, plain: bool = False) -> Any:
+    """`in:` (references, which may be computed or say what an absent entry means) or, `plain`,
+    `outputs:` (names)."""
     items = v if isinstance(v, list) else [v]
     if not items:
-        raise ValueError("'in' lists no inputs")
+        raise ValueError("'in' lists no inputs" if not plain else "`outputs` lists no names")
     for item in items:
         if isinstance(item, bool) or isinstance(item, (int, float)):
             raise ValueError(f"refer to earlier nodes by name, not by index ({item}); give the node a `name:`")
-        if not isinstance(item, str) or not NAME_RE.match(item):
+        if not isinstance(item, str):
             raise ValueError(f"'{item}' is not a node name")
+        if plain:
+            check_name(item, template=False)
+        elif not is_template(item):
+            parse_ref(item)
     return items
 
 
-Name = Annotated[str, BeforeValidator(_name)]
+Name = Annotated[str, BeforeValidator(lambda v: check_name(v, template=False))]  # never computed
+LayerName = Annotated[str, BeforeValidator(check_name)]
 Refs = Annotated[list[str], BeforeValidator(_refs)]
+Names = Annotated[list[str], BeforeValidator(lambda v: _refs(v, plain=True))]
 IntOrExpr = Annotated[int | str, _expr_or("an integer", int)]
 BoolOrExpr = Annotated[bool | str, _expr_or("true or false", bool)]
 
@@ -132,12 +167,13 @@ InitRule = Annotated[tuple[str, float | None], BeforeValidator(_init_rule)]
 
 
 class LayerEntry(BaseModel):
-    """One entry of a `layers:` list. Keys other than these are the op's attributes or block's arguments."""
+    """One entry of a `layers:` list. Keys other than these are the op's attributes or block's arguments.
+    An entry with `assert:` (and an optional `message:`) is a check, not a layer."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     op: str | None = None
-    name: Name | None = None
+    name: LayerName | None = None
     inputs: Refs | None = Field(None, alias="in")
     repeat: IntOrExpr | None = None
     first: dict[str, Any] | None = None
@@ -146,6 +182,8 @@ class LayerEntry(BaseModel):
     mode: Literal["train", "eval"] | None = None
     init: dict[str, InitRule] | None = None  # per-parameter initializers: {weight: {normal: 0.01}, bias: 0}
     layers: list["LayerEntry"] | None = None
+    check: BoolOrExpr | None = Field(None, alias="assert")
+    message: str | None = None  # what a failed `assert:` says; may hold ${...} pieces
     _source: SourceFile | None = PrivateAttr(None)
     _path: Path_ = PrivateAttr(())
 
@@ -156,6 +194,15 @@ class LayerEntry(BaseModel):
 
     @model_validator(mode="after")
     def _op_or_layers(self):
+        if self.check is not None:
+            others = [_key(k) for k in type(self).model_fields
+                      if k not in ("check", "message") and getattr(self, k) is not None]
+            if others or self.model_extra:
+                raise ValueError(f"an `assert:` entry has only `assert:` and `message:`, not "
+                                 f"{', '.join(others + list(self.model_extra or {}))}")
+            return self
+        if self.message is not None:
+            raise ValueError("`message:` goes with `assert:` (what a failed assertion says)")
         if self.op is None and self.layers is None:
             raise ValueError("a layer needs `op:` (an op or block name) or `layers:` (a group)")
         if self.op is not None and self.layers is not None:
@@ -167,7 +214,12 @@ class LayerEntry(BaseModel):
         return self
 
 
-RESERVED_KEYS = sorted(set(LayerEntry.model_fields) - {"inputs"} | {"in"})
+def _key(field: str) -> str:
+    """A LayerEntry field as written in a spec (`in`, `assert`)."""
+    return LayerEntry.model_fields[field].alias or field
+
+
+RESERVED_KEYS = sorted(_key(f) for f in LayerEntry.model_fields)
 
 
 class BlockDef(Model):
@@ -229,7 +281,7 @@ class SpecFile(Model):
     blocks: dict[str, BlockDef] = {}
     variants: dict[str, Variant] = {}
     layers: list[LayerEntry] | None = None
-    outputs: Refs | None = None
+    outputs: Names | None = None
     train: TrainSpec | None = None
 
 

@@ -46,7 +46,7 @@ def _got(value: Any) -> str:
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     """The field names allowed at `loc` (for "did you mean"), walking nested models by annotation."""
-    from .schema import BlockDef, InputSpec, LayerEntry, ParamDecl, SpecFile, Variant
+    from .schema import RESERVED_KEYS, BlockDef, InputSpec, ParamDecl, SpecFile, Variant
 
     if model is SpecFile:
         if len(loc) == 1:
@@ -64,7 +64,7 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
                 return list(BlockDef.model_fields)
             if inner and inner[0] == "params":
                 return list(ParamDecl.model_fields)
-    return [("in" if f == "inputs" else f) for f in LayerEntry.model_fields]
+    return RESERVED_KEYS
 
 
 def validation_diagnostics(error: ValidationError, source: SourceFile, model: type[BaseModel]) -> list[Diagnostic]:

@@ -6,7 +6,7 @@ import sys
 
 
 def cmd_train(args) -> int:
-    from ..cli import UsageError, _load
+    from ..options import UsageError, load_spec
 
     if isinstance(args.resume, str):  # `--resume RUN_DIR`; plain `--resume` continues the run in -o
         if args.output is not None and args.output != args.resume:
@@ -22,7 +22,7 @@ def cmd_train(args) -> int:
             betas = ()
         if len(betas) != 2:
             raise UsageError(f"--betas expects two numbers, B1,B2 (e.g. 0.9,0.999), got '{args.betas}'")
-    graph = _load(args)
+    graph = load_spec(args)
     try:
         _train(graph, args, betas)
     except KeyboardInterrupt:
@@ -43,7 +43,7 @@ def _train(graph, args, betas) -> None:
 
 
 def add_commands(sub, spec_options) -> None:
-    from ..cli import positive_int, seed_int
+    from ..options import positive_int, seed_int
 
     def fraction(text: str) -> float:
         try:

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import packed
-from ._act import FMA, IR_ACTIVATIONS
+from ._act import FMA, NONE, act_row
 from ._util import output, scratch
 
 # Convolutions with at most this many taps (K = C·kh·kw) take this path: one output row's tap rows,
@@ -37,13 +37,14 @@ _NO_RES = np.zeros(1, np.float32)
 
 def applies(attrs, c: int, act: int, winograd_tiles: int | None) -> bool:
     """Whether a conv2d (not depthwise or 1×1: caller's check) runs as an implicit GEMM: one group,
-    few taps, an activation the micro-kernel applies itself. winograd_tiles: None where Winograd
-    does not apply, else its tile count."""
+    few taps. winograd_tiles: None where Winograd does not apply, else its tile count. (`act`:
+    any activation; the micro-kernel applies those of `packed.APPLIED_IN_REGISTERS`, act_row
+    the others on each output row while it is in cache.)"""
     kh, kw = attrs.kernel
     taps = c * kh * kw
     if winograd_tiles is not None and taps > WINOGRAD_KEEPS[0] and winograd_tiles >= WINOGRAD_KEEPS[1]:
         return False
-    return attrs.groups == 1 and taps <= MAX_TAPS and act in IR_ACTIVATIONS
+    return attrs.groups == 1 and taps <= MAX_TAPS
 
 
 def plan(shape, window, out, weights: packed.Packed, act: int, alpha: float, threads: int):
@@ -110,6 +111,7 @@ def _convolve(x, xq, sh, sw, pt, pl, wp, bp, m, offsets, y, res, has_res, act, a
     blocks = wp.shape[0]
     lines = n_ * ho
     ldc = 4 * p
+    in_registers = act if packed.APPLIED_IN_REGISTERS[act] else NONE
     plane_bytes = 4 * c_ * sw_ * hp * wq
     for t in prange(threads):
         l0, l1, b0, b1 = lines * t // threads, lines * (t + 1) // threads, 0, blocks
@@ -129,8 +131,12 @@ def _convolve(x, xq, sh, sw, pt, pl, wp, bp, m, offsets, y, res, has_res, act, a
                     if cols > packed._LANES:
                         packed._gather16(wp[blk].ctypes.data, taps + 4 * ow0, offsets.ctypes.data, k,
                                          y.ctypes.data + at, ldc, bp[blk].ctypes.data, min(packed.MR, m - r0),
-                                         cols, pr, ldc, act, alpha)
+                                         cols, pr, ldc, in_registers, alpha)
                     else:
                         packed._gather8(wp[blk].ctypes.data, taps + 4 * ow0, offsets.ctypes.data, k,
                                         y.ctypes.data + at, ldc, bp[blk].ctypes.data, min(packed.MR, m - r0),
-                                        cols, pr, ldc, act, alpha)
+                                        cols, pr, ldc, in_registers, alpha)
+            if act != in_registers:  # the output row, every channel of this thread's, still in cache
+                for r in range(b0 * packed.MR, min(o, b1 * packed.MR)):
+                    row = y[n, r, oh]
+                    act_row(row, row, np.float32(0.0), False, act, alpha)

@@ -4,6 +4,12 @@ the measured time each takes to compile (for the progress bar's estimate)."""
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from typing import Callable
 
 import numpy as np
@@ -263,11 +269,129 @@ def reporting_compiles(working: Callable[[], None] | None):
     return event.install_listener("numba:compile", Compiling())
 
 
+# Whether a cold warm-up may compile in a second process (`_SecondCompiler`); the second process
+# itself runs with it off. NETSPEC_COMPILE_JOBS=1 turns it off.
+PARALLEL = os.environ.get("NETSPEC_COMPILE_JOBS", "") != "1"
+_MIN_UNITS = 4  # cases left to warm below which a second process is not worth its start (~2 s)
+# The ops whose kernels call the GEMMs (packed.py, gemm.py): the second process leaves their cases
+# until the first op is warmed, which compiles those (else both would compile them).
+_GEMM_USERS = frozenset({"conv2d", "fused_conv2d", "conv_transpose2d", "linear", "fused_linear",
+                         "squeeze_excitation"})
+
+
+class _SecondCompiler:
+    """A second process compiling the same warm-up from its last case backwards, while this one
+    goes forwards: Numba compiles on one core, and the kernels' first compile is most of a cold
+    first run (ResNet-50: ~60 s). Each case is claimed before it runs, by creating a file named
+    after it (O_EXCL: one process wins), so the two meet wherever the work balances; the cases the
+    other process ran are then run here too, loading what it compiled from the shared on-disk
+    cache. Started at the first compile (a warm cache needs no help). If the other process fails,
+    this one compiles its cases itself."""
+
+    def __init__(self, units: list[tuple[str, tuple]]):
+        self.units = units  # (op, case), in this process's order
+        self.mine: set[int] = set()
+        self.folder: str | None = None
+        self.process: subprocess.Popen | None = None
+        self.first_op_done = False
+
+    def first_done(self) -> None:
+        """The first op's cases are warmed: the other process may take the GEMMs' users now."""
+        if not self.first_op_done:
+            self.first_op_done = True
+            self._ready()
+
+    def _ready(self) -> None:
+        if self.first_op_done and self.folder is not None:
+            open(os.path.join(self.folder, "ready"), "w").close()
+
+    def start(self) -> None:
+        if self.process is not None or not PARALLEL or (os.cpu_count() or 1) < 2:
+            return
+        if len(self.units) - len(self.mine) < _MIN_UNITS:
+            return
+        from . import CACHE_FOLDER
+        self.folder = tempfile.mkdtemp(prefix="netspec-warm-")
+        with open(os.path.join(self.folder, "units.json"), "w") as f:
+            json.dump([[name, attrs, [list(s) for s in shapes], list(modes)]
+                       for name, (attrs, shapes, modes) in self.units], f)
+        for k in self.mine:
+            self._claim(k)
+        self._ready()
+        root = os.path.dirname(os.path.dirname(os.path.abspath(ops.__file__)))  # (this netspec's sources)
+        env = {**os.environ, "NUMBA_CACHE_DIR": CACHE_FOLDER, "NETSPEC_COMPILE_JOBS": "1",
+               "PYTHONPATH": os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", "import sys; from netspec.backends.cpu.kernels import serve_warm_up; "
+                 "serve_warm_up(sys.argv[1])", self.folder],
+                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:  # (no second process: this one does it all)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+    def claim(self, k: int) -> bool:
+        """Whether this process runs case k (else the other one has)."""
+        if self.process is None or self._claim(k):
+            self.mine.add(k)
+            return True
+        return False
+
+    def _claim(self, k: int) -> bool:
+        return _claim(self.folder, k)
+
+    def finish(self) -> list[int]:
+        """Wait for the other process; the cases it ran (to be loaded here)."""
+        if self.process is None:
+            return []
+        self.process.wait()
+        return [k for k in range(len(self.units)) if k not in self.mine]
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:  # (interrupted: stop it)
+            self.process.kill()
+            self.process.wait()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _claim(folder: str, k: int) -> bool:
+    try:
+        os.close(os.open(os.path.join(folder, str(k)), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def serve_warm_up(folder: str) -> None:
+    """The second process of `_SecondCompiler`: the cases of folder/units.json from the last one
+    backwards, each claimed first, until a claim fails (the first process has that one, and all
+    before it); those of the GEMMs' users once folder/ready exists."""
+    import time
+    with open(os.path.join(folder, "units.json")) as f:
+        units = json.load(f)
+    parent = os.getppid()
+    for k in range(len(units) - 1, -1, -1):
+        name, attrs, shapes, modes = units[k]
+        while name in _GEMM_USERS and not os.path.exists(os.path.join(folder, "ready")):
+            if os.getppid() != parent:  # (the first process is gone)
+                return
+            time.sleep(0.05)
+        if not _claim(folder, k):
+            return
+        try:
+            _warm_one(name, [(attrs, [tuple(s) for s in shapes], tuple(modes))])
+        except Exception:  # noqa: BLE001 (the first process runs it again, and reports what fails)
+            pass
+
+
 def warm_up(op_names, progress: Callable[[int, int, str], None] | None = None, graph=None) -> None:
     """Compile (or load from the on-disk cache) the kernels of `op_names` by running each on tiny
     inputs, in the order of `warm_up_order`. Names may be aliases; duplicates are warmed once; an op
     without a CPU kernel is a KeyError. With `graph` (typed), the ops with several code paths
     (convolutions, max pooling) warm only the paths its nodes may take; without, all of them.
+    Where the cases compile (a cold cache), a second process compiles some of them
+    (`_SecondCompiler`).
 
     `progress(done, total, name)` is called before each op is warmed (done = ops finished so far)
     and once more at the end with done == total and name "", so a caller can report on stderr. If
@@ -280,12 +404,33 @@ def warm_up(op_names, progress: Callable[[int, int, str], None] | None = None, g
             if (name, repr(cases)) not in _WARMED]
     if progress is not None and hasattr(progress, "plan"):
         progress.plan({name: seconds for name, _, seconds in plan})
-    with reporting_compiles(getattr(progress, "working", None)):
-        for i, (name, cases, _) in enumerate(plan):
-            if progress is not None:
-                progress(i, len(plan), name)
-            _warm_one(name, cases)
-            _WARMED.add((name, repr(cases)))
+    units = [(name, case) for name, cases, _ in plan for case in cases]
+    second = _SecondCompiler(units)
+    working = getattr(progress, "working", None)
+
+    def compiling():
+        second.start()
+        if working is not None:
+            working()
+    try:
+        with reporting_compiles(compiling):
+            k = 0
+            for i, (name, cases, _) in enumerate(plan):
+                if progress is not None:
+                    progress(i, len(plan), name)
+                if not cases:
+                    _warm_one(name, cases)
+                for case in cases:  # (each claimed as it comes: the other process may take the last)
+                    if second.claim(k):
+                        _warm_one(name, [case])
+                    k += 1
+                second.first_done()
+            for k in second.finish():  # loaded from the cache the other process filled
+                name, case = units[k]
+                _warm_one(name, [case])
+    finally:
+        second.close()
+    _WARMED.update((name, repr(cases)) for name, cases, _ in plan)
     if progress is not None:
         progress(len(plan), len(plan), "")
 

@@ -50,7 +50,7 @@ _LANES = 8
 
 _SIG = types.void(*[types.int64] * 12, types.float32)
 # by activation code: whether the micro-kernel applies it (else `act_row` does, after it)
-_APPLIED_IN_REGISTERS = np.array([code in IR_ACTIVATIONS for code in range(max(CODES.values()) + 1)])
+APPLIED_IN_REGISTERS = np.array([code in IR_ACTIVATIONS for code in range(max(CODES.values()) + 1)])
 
 
 def _emit_epilogue(builder, sums, p, masks, with_res, activation):
@@ -263,7 +263,7 @@ def _run_part(wp, bp, m, x, c, res, has_res, act, alpha, g0, g1, b0, b1, chunk, 
     x: P×K×N, c and res: P×M×N."""
     k, n = x.shape[1], x.shape[2]
     panels = (n + NR - 1) // NR
-    in_registers = act if _APPLIED_IN_REGISTERS[act] else NONE
+    in_registers = act if APPLIED_IN_REGISTERS[act] else NONE
     ldc, ldr = c.strides[1], res.strides[1]
     g = g0
     while g < g1:
@@ -302,13 +302,11 @@ def _run_parallel(threads, split_rows, wp, bp, m, x, c, res, has_res, act, alpha
     p_, k, n = x.shape
     total, blocks = p_ * ((n + NR - 1) // NR), wp.shape[1]
     for w in prange(threads):  # each thread its share of the panels, or of the row blocks; its own buffer
-        xp = buffers[w]
+        g0, g1, b0, b1 = total * w // threads, total * (w + 1) // threads, 0, blocks
         if split_rows:
-            _run_part(wp, bp, m, x, c, res, has_res, act, alpha, 0, total, blocks * w // threads,
-                      blocks * (w + 1) // threads, chunk, group, direct, xp)
-        else:
-            _run_part(wp, bp, m, x, c, res, has_res, act, alpha, total * w // threads, total * (w + 1) // threads,
-                      0, blocks, chunk, group, direct, xp)
+            g0, g1, b0, b1 = 0, total, blocks * w // threads, blocks * (w + 1) // threads
+        # (one call: LLVM inlines _run_part, and a second call site was a second copy to compile)
+        _run_part(wp, bp, m, x, c, res, has_res, act, alpha, g0, g1, b0, b1, chunk, group, direct, buffers[w])
 
 
 # Products smaller than this (multiply-adds) run in the calling thread: waking the pool costs more.

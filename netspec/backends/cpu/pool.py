@@ -209,7 +209,7 @@ def _max_of_pairs(d, src, base, n, taps):
             d[k] = _mx(_mx(src[q], src[q + np.uint64(1)]), src[q + np.uint64(2)])
 
 
-@njit(inline="always")
+@njit(cache=True, fastmath=False)
 def _max_rows(src, length, h_, ho, kh, ph, dst):
     """dst's row (plane, oh) ← the max of src's rows 2·oh − ph + i (i < kh) inside the plane (one to
     three of them): rows of `length` values, planes of h_ rows in src and ho in dst. Flat unsigned
@@ -234,7 +234,7 @@ def _max_rows(src, length, h_, ho, kh, ph, dst):
                     dst[d + np.uint64(k)] = _mx(_mx(src[q], src[q + step]), src[q + step + step])
 
 
-@njit(inline="always")
+@njit(cache=True, fastmath=False)
 def _max_columns(src, wo, kw, pw, dst):
     """dst (rows × wo) ← the max of src's (rows × 2·wo) columns 2·ow − pw + j (j < kw) inside each row,
     over every row at once: output column ow of row R reads flat position 2·(R·wo + ow) − pw + j,
