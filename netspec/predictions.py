@@ -738,8 +738,10 @@ def _work(job, source, rows, writer, engine, result, progress, partition, labels
     try:
         yield None  # (primed by predict(): from here on, closing the iterator runs `finally`)
         with set_threads(job.threads if engine is None else None):
-            if engine is None:
-                batches = run_batches(Runner(job, progress), source, rows) if rows else iter(())
+            if not rows:  # (resumed with nothing left to do)
+                batches = iter(())
+            elif engine is None:
+                batches = run_batches(Runner(job, progress), source, rows)
             else:
                 shipped = Job(job.graph, None, job.seed, job.batch, job.top, job.threads, job.decoders, job.ahead)
                 batches = engine.run(shipped, job.weights, source, rows, partition, warm_worker, run_part)
