@@ -95,6 +95,16 @@ def train(graph: Graph, data, out=None, **options):
     return _train(graph, data, out, **options)
 
 
+def predict(graph, source, out=None, **options):
+    """Run a graph (or a spec's path) over many inputs: a folder, a glob, a .txt list of paths or a
+    .npy/.npz batch. Returns an iterator of result rows (dicts: path, class, score, ... for a
+    classifier), written to `out` (.csv, .jsonl, .parquet) as they come when given. options: weights,
+    seed, batch, top, labels, threads, cluster ("local:N" or a scheduler's address), resume, force,
+    progress. See netspec/predictions.py."""
+    from .predictions import predict as _predict
+    return _predict(graph, source, out, **options)
+
+
 def summary(graph: Graph, batch: int = 1, mode: str = "eval"):
     """Per-node and total analysis (params, MACs, FLOPs, memory, receptive field)."""
     from .passes.analysis import analyze
@@ -110,4 +120,4 @@ def render(graph: Graph, depth: int | str | None = None, rankdir: str = "TB", sh
     return _render(graph, depth=depth, rankdir=rankdir, shapes=shapes, show=show, scope=scope)
 
 
-__all__ = ["Graph", "Node", "SpecError", "TensorType", "compile", "load", "render", "summary", "train"]
+__all__ = ["Graph", "Node", "SpecError", "TensorType", "compile", "load", "predict", "render", "summary", "train"]

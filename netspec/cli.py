@@ -280,9 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .interop.command import add_commands as add_interop_commands
     from .diagrams.command import add_commands as add_render_commands
     from .training.command import add_commands as add_train_commands
+    from .predictions import add_commands as add_predict_commands
     add_render_commands(sub, spec_options)
     add_interop_commands(sub, spec_options, wsub)
     add_train_commands(sub, spec_options)
+    add_predict_commands(sub, spec_options)
 
     p = sub.add_parser("compare", help="params, MACs and more of several specs side by side")
     p.add_argument("specs", nargs="+", metavar="SPEC[:VARIANT]", help="two or more specs (optionally spec:variant)")
@@ -312,13 +314,15 @@ def user_errors() -> tuple[type[Exception], ...]:
     from .backends.executor import InputError
     from .ops.registry import RunError
     from .passes.autodiff import TrainingError
+    from .cluster import ClusterError
+    from .predictions import PredictError
     from .resources import ResourceError
     from .training.data import DataError
     from .training.loop import TrainingStopped
     from .training.run_folder import RunFolderError
     from .weights import WeightsError
     return (InputError, RunError, WeightsError, BackendUnavailable, ResourceError, TrainingError, DataError,
-            TrainingStopped, RunFolderError)
+            TrainingStopped, RunFolderError, PredictError, ClusterError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

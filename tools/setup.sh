@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up netspec in ./.venv (creating it if needed), with the `train` extra (scikit-learn's digits,
-# matplotlib's curves). With --test, also install the test tools.
+# matplotlib's curves). With --test, also install the test tools, and the `cluster` (Dask) and
+# `parquet` (pyarrow) extras that netspec predict's tests use.
 # Installs graphviz's `dot` (needed for diagrams) through apt-get when it is missing and we are root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 extra="[train]"  # (netspec train's demo data and curves: the README's commands use them)
-[ "${1:-}" = "--test" ] && extra="[test,train]"
+# the tests also run predict on a Dask cluster and write Parquet
+[ "${1:-}" = "--test" ] && extra="[test,train,cluster,parquet]"
 echo "setup: installing netspec${extra} into .venv" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}"
 

@@ -316,7 +316,9 @@ def source(record: _Trace, lay: Layout, outputs: dict[str, np.ndarray]) -> tuple
               for (dtype, ndim, passed), alias in kinds.items()]
     lines += [f"{alias} = native({symbol!r})" for symbol, alias in callees.items()]
     roots = "".join(f", r{i}" for i in range(len(lay.passed)))
-    lines += ["", "", "@njit(cache=True)", f"def program(t{roots}):"]
+    # nogil: the program touches no Python object, so other threads (`netspec predict`'s image
+    # decoders) run while it does
+    lines += ["", "", "@njit(cache=True, nogil=True)", f"def program(t{roots}):"]
     lines += body or ["    pass"]
     where = {name: lay.view(a) for name, a in outputs.items()}
     if any(v.root >= len(lay.passed) for v in where.values()):

@@ -1,0 +1,282 @@
+"""`netspec predict` in one process: every kind of source, the output formats, the rows' values
+against `Executable.run`, unreadable inputs in the errors file, resume, Ctrl-C, and the mistakes
+refused before any work (exit status 1 for inputs, 2 for usage), with nothing of the user's lost."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import netspec
+from netspec.inputs import read_image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SPEC = """
+name: tiny
+input: {shape: [3, 12, 12], mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.5]}
+layers:
+  - {op: conv2d, name: conv, out: 4, kernel: 3, padding: 1}
+  - {op: relu}
+  - {op: global_avgpool}
+  - {op: flatten}
+  - {op: linear, name: fc, out: 7}
+"""
+
+SEGMENTER = """
+name: seg
+input: {shape: [3, 12, 12]}
+layers:
+  - {op: conv2d, name: conv, out: 3, kernel: 3, padding: 1}
+"""
+
+
+def images(folder: Path, count: int, seed: int = 0, size=(20, 16)) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def softmax(z):
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def assert_clean_failure(result, code, *words):
+    assert result.code == code, result
+    assert "Traceback" not in result.err and "internal error" not in result.err, result.err
+    for w in words:
+        assert w in result.err, result.err
+
+
+def test_folder_to_csv_rows_match_the_network_and_bad_files_are_listed(cli, write_spec, load_spec, workdir):
+    write_spec(SPEC)
+    good = images(workdir / "data" / "a", 5) + images(workdir / "data" / "b" / "deeper", 4, seed=1)
+    (workdir / "data" / "a" / "corrupt.png").write_bytes(open(good[0], "rb").read()[:60])  # a truncated PNG
+    junk = workdir / "data" / "junk"
+    junk.mkdir()
+    for i in range(3):
+        (junk / f"notes{i}.txt").write_text("not an image")
+    (workdir / "data" / ".hidden.png").write_bytes(b"skipped: hidden")
+    (workdir / "labels.txt").write_text("\n".join(f"thing{i}" for i in range(7)) + "\n")
+    r = cli("predict", "spec.yaml", "--input", "data", "-o", "out.csv", "--top", "3", "--labels", "labels.txt",
+            "--batch", "4")
+    assert r.code == 0, r.err
+    assert "9 rows" in r.out and "4 inputs that could not be read" in r.out and "images/s" in r.out
+    assert "netspec: predict: 0/13" in r.err  # the progress, from the start
+    rows = read_csv(workdir / "out.csv")
+    assert list(rows[0]) == ["path", "class", "score", "label", "class_2", "score_2", "label_2",
+                             "class_3", "score_3", "label_3"]
+    assert sorted(row["path"] for row in rows) == sorted(str(p.relative_to(workdir)) for p in good)
+    errors = read_csv(workdir / "out.errors.csv")
+    assert sorted(Path(e["path"]).name for e in errors) == ["corrupt.png", "notes0.txt", "notes1.txt", "notes2.txt"]
+    assert all(e["reason"] for e in errors)
+    # each row is the softmax of what Executable.run gives for the image read as `netspec run` reads it
+    graph = load_spec(SPEC)
+    exe = netspec.compile(graph)
+    for row in rows:
+        p = softmax(exe.run(read_image(row["path"], graph))["fc"][0].astype(np.float64))
+        order = np.argsort(-p, kind="stable")[:3]
+        assert [int(row["class"]), int(row["class_2"]), int(row["class_3"])] == list(order)
+        np.testing.assert_allclose([float(row["score"]), float(row["score_2"]), float(row["score_3"])], p[order],
+                                   rtol=1e-4)
+        assert row["label"] == f"thing{order[0]}"
+
+
+def test_array_sources_globs_and_lists(cli, write_spec, load_spec, workdir):
+    write_spec(SPEC)
+    x = np.random.default_rng(0).standard_normal((37, 3, 12, 12)).astype(np.float32)
+    x[5, 0, 0, 0] = np.nan
+    np.save(workdir / "x.npy", x)
+    r = cli("predict", "spec.yaml", "--input", "x.npy", "-o", "x.jsonl", "--batch", "16")  # 37 = 16 + 16 + 5, padded
+    assert r.code == 0, r.err
+    rows = [json.loads(line) for line in (workdir / "x.jsonl").read_text().splitlines()]
+    assert [row["path"] for row in rows] == [f"x.npy[{i}]" for i in range(37) if i != 5]
+    assert read_csv(workdir / "x.errors.csv") == [{"path": "x.npy[5]", "reason": "contains NaN or Inf values"}]
+    logits = netspec.compile(load_spec(SPEC)).run(np.delete(x, 5, axis=0))["fc"]
+    assert [row["class"] for row in rows] == list(logits.argmax(axis=1))
+    np.testing.assert_allclose([row["score"] for row in rows], softmax(logits.astype(np.float64)).max(axis=1),
+                               rtol=1e-4)
+
+    np.savez(workdir / "x.npz", x=x[:3])
+    assert cli("predict", "spec.yaml", "--input", "x.npz", "-o", "z.csv").code == 0
+    assert [row["path"] for row in read_csv(workdir / "z.csv")] == ["x.npz[0]", "x.npz[1]", "x.npz[2]"]
+
+    paths = images(workdir / "imgs", 3)
+    (workdir / "imgs" / "skip.jpg").write_bytes(b"")
+    assert cli("predict", "spec.yaml", "--input", "imgs/*.png", "-o", "g.csv").code == 0
+    assert [row["path"] for row in read_csv(workdir / "g.csv")] == [f"imgs/{p.name}" for p in paths]
+    (workdir / "imgs" / "list.txt").write_text("# two of them\n001.png\n\n002.png\n")
+    assert cli("predict", "spec.yaml", "--input", "imgs/list.txt", "-o", "l.csv").code == 0
+    assert [row["path"] for row in read_csv(workdir / "l.csv")] == ["imgs/001.png", "imgs/002.png"]
+
+
+def test_parquet_has_the_same_rows(cli, write_spec, workdir):
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    write_spec(SPEC)
+    images(workdir / "imgs", 6)
+    assert cli("predict", "spec.yaml", "--input", "imgs", "-o", "p.csv", "--top", "2").code == 0
+    assert cli("predict", "spec.yaml", "--input", "imgs", "-o", "p.parquet", "--top", "2").code == 0
+    table = pq.read_table(workdir / "p.parquet").to_pylist()
+    expected = [{k: (v if k == "path" else int(v) if k.startswith("class") else float(v)) for k, v in row.items()}
+                for row in read_csv(workdir / "p.csv")]
+    assert table == expected
+
+
+def test_a_map_gives_mask_pngs_beside_out(cli, write_spec, load_spec, workdir):
+    write_spec(SEGMENTER)
+    x = np.random.default_rng(0).standard_normal((3, 3, 12, 12)).astype(np.float32)
+    np.save(workdir / "x.npy", x)
+    r = cli("predict", "spec.yaml", "--input", "x.npy", "-o", "seg.csv")
+    assert r.code == 0, r.err
+    rows = read_csv(workdir / "seg.csv")
+    assert list(rows[0]) == ["path", "mask"]
+    expected = netspec.compile(load_spec(SEGMENTER)).run(x)["conv"].argmax(axis=1)
+    for row, want in zip(rows, expected):
+        assert Path(row["mask"]).parent == Path("seg.masks")
+        np.testing.assert_array_equal(np.asarray(Image.open(row["mask"])), want)
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "x.npy", "-o", "seg2.csv", "--top", "2"), 2,
+                         "for classifiers")
+
+
+def test_other_outputs_give_an_npy_per_input(cli, write_spec, workdir):
+    write_spec("""
+        input: {shape: [3, 12, 12]}
+        layers:
+          - {op: avgpool2d, kernel: 2}
+          - {op: conv2d, out: 1, kernel: 1, bias: false, init: {weight: 1}}
+        """)  # (one channel: neither classes nor a map of class scores)
+    np.save(workdir / "x.npy", np.ones((2, 3, 12, 12), np.float32))
+    assert cli("predict", "spec.yaml", "--input", "x.npy", "-o", "o.jsonl").code == 0
+    rows = [json.loads(line) for line in (workdir / "o.jsonl").read_text().splitlines()]
+    assert all(Path(row["output"]).parent == Path("o.outputs") for row in rows)
+    np.testing.assert_allclose(np.load(rows[1]["output"]), np.full((1, 6, 6), 3.0), rtol=1e-6)
+
+
+def test_python_api_is_an_iterator_of_rows(load_spec, workdir):
+    graph = load_spec(SPEC)
+    images(workdir / "imgs", 5)
+    job = netspec.predict(graph, "imgs", batch=2, top=2)
+    rows = list(job)
+    assert len(rows) == 5 == job.rows and not job.errors
+    assert set(rows[0]) == {"path", "class", "score", "class_2", "score_2"}
+    assert not list(workdir.glob("*.csv"))  # no out: nothing written
+
+
+def test_an_existing_out_is_refused_kept_and_replaced_with_force(cli, write_spec, workdir):
+    write_spec(SPEC)
+    images(workdir / "imgs", 2)
+    (workdir / "out.csv").write_text("mine\n")
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "imgs", "-o", "out.csv"), 2, "already exists",
+                         "--force", "--resume")
+    assert (workdir / "out.csv").read_text() == "mine\n"
+    assert cli("predict", "spec.yaml", "--input", "imgs", "-o", "out.csv", "--force").code == 0
+    assert len(read_csv(workdir / "out.csv")) == 2
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "imgs", "-o", "out.txt"), 2, ".csv, .jsonl, .parquet")
+    before = (workdir / "out.csv").read_bytes()  # a job that fails before its first batch replaces nothing
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "imgs", "-o", "out.csv", "--force",
+                             "--weights", "missing.safetensors"), 1, "cannot read weights")
+    assert (workdir / "out.csv").read_bytes() == before
+    assert not list(workdir.glob(".out*"))  # no temporary file left
+
+
+def test_resume_skips_the_rows_out_has(cli, write_spec, load_spec, workdir):
+    write_spec(SPEC)
+    images(workdir / "imgs", 10)
+    assert cli("predict", "spec.yaml", "--input", "imgs", "-o", "all.csv", "--batch", "3").code == 0
+    job = netspec.predict(load_spec(SPEC), "imgs", "part.csv", batch=3)
+    first = [next(job) for _ in range(4)]
+    job.close()  # stopped early: the file holds what was finished (the first two batches)
+    done = read_csv(workdir / "part.csv")
+    assert 4 <= len(done) < 10 and [row["path"] for row in done[:4]] == [row["path"] for row in first]
+    r = cli("predict", "spec.yaml", "--input", "imgs", "-o", "part.csv", "--batch", "3", "--resume")
+    assert r.code == 0, r.err
+    assert f"({10 - len(done)} new)" in r.out
+    assert read_csv(workdir / "part.csv") == read_csv(workdir / "all.csv")
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "imgs", "-o", "part.csv", "--resume", "--top", "2"),
+                         2, "cannot resume", "same --top")
+    (workdir / "notmine.jsonl").write_text('{"path": "a", "class": 1, "score": 0.5}\nnot json\n')
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "imgs", "-o", "notmine.jsonl", "--resume"), 1,
+                         "cannot resume 'notmine.jsonl'")
+    assert (workdir / "notmine.jsonl").read_text().endswith("not json\n")
+
+
+def test_inputs_the_network_cannot_take_are_refused_before_any_work(cli, write_spec, workdir):
+    write_spec(SPEC)
+    np.save(workdir / "x.npy", np.zeros((4, 3, 10, 12), np.float32))
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "x.npy", "-o", "o.csv"), 1,
+                         "shape 4×3×10×12", "N×3×12×12")
+    np.save(workdir / "i.npy", np.zeros((4, 3, 12, 12), np.int32))
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "i.npy", "-o", "o.csv"), 1, "dtype int32")
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "nothing", "-o", "o.csv"), 1, "no such file")
+    (workdir / "empty").mkdir()
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "empty", "-o", "o.csv"), 1, "holds no inputs")
+    (workdir / "labels.txt").write_text("a\nb\n")
+    images(workdir / "imgs", 1)
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "imgs", "-o", "o.csv", "--labels", "labels.txt"), 1,
+                         "2 labels", "7 classes")
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "imgs", "-o", "o.csv", "--top", "8"), 2, "7 classes")
+    write_spec("""
+        input: {shape: [5, 12, 12]}
+        layers: [{op: global_avgpool}, {op: flatten}]
+        """, "five.yaml")
+    assert_clean_failure(cli("predict", "five.yaml", "--input", "imgs", "-o", "o.csv"), 1, "1 or 3 channels")
+    assert not list(workdir.glob("o.*")) and not list(workdir.glob(".o.*"))
+
+
+def test_a_job_too_large_for_memory_is_refused_before_any_work(cli, write_spec, workdir):
+    write_spec("""
+        input: {shape: [3, 4096, 4096]}
+        layers: [{op: conv2d, out: 64, kernel: 3, padding: 1}, {op: global_avgpool}, {op: flatten}]
+        """)
+    (workdir / "list.txt").write_text("".join(f"{i}.png\n" for i in range(64)))  # (never read)
+    assert_clean_failure(cli("predict", "spec.yaml", "--input", "list.txt", "-o", "o.csv", "--batch", "64"), 1,
+                         "not enough memory for this job", "lower --batch")
+    assert not list(workdir.glob("*o.csv*"))
+
+
+def test_ctrl_c_leaves_the_finished_rows_and_resume_completes_them(write_spec, workdir):
+    write_spec(SPEC)
+    np.save(workdir / "x.npy", np.random.default_rng(0).standard_normal((20000, 3, 12, 12)).astype(np.float32))
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, "-m", "netspec", "predict", "spec.yaml", "--input", "x.npy", "-o", "out.csv",
+               "--batch", "1"]
+    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:  # until rows are being written
+        partial = list(workdir.glob(".out.csv.*.tmp"))
+        if partial and partial[0].stat().st_size > 1000:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    rows = read_csv(workdir / "out.csv")
+    assert 0 < len(rows) < 20000 and [row["path"] for row in rows] == [f"x.npy[{i}]" for i in range(len(rows))]
+    assert not list(workdir.glob(".out.csv.*"))
+    r = subprocess.run(command[:-2] + ["--batch", "500", "--resume"], cwd=workdir, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    again = read_csv(workdir / "out.csv")
+    assert again[:len(rows)] == rows and [row["path"] for row in again] == [f"x.npy[{i}]" for i in range(20000)]
