@@ -14,6 +14,19 @@ import netspec
 from netspec.spec.errors import SpecError
 
 
+# a tiny classifier with a declared input normalization: what the CLI tests of run and predict feed
+TINY_SPEC = """
+name: tiny
+input: {shape: [3, 12, 12], mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.5]}
+layers:
+  - {op: conv2d, name: conv, out: 4, kernel: 3, padding: 1}
+  - {op: relu}
+  - {op: global_avgpool}
+  - {op: flatten}
+  - {op: linear, name: fc, out: 7}
+"""
+
+
 def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
 

@@ -19,18 +19,11 @@ from PIL import Image
 import netspec
 from netspec.inputs import read_image
 
+from conftest import TINY_SPEC
+
 ROOT = Path(__file__).resolve().parent.parent
 
-SPEC = """
-name: tiny
-input: {shape: [3, 12, 12], mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.5]}
-layers:
-  - {op: conv2d, name: conv, out: 4, kernel: 3, padding: 1}
-  - {op: relu}
-  - {op: global_avgpool}
-  - {op: flatten}
-  - {op: linear, name: fc, out: 7}
-"""
+SPEC = TINY_SPEC
 
 SEGMENTER = """
 name: seg

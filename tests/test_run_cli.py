@@ -10,16 +10,9 @@ from PIL import Image
 from netspec.inputs import load_input
 from netspec.weights import init_weights, save_weights
 
-SPEC = """
-name: tiny
-input: {shape: [3, 12, 12], mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.5]}
-layers:
-  - {op: conv2d, name: conv, out: 4, kernel: 3, padding: 1}
-  - {op: relu}
-  - {op: global_avgpool}
-  - {op: flatten}
-  - {op: linear, name: fc, out: 7}
-"""
+from conftest import TINY_SPEC
+
+SPEC = TINY_SPEC
 
 
 def assert_clean_failure(result, *words):
