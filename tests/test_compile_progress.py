@@ -358,3 +358,17 @@ def test_a_second_process_shares_the_cases_and_each_runs_once(monkeypatch):
     assert sorted(mine + theirs) == list(range(len(units))) and theirs
     assert theirs == list(range(len(units) - len(theirs), len(units)))  # from the end
     assert not os.path.exists(second.folder)  # cleaned up
+
+
+def test_a_hung_second_process_is_stopped_and_its_cases_left_to_this_one(monkeypatch, tmp_path):
+    monkeypatch.setattr(kernels, "_WAIT_SECONDS", 0.5)
+    case = ({}, [(1, 2, 4, 4)], ("eval",))
+    second = kernels._SecondCompiler([("relu", case), ("tanh", case)])
+    second.folder = str(tmp_path / "claims")
+    os.makedirs(second.folder)
+    second.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert second.claim(0)
+    started = time.perf_counter()
+    assert second.finish() == [1]  # the case it had not given back: this process runs it
+    assert time.perf_counter() - started < 10 and second.process.poll() is not None
+    second.close()

@@ -273,6 +273,7 @@ def reporting_compiles(working: Callable[[], None] | None):
 # itself runs with it off. NETSPEC_COMPILE_JOBS=1 turns it off.
 PARALLEL = os.environ.get("NETSPEC_COMPILE_JOBS", "") != "1"
 _MIN_UNITS = 4  # cases left to warm below which a second process is not worth its start (~2 s)
+_WAIT_SECONDS = 900  # after this one is done, the longest it waits for the other (a hung one is stopped)
 # The ops whose kernels call the GEMMs (packed.py, gemm.py): the second process leaves their cases
 # until the first op is warmed, which compiles those (else both would compile them).
 _GEMM_USERS = frozenset({"conv2d", "fused_conv2d", "conv_transpose2d", "linear", "fused_linear",
@@ -341,10 +342,14 @@ class _SecondCompiler:
         return _claim(self.folder, k)
 
     def finish(self) -> list[int]:
-        """Wait for the other process; the cases it ran (to be loaded here)."""
+        """Wait for the other process; the cases it took (to be loaded here, or compiled here if it
+        failed or hung)."""
         if self.process is None:
             return []
-        self.process.wait()
+        try:
+            self.process.wait(timeout=_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.close()
         return [k for k in range(len(self.units)) if k not in self.mine]
 
     def close(self) -> None:
