@@ -345,7 +345,8 @@ def main(argv: list[str]) -> int:
             with set_threads(args.threads):
                 times = interleaved_times(engines, x, args.runs)
                 outputs = {key: run(x) for key, run in engines.items()}
-                outside = time_outside_program(exe, x)
+                # (about a second of it: it tells on small networks; on large ones it is noise)
+                outside = time_outside_program(exe, x, max(5, min(30, int(1.0 / statistics.median(times["netspec"])))))
                 if args.load:
                     with busy_neighbours(args.load):
                         loaded = interleaved_times(engines, x, args.runs)
