@@ -317,7 +317,7 @@ class _SecondCompiler:
             json.dump([[name, attrs, [list(s) for s in shapes], list(modes)]
                        for name, (attrs, shapes, modes) in self.units], f)
         for k in self.mine:
-            self._claim(k)
+            _claim(self.folder, k)
         self._ready()
         root = os.path.dirname(os.path.dirname(os.path.abspath(ops.__file__)))  # (this netspec's sources)
         env = {**os.environ, "NUMBA_CACHE_DIR": CACHE_FOLDER, "NETSPEC_COMPILE_JOBS": "1",
@@ -333,13 +333,10 @@ class _SecondCompiler:
 
     def claim(self, k: int) -> bool:
         """Whether this process runs case k (else the other one has)."""
-        if self.process is None or self._claim(k):
+        if self.process is None or _claim(self.folder, k):
             self.mine.add(k)
             return True
         return False
-
-    def _claim(self, k: int) -> bool:
-        return _claim(self.folder, k)
 
     def finish(self) -> list[int]:
         """Wait for the other process; the cases it took (to be loaded here, or compiled here if it
@@ -361,6 +358,7 @@ class _SecondCompiler:
 
 
 def _claim(folder: str, k: int) -> bool:
+    """Whether this process is the first to claim case k (creating folder/k)."""
     try:
         os.close(os.open(os.path.join(folder, str(k)), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         return True
