@@ -56,7 +56,11 @@ def main(argv: list[str]) -> int:
     print(f"{'spec':<16}{'wall s':>9}{'inference s':>13}{'outside s':>11}", file=sys.stderr)
     for path in paths:
         with tempfile.TemporaryDirectory(prefix="netspec-cold-") as empty:
-            row = first_run(path, empty if args.cold else None)
+            try:
+                row = first_run(path, empty if args.cold else None)
+            except RuntimeError as error:  # (the run's own message, not a traceback of this tool)
+                print(f"first_run: {error}", file=sys.stderr)
+                return 1
         rows.append(row)
         print(f"{row['spec']:<16}{row['wall_s']:>9.2f}{row['inference_s']:>13.3f}{row['outside_s']:>11.2f}",
               file=sys.stderr)
