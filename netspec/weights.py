@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from math import prod, sqrt
 from pathlib import Path
 
@@ -49,24 +50,44 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return fan_in, shape[0] * receptive
 
 
-def initialize(rule: tuple[str, float | None], shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+# Parameters larger than this draw in chunks of this many values, each chunk its own stream
+# (seed, name, chunk), on a thread each: numpy's generators release the GIL, and a 1 GB layer
+# (YOLOv1's first linear) took 4.5 s on one core, half of it page faults of the fresh array.
+# Chunks are fixed, not per thread, so the values do not depend on the machine.
+CHUNK = 1 << 22
+
+
+def initialize(rule: tuple[str, float | None], shape: tuple[int, ...], seed: list[int]) -> np.ndarray:
+    """A parameter of this shape by its rule, drawn from the stream(s) of `seed`."""
     kind, value = rule
     fan_in, fan_out = _fans(shape)
     if kind in ("zeros", "ones", "constant"):
         return np.full(shape, {"zeros": 0.0, "ones": 1.0}.get(kind, value), np.float32)
     std = {"normal": value, "kaiming_normal": sqrt(2.0 / fan_in), "xavier_normal": sqrt(2.0 / (fan_in + fan_out))}
-    if kind in std:
-        w = rng.standard_normal(shape, dtype=np.float32)
-        w *= np.float32(std[kind])  # in place: a second array of the model's size costs page faults
-        return w
     bound = {"uniform": value, "kaiming_uniform": sqrt(6.0 / fan_in), "xavier_uniform": sqrt(6.0 / (fan_in + fan_out))}
-    if kind in bound:
-        w = rng.random(shape, dtype=np.float32)
-        w *= 2
-        w -= 1
-        w *= np.float32(bound[kind])
+    if kind not in std and kind not in bound:
+        raise ValueError(f"unknown initializer '{kind}'")
+
+    def draw(rng: np.random.Generator, w: np.ndarray) -> None:  # in place: no second array of the model's size
+        if kind in std:
+            rng.standard_normal(out=w, dtype=np.float32)
+            w *= np.float32(std[kind])
+        else:
+            rng.random(out=w, dtype=np.float32)
+            w *= 2
+            w -= 1
+            w *= np.float32(bound[kind])
+
+    w = np.empty(shape, np.float32)
+    flat = w.reshape(-1)
+    if flat.size <= CHUNK:
+        draw(np.random.default_rng(seed), flat)
         return w
-    raise ValueError(f"unknown initializer '{kind}'")
+    starts = range(0, flat.size, CHUNK)
+    with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="netspec-init") as pool:
+        list(pool.map(lambda i: draw(np.random.default_rng(seed + [i]), flat[starts[i]:starts[i] + CHUNK]),
+                      range(len(starts))))
+    return w
 
 
 def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
@@ -82,8 +103,8 @@ def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
         overrides = dict(node.init)
         for pname, spec in op.params(node.attrs, [graph.type_of(i) for i in node.inputs]).items():
             key = f"{node.name}.{pname}"
-            rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
-            weights[key] = initialize(overrides.get(pname, _default_rule(node.op, pname)), spec.shape, rng)
+            weights[key] = initialize(overrides.get(pname, _default_rule(node.op, pname)), spec.shape,
+                                      [seed, zlib.crc32(key.encode())])
     return weights
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import netspec
+import netspec.weights as weights_module
 from netspec.weights import (WeightsError, check_weights, init_weights, load_weights, param_specs, read_weights,
                              save_weights)
 
@@ -185,3 +186,18 @@ def test_long_key_lists_are_grouped_by_prefix_with_counts(graph):
     with pytest.raises(WeightsError) as info:
         check_weights(graph, w)
     assert f"unexpected {len(keys)} key(s): features.conv0.weight, features.norm0.* (4), " in str(info.value)
+
+
+def test_large_parameters_draw_in_fixed_chunks_that_do_not_depend_on_threads(monkeypatch):
+    """A parameter over CHUNK values draws chunk by chunk on threads; the values are those of the
+    chunks' own streams, whatever the thread count, and each chunk has the rule's spread."""
+    monkeypatch.setattr(weights_module, "CHUNK", 1000)
+    w = weights_module.initialize(("kaiming_normal", None), (10, 350), [0, 7])
+    flat = w.reshape(-1)
+    for i, start in enumerate(range(0, flat.size, 1000)):
+        expected = np.random.default_rng([0, 7, i]).standard_normal(len(flat[start:start + 1000]), dtype=np.float32)
+        np.testing.assert_array_equal(flat[start:start + 1000], expected * np.float32(np.sqrt(2.0 / 350)))
+    monkeypatch.setattr(weights_module.os, "cpu_count", lambda: 1)
+    np.testing.assert_array_equal(weights_module.initialize(("kaiming_normal", None), (10, 350), [0, 7]), w)
+    u = weights_module.initialize(("xavier_uniform", None), (10, 350), [0, 7])
+    assert np.abs(u).max() <= np.sqrt(6.0 / 360) and u.std() > 0.5 * np.sqrt(6.0 / 360) / np.sqrt(3)
