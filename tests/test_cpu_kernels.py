@@ -617,12 +617,13 @@ def test_depthwise_matches_reference_on_wider_planes_and_strides(c, h, w, kernel
        kernel=st.tuples(st.sampled_from([1, 2, 3, 5]), st.sampled_from([1, 3, 5])),
        stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
        pads=st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(0, 4), st.integers(0, 4)),
-       act=st.sampled_from(["relu", "silu", None]), seed=st.integers(0, 2**32 - 1))
-def test_depthwise_kernels_give_the_same_bits(n, c, h, w, kernel, stride, dilation, pads, act, seed):
+       act=st.sampled_from(["relu", "silu", None]), has_bias=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_depthwise_kernels_give_the_same_bits(n, c, h, w, kernel, stride, dilation, pads, act, has_bias, seed):
     """The two direct depthwise kernels (backends/cpu/depthwise.py) — by planes, and 8 channels at a
     time for small maps — do the same float32 operations in the same order: identical outputs on any
     shape, channel counts not a multiple of 8, asymmetric padding, strides, dilations (rows of 8 or
-    more positions of 8 channels go in and out of the interleaved buffer by 8×8 transposes)."""
+    more positions of 8 channels go in and out of the interleaved buffer by 8×8 transposes, over
+    whole planes where rows are not multiples of 8)."""
     from netspec.backends.cpu import depthwise
     from netspec.backends.cpu._act import activation_code
     (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = kernel, stride, dilation, pads
@@ -634,10 +635,16 @@ def test_depthwise_kernels_give_the_same_bits(n, c, h, w, kernel, stride, dilati
     wt = rng.standard_normal((c, 1, kh, kw)).astype(np.float32)
     bias = rng.standard_normal(c).astype(np.float32)
     planes, blocks = np.empty((n, c, ho, wo), np.float32), np.full((n, c, ho, wo), np.nan, np.float32)
-    args = (x, wt, bias, True, kh, kw, sh, sw, pt, pl, dh, dw, activation_code(act), 0.0)
+    args = (x, wt, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, activation_code(act), 0.0)
     depthwise.by_planes(*args, planes, 2)
     depthwise.by_channel_blocks(*args, blocks, 2)
     np.testing.assert_array_equal(blocks, planes)
+    # planes that are not one run each (views one column short of their rows), in and out: row by row
+    wider_x, wider_y = np.zeros((n, c, h, w + 1), np.float32), np.full((n, c, ho, wo + 1), np.nan, np.float32)
+    wider_x[..., :w] = x
+    depthwise.by_channel_blocks(wider_x[..., :w], *args[1:], wider_y[..., :wo], 2,
+                                depthwise.interleave(wt, bias, has_bias))
+    np.testing.assert_array_equal(wider_y[..., :wo], planes)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))

@@ -266,13 +266,23 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual, packs=
         return then_residual
 
     if is_depthwise:  # a direct kernel, no GEMM
-        kernel = depthwise.by_channel_blocks if wo <= depthwise.BLOCKS_MAX_WIDTH else depthwise.by_planes
+        if wo <= depthwise.BLOCKS_MAX_WIDTH:
+            if "depthwise" not in packs:
+                packs["depthwise"] = depthwise.interleave(w, bias, has_bias)
+            interleaved = packs["depthwise"]
 
-        def direct(x, gate, res, out):
+            def direct(x, gate, res, out):
+                y = output(out, (n, o, ho, wo))
+                depthwise.by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y,
+                                            threads, interleaved)
+                return y
+            return direct
+
+        def direct_planes(x, gate, res, out):
             y = output(out, (n, o, ho, wo))
-            kernel(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads)
+            depthwise.by_planes(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads)
             return y
-        return direct
+        return direct_planes
 
     if pointwise:
         return _plan_pointwise(shape, threads, w, bias, has_bias, act, alpha, residual, g, (sh, sw), (ho, wo), packs)

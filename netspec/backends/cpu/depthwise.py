@@ -286,7 +286,7 @@ def _transpose8(typingctx, src, src_step, dst, dst_step):
     return types.void(types.int64, types.int64, types.int64, types.int64), codegen
 
 
-def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads):
+def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads, interleaved=None):
     """Direct depthwise convolution for small maps, 8 channels at a time: their zero-padded planes
     interleaved in one buffer (buf[(row·wp + column)·8 + lane]), so that a tap is one 8-wide fused
     multiply-add for 8 channels and an output row of the block is one `_row` call (LLVM IR: the
@@ -296,18 +296,36 @@ def by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act,
     MobileNet's and EfficientNet-B0's layers): 0.3× the time on 7² maps, 0.5–0.6× on 14², 0.5–0.8×
     on stride-2 layers with outputs up to 28 wide, 0.8–0.9× on 28²; with the interleaving done by
     8×8 transposes, 0.6–0.97× on 56² outputs (in-network). Not on 112² outputs: 1.0–1.1× there,
-    and 3.5× on 16 channels of 224² (its buffers hold whole planes, far past L2)."""
+    and 3.5× on 16 channels of 224² (its buffers hold whole planes, far past L2). `interleaved`: the
+    layer's `interleave(w, bias, has_bias)`, made once per layer (made here when not given)."""
     h_, w_ = x.shape[2], x.shape[3]
     ho, wo = y.shape[2], y.shape[3]
     hp = max(h_ + pt, (ho - 1) * sh + (kh - 1) * dh + 1)  # the zero-padded planes' size
     wp = max(w_ + pl, (wo - 1) * sw + (kw - 1) * dw + 1)
-    size = (hp * wp + ho * wo) * 8  # a thread's buffers: the block's padded input and its output, interleaved
+    # a thread's buffers: the block's padded input, its output and its unpadded input, interleaved
+    size = (hp * wp + ho * wo + h_ * w_) * 8
     buffers = scratch("depthwise", threads * size).reshape(threads, size)
-    _by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads, hp, wp, buffers)
+    weights, biases = interleaved if interleaved is not None else interleave(w, bias, has_bias)
+    _by_channel_blocks(x, weights, biases, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads, hp, wp, buffers)
+
+
+def interleave(w, bias, has_bias) -> tuple[np.ndarray, np.ndarray]:
+    """by_channel_blocks' weights: block b's tap t for its 8 channels at [b, t·8 .. t·8 + 7], and
+    their biases at [b, 0..7] (zeros past the last channel, and without a bias). Gathered per
+    block inside the kernel, they cost a fifth of a 7² layer's time."""
+    c, taps = w.shape[0], w.shape[2] * w.shape[3]
+    blocks = (c + 7) // 8
+    weights = np.zeros((blocks * 8, taps), np.float32)
+    weights[:c] = w.reshape(c, taps)
+    biases = np.zeros(blocks * 8, np.float32)
+    if has_bias:
+        biases[:c] = bias
+    return (np.ascontiguousarray(weights.reshape(blocks, 8, taps).transpose(0, 2, 1).reshape(blocks, taps * 8)),
+            biases.reshape(blocks, 8))
 
 
 @njit(cache=True, fastmath=FMA, parallel=True)
-def _by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads, hp, wp,
+def _by_channel_blocks(x, weights, biases, kh, kw, sh, sw, pt, pl, dh, dw, act, alpha, y, threads, hp, wp,
                        buffers):
     """by_channel_blocks in Numba, in each thread's reused buffers (a run allocates no planes)."""
     n_, c_, h_, w_ = x.shape
@@ -319,52 +337,61 @@ def _by_channel_blocks(x, w, bias, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, act
     for i in range(kh):
         for j in range(kw):
             offs[i * kw + j] = ((i * dh) * wp + j * dw) * _STEP
+    hw, howo = h_ * w_, ho * wo
+    # whether each channel's plane is one contiguous run (the transposes read and write them flat)
+    flat_in = x.strides[3] == 4 and x.strides[2] == 4 * w_
+    flat_out = y.strides[3] == 4 and y.strides[2] == 4 * wo
     for t in prange(threads):
         buf = buffers[t, :hp * wp * 8]
         buf[:] = 0.0  # (the padding: only the inside is written below)
-        out = buffers[t, hp * wp * 8:]  # the block's output, interleaved
-        wb = np.zeros(taps * 8, np.float32)
-        b8 = np.zeros(8, np.float32)
+        out = buffers[t, hp * wp * 8:(hp * wp + howo) * 8]  # the block's output, interleaved
+        flat = buffers[t, (hp * wp + howo) * 8:]  # the block's input, interleaved, unpadded
         for u in range(units * t // threads, units * (t + 1) // threads):
             n = u // blocks
             c0 = (u - n * blocks) * 8
             lanes = min(8, c_ - c0)
             # interleave, 8 positions at a time by an 8×8 transpose in registers (position by
-            # position, the scalar loads and stores cost as much as the taps on 28² maps)
+            # position, the scalar loads and stores cost as much as the taps on 28² maps): row by
+            # row where rows are whole vectors, else over the flat planes and then copied into
+            # rows (rows of 7 or 14 would leave most of it scalar: 7² layers 0.64× the time)
             xs = x[n, c0:c0 + lanes]
-            for r in range(h_):
-                d = buf[((r + pt) * wp + pl) * 8:((r + pt) * wp + pl + w_) * 8]
-                if lanes == 8:
-                    for q in range(0, w_ - 7, 8):  # 8 positions at a time: an 8×8 transpose
+            if lanes == 8 and w_ % 8 == 0:
+                for r in range(h_):
+                    d = buf[((r + pt) * wp + pl) * 8:((r + pt) * wp + pl + w_) * 8]
+                    for q in range(0, w_, 8):
                         _transpose8(xs[0, r, q:].ctypes.data, xs.strides[0], d[q * 8:].ctypes.data, _STEP)
-                    for q in range(w_ - w_ % 8, w_):
-                        for l in range(8):
-                            d[q * 8 + l] = xs[l, r, q]
-                else:
+            elif lanes == 8 and flat_in:
+                for p in range(0, hw - 7, 8):
+                    _transpose8(xs.ctypes.data + p * 4, xs.strides[0], flat.ctypes.data + p * _STEP, _STEP)
+                for p in range(hw - hw % 8, hw):
+                    for l in range(8):
+                        flat[p * 8 + l] = xs[l, p // w_, p % w_]
+                for r in range(h_):  # then each row's run into the padded buffer: contiguous copies
+                    d = buf[((r + pt) * wp + pl) * 8:((r + pt) * wp + pl + w_) * 8]
+                    src = flat[r * w_ * 8:(r + 1) * w_ * 8]
+                    for k in range(w_ * 8):
+                        d[k] = src[k]
+            else:
+                for r in range(h_):
+                    d = buf[((r + pt) * wp + pl) * 8:((r + pt) * wp + pl + w_) * 8]
                     for q in range(w_):
                         for l in range(lanes):
                             d[q * 8 + l] = xs[l, r, q]
-            for l in range(lanes):
-                wc = w[c0 + l, 0]
-                for i in range(kh):
-                    for j in range(kw):
-                        wb[(i * kw + j) * 8 + l] = wc[i, j]
-                b8[l] = bias[c0 + l] if has_bias else np.float32(0.0)
+            wb, b8 = weights[c0 // 8], biases[c0 // 8]
             for oh in range(ho):
                 _row(buf.ctypes.data + oh * sh * wp * _STEP, sw * _STEP, wb.ctypes.data, offs.ctypes.data, taps,
                      b8.ctypes.data, out.ctypes.data + oh * wo * _STEP, wo)
             if act != NONE:  # over the whole block at once (rows of 7·8 values are short for its loops)
                 act_row(out, out, np.float32(0.0), False, act, alpha)
             ys = y[n, c0:c0 + lanes]
-            for oh in range(ho):
-                s = out[oh * wo * 8:(oh + 1) * wo * 8]
-                if lanes == 8:
-                    for q in range(0, wo - 7, 8):
-                        _transpose8(s[q * 8:].ctypes.data, _STEP, ys[0, oh, q:].ctypes.data, ys.strides[0])
-                    for q in range(wo - wo % 8, wo):
-                        for l in range(8):
-                            ys[l, oh, q] = s[q * 8 + l]
-                else:
+            if lanes == 8 and flat_out:  # the output is not padded: straight into the flat planes
+                for p in range(0, howo - 7, 8):
+                    _transpose8(out.ctypes.data + p * _STEP, _STEP, ys.ctypes.data + p * 4, ys.strides[0])
+                for p in range(howo - howo % 8, howo):
+                    for l in range(8):
+                        ys[l, p // wo, p % wo] = out[p * 8 + l]
+            else:
+                for oh in range(ho):
                     for q in range(wo):
                         for l in range(lanes):
-                            ys[l, oh, q] = s[q * 8 + l]
+                            ys[l, oh, q] = out[(oh * wo + q) * 8 + l]
