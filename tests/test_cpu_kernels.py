@@ -846,3 +846,23 @@ def test_live_taps_of_a_3x3_on_a_1x1_map_are_its_centre():
     attrs = ops.get("conv2d").attrs.model_validate({"out": 8, "kernel": 3, "padding": 1})
     assert conv._live_taps(attrs, 1, 1, 1, 1) == ((1, 2), (1, 2), (0, 0, 0, 0))
     assert conv._live_taps(attrs, 7, 7, 7, 7) is None
+
+
+@pytest.mark.parametrize("batch, inputs, out", [(1, 400, 120), (8, 400, 120), (2, 600, 120), (16, 400, 120)])
+def test_linear_small_and_blas_paths_match_reference(batch, inputs, out):
+    """fused_linear runs small layers in one Numba loop (`linear._small`: the first two shapes) and
+    the others through BLAS (more weights than SMALL_WEIGHTS, or a batch past SMALL): both agree
+    with the reference, bias, residual and activation included, and a prepared layer (its Wᵀ made
+    once) gives the same bits as the kernel called plainly."""
+    from netspec.backends.cpu import linear
+    small = inputs * out <= linear.SMALL_WEIGHTS and batch * inputs * out <= linear.SMALL
+    assert small == (inputs == 400 and batch <= 8)
+    op = ops.get("fused_linear")
+    a = op.attrs.model_validate({"out": out, "residual": True, "activation": "relu"})
+    rng = np.random.default_rng(batch)
+    args = [rng.standard_normal((batch, inputs)).astype(np.float32), rng.standard_normal((batch, out)).astype(np.float32)]
+    params = {"weight": rng.standard_normal((out, inputs)).astype(np.float32),
+              "bias": rng.standard_normal(out).astype(np.float32)}
+    got = KERNELS["fused_linear"](a, args, params, RunContext())
+    np.testing.assert_allclose(got, op.reference(a, args, params, RunContext()), rtol=RTOL, atol=ATOL)
+    np.testing.assert_array_equal(linear.prepare(a, params)(args), got)

@@ -100,6 +100,7 @@ def per_netspec_layer(graph, ours: dict[str, str], theirs: dict[str, float]) -> 
     summed: dict[str, float] = defaultdict(float)
     for name, us in theirs.items():
         base = name[:-len("_nchwc")] if name.endswith("_nchwc") else name
+        base = base[len("fused "):] if base.startswith("fused ") else base
         summed[owner(base) or name] += us
     return dict(summed)
 
