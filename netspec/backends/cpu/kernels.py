@@ -157,9 +157,10 @@ _WARM_CASES: dict[str, list[Case]] = {
     "add": [({}, [_IMG, _IMG, _IMG], _E), ({}, [_BIG, _BIG], _E)],
     "mul": [({}, [_IMG, (1, 2, 1, 1)], _E), ({}, [_BIG, (1, 4, 1, 1)], _E)],
     "concat": [({}, [_IMG] * k, _E) for k in (1, 2, 3, 4)],  # one compilation per count of inputs
-    "linear": [({"out": 3}, [(1, 4)], _E), ({"out": 64}, [(8, 512)], _E)],  # on one thread, and on all
+    # a small layer (linear._small), and BLAS's path on all threads (more than SMALL_WEIGHTS weights)
+    "linear": [({"out": 3}, [(1, 4)], _E), ({"out": 64}, [(8, 2048)], _E)],
     "fused_linear": [({"out": 3, "residual": True, "activation": "relu"}, [(1, 4), (1, 3)], _E),
-                     ({"out": 64, "activation": "relu"}, [(8, 512)], _E)],
+                     ({"out": 64, "activation": "relu"}, [(8, 2048)], _E)],
     "reshape": [({"shape": [-1]}, [_IMG], _E)],
     "squeeze_excitation": [({"hidden": 3, "activation": "silu", "gate_activation": "sigmoid"}, [shape], _E)
                            for shape in (_IMG, (1, 2, 128, 128))],  # the mean on one thread, then on all
