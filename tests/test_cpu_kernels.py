@@ -866,3 +866,22 @@ def test_linear_small_and_blas_paths_match_reference(batch, inputs, out):
     got = KERNELS["fused_linear"](a, args, params, RunContext())
     np.testing.assert_allclose(got, op.reference(a, args, params, RunContext()), rtol=RTOL, atol=ATOL)
     np.testing.assert_array_equal(linear.prepare(a, params)(args), got)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(n=st.integers(1, 3), c=st.integers(1, 9), h=st.integers(2, 40), w=st.integers(2, 40),
+       seed=st.integers(0, 2**32 - 1))
+def test_avgpool_2x2_gives_the_general_kernels_bits(n, c, h, w, seed):
+    """2×2, stride-2, unpadded average pools (LeNet-5's) take their own kernel, on one thread or on
+    all: the same bits as the general one, odd sizes (the last row or column dropped) included."""
+    from netspec.backends.cpu import pool
+    x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32) * 100
+    ho, wo = h // 2, w // 2
+    hp, wp, flat = pool._plane_layout(h, w, ho, wo, (2, 2), (2, 2), (0, 0), (1, 1))
+    want = np.empty((n, c, ho, wo), np.float32)
+    pool._avgpool(x, 2, 2, 2, 2, 0, 0, hp, wp, flat, True, want, 2)
+    got = KERNELS["avgpool2d"](ops.get("avgpool2d").attrs.model_validate({"kernel": 2}), [x], {}, RunContext())
+    np.testing.assert_array_equal(got, want)
+    parallel = np.full_like(want, np.nan)
+    pool._avgpool_2x2(x, parallel, 2)
+    np.testing.assert_array_equal(parallel, want)

@@ -148,7 +148,7 @@ _PATHS = {"conv2d": (_CONV_PATHS, conv.paths), "fused_conv2d": (_CONV_PATHS, con
 # the other ops' cases (an op missing here: no attributes, one 1×2×4×4 input)
 _WARM_CASES: dict[str, list[Case]] = {
     "conv_transpose2d": [({"out": 2, "kernel": 2, "stride": 2}, [_IMG], _E)],
-    "avgpool2d": [({"kernel": 2}, [_IMG], _E)],
+    "avgpool2d": [({"kernel": 2}, [_IMG], _E), ({"kernel": 3, "stride": 1, "padding": 1}, [_IMG], _E)],
     "adaptive_avgpool2d": [({"size": 2}, [_IMG], _E)],
     "batchnorm2d": [({}, [_IMG], ("eval", "train"))],
     "lrn": [({"size": 3}, [_IMG], _E)],
