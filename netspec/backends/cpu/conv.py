@@ -314,7 +314,9 @@ def workspace_bytes(op: str, attrs, shape) -> int:
         "implicit": 2 * padded,  # the phase-split padded copy
         "im2col": 4 * (k + o // g) * width + (4 * n * c * h * wd if sw > 1 else 0),  # a tile, its column phases
         "winograd": 4 * 16 * (c + o) * winograd.tiles(n, ho, wo),  # the transformed input and product
-        "depthwise": padded // n * max(1, thread_count()), "wide depthwise": padded // n * max(1, thread_count()),
+        # each thread's padded planes, output and input, 8 channels interleaved (by_channel_blocks)
+        "depthwise": 32 * ((h + pt + pb) * (wd + pl + pr) + ho * wo + h * wd) * max(1, thread_count()),
+        "wide depthwise": padded // n * max(1, thread_count()),
     }
     return max(buffers.get(path, 0) for path in paths(attrs, (c, h, wd)))
 

@@ -111,7 +111,7 @@ _CONV_PATHS: dict[str, tuple[list[Case], float]] = {
     "winograd": ([({"out": 16, "kernel": 3, "padding": 1}, [(1, 32, 28, 28)], _E)], 15.0),
     "depthwise": ([({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [_IMG], _E),
                    ({"out": 2, "kernel": 3, "groups": 2, "stride": 2}, [_IMG], _E)], 14.0),
-    "wide depthwise": ([({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [(1, 2, 60, 60)], _E)], 16.0),
+    "wide depthwise": ([({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [(1, 2, 120, 120)], _E)], 16.0),
     # fused_conv2d only: the residual added in a pass of its own (where the GEMM does not add it), the gate
     "residual": ([({"out": 8, "kernel": 3, "padding": 1, "residual": True}, [(1, 64, 6, 6), (1, 8, 6, 6)], _E)],
                  18.0),
