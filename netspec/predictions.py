@@ -25,8 +25,9 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from glob import glob
+from operator import itemgetter
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -55,9 +56,11 @@ class Source:
     file: str | None = None  # an array source's .npy/.npz file, and the array's name in an .npz
     member: str | None = None
     base: str = field(default_factory=os.getcwd)  # what relative names are relative to (for a worker elsewhere)
+    indices: Sequence[int] | None = None  # an array source's: the sample of the file each name is (`FILE[i]`: i)
 
     def part(self, rows: list[int]) -> "Source":
-        return Source(self.kind, [self.names[i] for i in rows], self.file, self.member, self.base)
+        return Source(self.kind, [self.names[i] for i in rows], self.file, self.member, self.base,
+                      None if self.indices is None else [self.indices[i] for i in rows])
 
     def path(self, name: str) -> str:
         return os.path.join(self.base, name)
@@ -144,7 +147,8 @@ def _array_source(source: str, type_) -> Source:
         raise InputError(f"'{source}' has dtype {dtype}; expected floating point (float32), {want}")
     if shape[1:] != dims or shape[0] < 1:
         raise InputError(f"'{source}' holds an array of shape {'×'.join(map(str, shape))}; this network takes {want}")
-    return Source("array", [f"{source}[{i}]" for i in range(shape[0])], source, member)
+    return Source("array", [f"{source}[{i}]" for i in range(shape[0])], source, member,
+                  indices=range(shape[0]))
 
 
 _ARRAYS: dict[tuple, np.ndarray] = {}  # per process: the array file an array source reads
@@ -174,20 +178,24 @@ def _array(source: Source) -> np.ndarray:
     return _ARRAYS[key]
 
 
-_INDEX = re.compile(r"\[(\d+)\]$")
-
-
-def read_batch(source: Source, rows: list[int], graph: Graph) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+def read_batch(source: Source, rows: list[int], graph: Graph, array: np.ndarray | None = None
+               ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
     """The inputs `rows` of `source` as the network takes them: (x, the rows read, [(name, reason)] of
-    those that could not be)."""
+    those that could not be). `array`: an array source's array, `_array(source)` (looked up once per job)."""
     type_ = _input_type(graph)
     good, errors = [], []
     if source.kind == "array":
-        array = _array(source)
-        indices = [int(_INDEX.search(source.names[r]).group(1)) for r in rows]
-        x = np.asarray(array.reshape((-1,) + type_.dims)[indices], dtype=np.float32)
-        finite = np.isfinite(x).reshape(len(rows), -1).all(axis=1)
-        for r, ok in zip(rows, finite):
+        array = (_array(source) if array is None else array).reshape((-1,) + type_.dims)
+        indices = [source.indices[r] for r in rows]
+        x = np.empty((len(rows),) + type_.dims, np.float32)  # (copyto: np.array's copy of a memmap is 7× slower)
+        if indices == list(range(indices[0], indices[-1] + 1)):
+            np.copyto(x, array[indices[0]:indices[-1] + 1])  # (a run of samples: a slice, no gather)
+        else:
+            np.copyto(x, array[indices])
+        finite = np.isfinite(x.reshape(len(rows), -1)).all(axis=1)
+        if finite.all():
+            return x, list(rows), errors
+        for r, ok in zip(rows, finite.tolist()):
             (good if ok else errors).append(r if ok else (source.names[r], "contains NaN or Inf values"))
         return np.ascontiguousarray(x[finite]), good, errors
     pixels = np.empty((len(rows),) + type_.dims, np.uint8)
@@ -227,6 +235,43 @@ class Job:
     ahead: int = 4  # batches decoded ahead
 
 
+@dataclass
+class Classes:
+    """A classifier's results for a batch: its top classes per row, best first (N×top), and their
+    softmax probabilities rounded to 6 significant digits (N×top, float64)."""
+    classes: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+
+_POW10 = np.array([float(10 ** i) for i in range(23)])  # (exact: every power of ten a float holds exactly)
+
+
+def significant(values: np.ndarray, digits: int = 6) -> np.ndarray:
+    """`float(f"{v:.6g}")` of every value (6 significant digits, as the rows hold scores), vectorized.
+    A value v = ±k × 10^-m with k of `digits` digits is k / 10^m, which IEEE division rounds as
+    float() rounds the decimal k·10^-m: the same float. The values it cannot do so surely (a product
+    v × 10^m within a hair of a half, so that its rounding could go the other way than the exact
+    value's; powers of ten past 10^22; zero, NaN, inf) are formatted one by one."""
+    v = np.asarray(values, dtype=np.float64)
+    a = np.abs(v).ravel()
+    with np.errstate(all="ignore"):
+        m = (digits - 1) - np.floor(np.log10(a))  # (decimal places that leave `digits` digits)
+        fast = np.isfinite(m) & (m >= 0) & (m <= 22)
+        scale = _POW10[np.where(fast, m, 0).astype(np.intp)]
+        scaled = a * scale
+        k = np.rint(scaled)
+        fast &= (np.abs(scaled - np.floor(scaled) - 0.5) > 1e-6) & (k >= _POW10[digits - 1]) & (k < _POW10[digits])
+        out = np.copysign(k / scale, v.ravel())
+    slow = np.flatnonzero(~fast)
+    if len(slow):
+        flat = v.ravel()
+        out[slow] = [float(f"{x:.{digits}g}") for x in flat[slow].tolist()]
+    return out.reshape(v.shape)
+
+
 class Runner:
     """One compiled network at one batch size: `run(x)` pads x to the batch (so that the network is
     compiled once, its program included) and gives one result per row of x."""
@@ -239,17 +284,18 @@ class Runner:
         for _ in range(2):  # the first run loads the kernels, the second compiles the program: not in the timing
             self.exe.run(zeros)
 
-    def run(self, x: np.ndarray) -> list:
+    def run(self, x: np.ndarray) -> "Classes | list":
+        """The results of the rows of x: a classifier's as one `Classes`, a mask or arrays per row."""
         n = len(x)
         if n < self.job.batch:
             x = np.concatenate([x, np.zeros((self.job.batch - n,) + x.shape[1:], np.float32)])
         outputs = self.exe.run(x)
-        if self.kind == "classes":
+        if self.kind == "classes":  # (the whole batch at once: no Python per row)
             logits = next(iter(outputs.values()))[:n].astype(np.float64)
             p = np.exp(logits - logits.max(axis=1, keepdims=True))
             p /= p.sum(axis=1, keepdims=True)
             top = np.argsort(-p, axis=1, kind="stable")[:, :self.job.top]
-            return list(zip(top.tolist(), np.take_along_axis(p, top, axis=1).tolist()))  # (plain lists: cheap rows)
+            return Classes(top, significant(np.take_along_axis(p, top, axis=1)))
         if self.kind == "mask":
             y = next(iter(outputs.values()))[:n]
             dtype = np.uint8 if y.shape[1] <= 256 else np.uint16
@@ -271,12 +317,14 @@ def run_batches(runner: Runner, source: Source, rows: list[int]) -> Iterator[tup
     reading: deque = deque()
     running: deque = deque()
 
+    array = _array(source) if source.kind == "array" else None
+
     def run(read):
         x, good, errors = read.result()
         return [source.names[r] for r in good], (runner.run(x) if good else []), errors
     try:
         for chunk in chunks:
-            reading.append(readers.submit(read_batch, source, chunk, graph))
+            reading.append(readers.submit(read_batch, source, chunk, graph, array))
             if len(reading) >= job.ahead:
                 break
         while reading or running:
@@ -284,7 +332,7 @@ def run_batches(runner: Runner, source: Source, rows: list[int]) -> Iterator[tup
                 running.append(network.submit(run, reading.popleft()))
                 chunk = next(chunks, None)
                 if chunk is not None:
-                    reading.append(readers.submit(read_batch, source, chunk, graph))
+                    reading.append(readers.submit(read_batch, source, chunk, graph, array))
             yield running.popleft().result()
     finally:
         network.shutdown(wait=True, cancel_futures=True)
@@ -346,16 +394,22 @@ def run_part(key: str, job: Job, weights, slots, source: Source) -> list:
 
 # --- writing the results -----------------------------------------------------------------------
 
-def class_row(name: str, result, labels: list[str] | None) -> dict:
-    """A classifier's row: path, then class, score (softmax probability, 6 digits) and label, best first."""
-    classes, scores = result
-    row = {"path": name}
-    for k, (c, s) in enumerate(zip(classes, scores), start=1):
-        suffix = "" if k == 1 else f"_{k}"
-        row[f"class{suffix}"], row[f"score{suffix}"] = c, float(f"{s:.6g}")
+def class_rows(names: list[str], result: Classes, labels: list[str] | None) -> list[dict]:
+    """A classifier's rows, a batch at once: path, then class, score (softmax probability, 6 digits)
+    and label, best first."""
+    if not len(names):
+        return []
+    top = result.classes.shape[1]
+    if top == 1 and not labels:  # (the common case, as one comprehension)
+        return [{"path": n, "class": c, "score": s}
+                for n, c, s in zip(names, result.classes[:, 0].tolist(), result.scores[:, 0].tolist())]
+    values = [names]
+    for k in range(top):
+        values += [result.classes[:, k].tolist(), result.scores[:, k].tolist()]
         if labels:
-            row[f"label{suffix}"] = labels[c]
-    return row
+            values.append([labels[c] for c in values[-2]])
+    keys = _columns("classes", top, labels)
+    return [dict(zip(keys, row)) for row in zip(*values)]
 
 
 def _columns(kind: str, top: int, labels: list[str] | None) -> list[str]:
@@ -460,10 +514,13 @@ class Writer:
                         self.file.write(line if line.endswith("\n") else line + "\n")
         self.file.flush()
 
-    def row(self, name: str, result) -> dict:
-        """The row of one input; a mask or array is written to its file here."""
+    def make_rows(self, names: list[str], results) -> list[dict]:
+        """The rows of a batch; masks or arrays are written to their files here."""
         if self.kind == "classes":
-            return class_row(name, result, self.labels)
+            return class_rows(names, results, self.labels)
+        return [self._file_row(name, result) for name, result in zip(names, results)]
+
+    def _file_row(self, name: str, result) -> dict:
         digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
         stem = re.sub(r"[^\w.-]", "_", Path(name).stem)[:60]
         self.folder.mkdir(exist_ok=True)
@@ -485,7 +542,7 @@ class Writer:
         self.errors += errors
         self.rows += len(rows)
         if self.format == ".csv":
-            self._csv.writerows([[r[c] for c in self.columns] for r in rows])
+            self._csv.writerows(map(itemgetter(*self.columns), rows))
             self.file.flush()
         elif self.format == ".jsonl":
             self.file.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -733,7 +790,7 @@ def predict(graph, source: str, out: str | os.PathLike | None = None, *, weights
 def _work(job, source, rows, writer, engine, result, progress, partition, labels) -> Iterator[dict]:
     from .threads import set_threads
     bar = None
-    make_row = writer.row if writer else _plain_row(output_kind(job.graph), labels)
+    make_rows = writer.make_rows if writer else _plain_rows(output_kind(job.graph), labels)
     ran = False  # whether a batch came back: a job that fails before (bad weights, Ctrl-C) leaves OUT as it was
     try:
         yield None  # (primed by predict(): from here on, closing the iterator runs `finally`)
@@ -750,7 +807,7 @@ def _work(job, source, rows, writer, engine, result, progress, partition, labels
             for names, results, errors in batches:
                 ran = True
                 try:
-                    out_rows = [make_row(n, r) for n, r in zip(names, results)]
+                    out_rows = make_rows(names, results)
                     if writer:
                         writer.write(out_rows, errors)
                 except OSError as e:  # (a full disk: OUT keeps the rows written before)
@@ -774,13 +831,14 @@ def _work(job, source, rows, writer, engine, result, progress, partition, labels
                     raise PredictError(f"cannot write '{writer.out}': {e.strerror or e}") from None
 
 
-def _plain_row(kind: str, labels):
+def _plain_rows(kind: str, labels):
     """Rows without an OUT file (the Python API's `out=None`): masks and arrays stay arrays."""
-    def row(name, result) -> dict:
+    def rows(names, results) -> list[dict]:
         if kind == "classes":
-            return class_row(name, result, labels)
-        return {"path": name, "mask" if kind == "mask" else "output": result}
-    return row
+            return class_rows(names, results, labels)
+        column = "mask" if kind == "mask" else "output"
+        return [{"path": name, column: result} for name, result in zip(names, results)]
+    return rows
 
 
 # --- the command -------------------------------------------------------------------------------

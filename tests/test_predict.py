@@ -273,3 +273,20 @@ def test_ctrl_c_leaves_the_finished_rows_and_resume_completes_them(write_spec, w
     assert r.returncode == 0, r.stderr
     again = read_csv(workdir / "out.csv")
     assert again[:len(rows)] == rows and [row["path"] for row in again] == [f"x.npy[{i}]" for i in range(20000)]
+
+
+def test_scores_are_rounded_as_one_row_at_a_time_would_round_them():
+    """The batch's scores, rounded at once (numpy), are the floats `float(f"{p:.6g}")` gives, bit for
+    bit: values of every magnitude, near ties (x.5 in the 7th digit), powers of ten, 0, NaN, inf."""
+    from netspec.predictions import significant
+    rng = np.random.default_rng(0)
+    values = np.concatenate([
+        rng.random(20000), rng.random(2000) ** 40, 10.0 ** rng.uniform(-320, 300, 2000), -rng.random(500),
+        np.array([0.0, -0.0, 1.0, 0.1, 1e-4, 1e-5, 1e22, 1e23, 5e-324, np.nan, np.inf, -np.inf, 0.9999995,
+                  0.99999949999, 0.1234565, 0.12345650000000001, 123456.5, 1234565.0, 2.5e-7]),
+        (np.arange(100000, 100100) + 0.5) / 1e6,  # (ties in decimal, near ties in binary)
+        np.nextafter((np.arange(100000, 100100) + 0.5) / 1e6, 1.0)])
+    batch = values[:len(values) // 7 * 7].reshape(-1, 7)[:, ::-1]  # (a strided 2-D batch, as the scores come)
+    got = significant(batch).ravel()
+    want = np.array([float(f"{v:.6g}") for v in batch.ravel()])
+    assert got.tobytes() == want.tobytes()
