@@ -273,3 +273,148 @@ def test_ctrl_c_leaves_the_finished_rows_and_resume_completes_them(write_spec, w
     assert r.returncode == 0, r.stderr
     again = read_csv(workdir / "out.csv")
     assert again[:len(rows)] == rows and [row["path"] for row in again] == [f"x.npy[{i}]" for i in range(20000)]
+
+
+def test_scores_are_rounded_as_one_row_at_a_time_would_round_them():
+    """The batch's scores, rounded at once (numpy), are the floats `float(f"{p:.6g}")` gives, bit for
+    bit: values of every magnitude, near ties (x.5 in the 7th digit), powers of ten, 0, NaN, inf."""
+    from netspec.predictions import significant
+    rng = np.random.default_rng(0)
+    values = np.concatenate([
+        rng.random(20000), rng.random(2000) ** 40, 10.0 ** rng.uniform(-320, 300, 2000), -rng.random(500),
+        np.array([0.0, -0.0, 1.0, 0.1, 1e-4, 1e-5, 1e22, 1e23, 5e-324, np.nan, np.inf, -np.inf, 0.9999995,
+                  0.99999949999, 0.1234565, 0.12345650000000001, 123456.5, 1234565.0, 2.5e-7]),
+        (np.arange(100000, 100100) + 0.5) / 1e6,  # (ties in decimal, near ties in binary)
+        np.nextafter((np.arange(100000, 100100) + 0.5) / 1e6, 1.0)])
+    batch = values[:len(values) // 7 * 7].reshape(-1, 7)[:, ::-1]  # (a strided 2-D batch, as the scores come)
+    got = significant(batch).ravel()
+    want = np.array([float(f"{v:.6g}") for v in batch.ravel()])
+    assert got.tobytes() == want.tobytes()
+
+
+def png(pixels: np.ndarray, filters=(0, 1, 2, 3, 4), chunks: int = 1, extra: bytes = b"", interlace: int = 0) -> bytes:
+    """A PNG of H×W (gray) or H×W×3 (RGB) uint8 pixels, written by hand: the rows filtered with each of
+    the five filters in turn, the compressed stream cut into `chunks` IDATs, `extra` chunks after IHDR."""
+    import struct
+    import zlib
+    h, w = pixels.shape[:2]
+    c = 1 if pixels.ndim == 2 else pixels.shape[2]
+    rows = pixels.reshape(h, w * c).astype(np.int64)
+    out = bytearray()
+    for y in range(h):
+        kind, row = filters[y % len(filters)], rows[y]
+        up = rows[y - 1] if y else np.zeros_like(row)
+        a = np.concatenate([np.zeros(c, np.int64), row[:-c]])
+        d = np.concatenate([np.zeros(c, np.int64), up[:-c]])
+        pa, pb, pc = abs(up - d), abs(a - d), abs(a + up - 2 * d)
+        predicted = [np.zeros_like(row), a, up, (a + up) // 2,
+                     np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, up, d))][kind]
+        out += bytes([kind]) + bytes(((row - predicted) % 256).astype(np.uint8))
+    data = zlib.compress(bytes(out))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    cut = [data[i * len(data) // chunks:(i + 1) * len(data) // chunks] for i in range(chunks)]
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0 if c == 1 else 2, 0, 0, interlace))
+            + extra + b"".join(chunk(b"IDAT", part) for part in cut) + chunk(b"IEND", b""))
+
+
+def read_both_ways(graph, folder: Path):
+    """read_batch over every file of `folder`, with the PNG kernel and with Pillow alone."""
+    from netspec import predictions
+    source = predictions.open_source(str(folder), graph)
+    rows = list(range(len(source.names)))
+    fast = predictions.read_batch(source, rows, graph)
+    fits = predictions._png_fits
+    predictions._png_fits = lambda type_: False
+    try:
+        slow = predictions.read_batch(source, rows, graph)
+    finally:
+        predictions._png_fits = fits
+    return source, fast, slow
+
+
+def test_small_pngs_read_by_the_kernel_are_the_pixels_pillow_reads(load_spec, workdir):
+    """The PNG kernel (netspec/predictions.py) against Pillow: every filter, several IDATs, gray and
+    RGB, files written by Pillow; what it does not take (another size or mode, interlaced, an extra
+    chunk, 16 bits, a palette) is Pillow's, with the same pixels; and it takes the ones it should."""
+    from netspec import predictions
+    graph = load_spec(SPEC)  # 3×12×12
+    rng = np.random.default_rng(0)
+    folder = workdir / "pngs"
+    folder.mkdir()
+    smooth = np.cumsum(rng.integers(0, 3, (12, 12, 3)), axis=1).astype(np.uint8)  # (Paeth's cases: a, b and c)
+    takes = {
+        "filters.png": png(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)),
+        "smooth.png": png(smooth, filters=(4, 3, 4, 1, 2)),
+        "chunks.png": png(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), chunks=3),
+    }
+    for name, data in takes.items():
+        (folder / name).write_bytes(data)
+    Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / "pillow.png")
+    Image.fromarray(smooth).save(folder / "pillow-smooth.PNG", optimize=True)
+    import struct
+    import zlib
+    text = b"tEXt" + b"Comment\0hi"
+    others = {
+        "gray.png": png(rng.integers(0, 256, (12, 12), dtype=np.uint8)),
+        "bigger.png": png(rng.integers(0, 256, (13, 12, 3), dtype=np.uint8)),
+        "text.png": png(smooth, extra=struct.pack(">I", 10) + text + struct.pack(">I", zlib.crc32(text))),
+    }
+    for name, data in others.items():
+        (folder / name).write_bytes(data)
+    (folder / "interlaced.png").write_bytes(png(smooth, interlace=1))  # (not Adam7 inside: Pillow's error either way)
+    Image.fromarray(rng.integers(0, 256, (12, 12, 4), dtype=np.uint8)).save(folder / "rgba.png")
+    Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).convert("P").save(folder / "palette.png")
+    Image.fromarray(rng.integers(0, 65535, (12, 12), dtype=np.uint16)).save(folder / "deep.png")
+    source, (x, good, errors), (x_pillow, good_pillow, errors_pillow) = read_both_ways(graph, folder)
+    assert len(good) == 11 and len(source.names) == 12 and [Path(e[0]).name for e in errors] == ["interlaced.png"]
+    assert good == good_pillow and errors == errors_pillow
+    np.testing.assert_array_equal(x, x_pillow)
+    type_ = next(iter(graph.inputs.values()))
+    pixels = np.empty((len(source.names),) + type_.dims, np.uint8)
+    taken = predictions.read_pngs([source.path(n) for n in source.names], type_, pixels)
+    assert sorted(Path(n).name for n, t in zip(source.names, taken) if t) == sorted(
+        list(takes) + ["pillow.png", "pillow-smooth.PNG"])
+
+
+def test_damaged_pngs_get_pillows_reasons(load_spec, workdir):
+    """Damaged copies of a PNG the kernel takes (bytes changed, cut short, grown): each is read as
+    Pillow alone reads it, the same pixels or the same reason in the errors file, never a crash."""
+    graph = load_spec(SPEC)
+    rng = np.random.default_rng(1)
+    good = png(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), chunks=2)
+    folder = workdir / "damaged"
+    folder.mkdir()
+    for i in range(150):
+        data = bytearray(good)
+        if i % 5 == 0:
+            data = data[:rng.integers(0, len(data))]
+        elif i % 5 == 1:  # (after IEND: both ignore it)
+            data += rng.integers(0, 256, rng.integers(1, 40), dtype=np.uint8).tobytes()
+        elif i % 5 == 2:  # (in an IDAT's CRC, which Pillow does not check, or in the data it covers)
+            idat = data.index(b"IDAT")
+            data[idat + 4 + int.from_bytes(data[idat - 4:idat], "big") + rng.integers(-3, 4)] ^= 1 + i % 255
+        else:
+            for at in rng.integers(0, len(data), 1 + i % 4):
+                data[at] = rng.integers(0, 256)
+        (folder / f"{i:03d}.png").write_bytes(bytes(data))
+    os.mkfifo(folder / "fifo.png")
+    _, (x, good_rows, errors), (x_pillow, good_pillow, errors_pillow) = read_both_ways(graph, folder)
+    assert good_rows == good_pillow and errors == errors_pillow
+    np.testing.assert_array_equal(x, x_pillow)
+    assert 20 < len(good_rows) and 60 < len(errors)
+    reasons = {Path(name).name: reason for name, reason in errors}
+    assert "named pipe" in reasons["fifo.png"]
+
+
+def test_images_are_normalized_as_netspec_run_normalizes_them(load_spec):
+    """predict's in-place normalization gives inputs.normalize's floats, with and without a mean and std."""
+    from netspec.inputs import normalize
+    from netspec.predictions import _normalized
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 3, 12, 12), dtype=np.uint8)
+    for spec in (SPEC, SPEC.replace(", mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.5]", "")):
+        graph = load_spec(spec)
+        want = normalize(pixels / np.float32(255.0), graph)
+        got = _normalized(pixels, graph)
+        assert got.dtype == want.dtype == np.float32 and got.tobytes() == want.tobytes()
