@@ -84,7 +84,8 @@ def ort_layers(graph, weights, x: np.ndarray, threads: int, runs: int) -> dict[s
 
 def per_netspec_layer(graph, ours: dict[str, str], theirs: dict[str, float]) -> dict[str, float]:
     """ONNX Runtime's times summed per netspec layer. Its fused nodes are named after their last
-    node (plus `_nchwc` in its blocked layout), netspec's after their first, the convolution: a
+    node (plus `_nchwc` in its blocked layout, or `fused ` before), or after a node and what it
+    made of it (`x.2/QuickGeluFusion/`), netspec's after their first, the convolution: a
     node netspec absorbed (batch norm, activation, residual add) is traced back through its
     inputs to the netspec layer that took it over."""
     inputs = {node.name: node.inputs for node in graph.nodes}
@@ -101,6 +102,7 @@ def per_netspec_layer(graph, ours: dict[str, str], theirs: dict[str, float]) -> 
     for name, us in theirs.items():
         base = name[:-len("_nchwc")] if name.endswith("_nchwc") else name
         base = base[len("fused "):] if base.startswith("fused ") else base
+        base = base.split("/")[0]  # (a node it made of one of ours: `x.2/QuickGeluFusion/`, a SiLU)
         summed[owner(base) or name] += us
     return dict(summed)
 
