@@ -25,10 +25,19 @@ def transform_weights(w: np.ndarray) -> np.ndarray:
     """U = G g Gᵀ for every (output, input) filter: O×C×3×3 → 16×O×C (float32, contiguous)."""
     g = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
     # U[4a + b] = Σ_ij G[a, i]·G[b, j]·g[i, j]: one 16×9 matrix (G ⊗ G) times every flattened filter,
-    # a single BLAS product (5× faster than the einsum it replaces: ResNet-50's first run −0.1 s)
+    # by BLAS (5× faster than the einsum it replaces: ResNet-50's first run −0.1 s), in float64 (then
+    # rounded once), a chunk of filters at a time into U: whole, the float64 copies of a 1024 × 1024
+    # layer took 3× the time, in page faults (YOLOv1's first run: 0.9 s)
     o, c = w.shape[:2]
-    u = gemm.single_threaded(np.kron(g, g), w.reshape(o * c, 9).T.astype(np.float64))
-    return np.ascontiguousarray(u.reshape(16, o, c), dtype=np.float32)
+    filters, gg = w.reshape(o * c, 9), np.kron(g, g)
+    u = np.empty((16, o * c), np.float32)
+    for start in range(0, o * c, _TRANSFORM_CHUNK):
+        part = filters[start:start + _TRANSFORM_CHUNK]
+        u[:, start:start + len(part)] = gemm.single_threaded(gg, part.T.astype(np.float64))
+    return u.reshape(16, o, c)
+
+
+_TRANSFORM_CHUNK = 1 << 15  # filters a piece (float64 copies of 2.4 MB, reused)
 
 
 @njit(cache=True, fastmath=FMA, parallel=True)
