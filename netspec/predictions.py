@@ -15,12 +15,15 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
+import struct
 import sys
 import threading
 import time
+import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -200,7 +203,7 @@ def read_batch(source: Source, rows: list[int], graph: Graph, array: np.ndarray 
         return np.ascontiguousarray(x[finite]), good, errors
     pixels = np.empty((len(rows),) + type_.dims, np.uint8)
     paths = [source.path(source.names[r]) for r in rows]
-    done = read_pngs(paths, type_, pixels) if _png_fits(type_) else np.zeros(len(rows), bool)
+    done = read_pngs(paths, type_, pixels)  # (the small PNGs the fast path takes; the rest are Pillow's)
     for i, (r, path, fast) in enumerate(zip(rows, paths, done.tolist())):
         if not fast:
             try:
@@ -229,265 +232,99 @@ def _normalized(pixels: np.ndarray, graph: Graph) -> np.ndarray:
     return x
 
 
-# --- small PNGs, a batch at a time -----------------------------------------------------------------
+# --- small PNGs through imagecodecs (the `fast-decode` extra) --------------------------------------
 #
 # Pillow spends ~100 µs of Python (under the GIL) opening a 32×32 PNG whose pixels take it ~15 µs to
-# decode: more than LeNet-5's inference of it. So a PNG that is already what the network takes (its
-# size, 8-bit gray for 1 channel or RGB for 3, not interlaced) and holds nothing but its image (IHDR,
-# IDAT, IEND: as Pillow writes them) is read here instead, by one Numba kernel per batch that runs
-# without the GIL and calls libc and zlib directly: it reads each file (opened O_NONBLOCK, as
-# files.open_regular does), checks its structure and every CRC Pillow checks, inflates it and undoes
-# the PNG filters. The pixels are the ones Pillow gives (PNG is lossless; tests/test_predict.py
-# decodes files both ways, damaged ones included). A file it does not take, or cannot read, goes to
-# Pillow as before, so an unreadable file gets Pillow's reason.
+# decode: more than LeNet-5's inference of it. So where the `fast-decode` extra (imagecodecs: libpng,
+# called without the GIL) is installed, a PNG that is already what the network takes (its size, 8-bit
+# gray for 1 channel or RGB for 3, not interlaced) and holds nothing but its image (IHDR, IDATs, IEND:
+# as Pillow writes them) is read here instead: its bytes through files.read_limited (a regular file,
+# at most the largest such PNG), its chunks checked here (in bounds, IHDR's and IEND's CRCs: the ones
+# Pillow checks), its pixels decoded by imagecodecs.png_decode. PNG is lossless, so they are the
+# pixels Pillow gives (tests/test_predict.py decodes files both ways, damaged ones included). A file
+# this does not take, or that libpng refuses, goes to Pillow as before, so an unreadable file gets
+# Pillow's reason; without the extra, Pillow reads every file.
 
 _PNG_LIMIT = 1 << 20  # (decoded bytes of one image, at most; larger images are Pillow's)
-_C_FUNCTIONS: list = []  # [the C functions' addresses (None where not found), the libraries they are in]
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"  # (the signature, then IHDR's length and type)
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # (IEND: empty, its CRC)
 
 
-def _c_functions() -> np.ndarray | None:
-    """The addresses of the C functions the kernel calls, or None (no zlib or libc here: Pillow reads)."""
-    if not _C_FUNCTIONS:
-        import ctypes
-        import ctypes.util
-        addresses, libraries = None, []
-        try:
-            libc = ctypes.CDLL(None)
-            for name in ("libz.so.1", ctypes.util.find_library("z"), "libz.dylib"):
-                try:
-                    zlib = ctypes.CDLL(name) if name else None
-                except OSError:
-                    continue
-                if zlib is not None:
-                    libraries = [libc, zlib]  # (kept loaded)
-                    functions = [zlib.uncompress, zlib.crc32, libc.open, libc.pread, libc.close]
-                    addresses = np.array([ctypes.cast(f, ctypes.c_void_p).value for f in functions], np.uint64)
-                    break
-        except (OSError, AttributeError):
-            addresses = None
-        _C_FUNCTIONS[:] = [addresses] + libraries
-    return _C_FUNCTIONS[0]
-
-
-def _c_calls() -> None:
-    """Numba intrinsics that call a C function at an address (an integer): a ctypes function passed
-    to the kernel would cost its dispatcher ~250 µs a call to type, and as a global it could not be
-    cached. The kernel reaches them as globals, not through a closure (whose cells would key its cache)."""
-    from llvmlite import ir
-    from numba import types
-    from numba.extending import intrinsic
-    i32, i64 = ir.IntType(32), ir.IntType(64)
-    u64, voidptr = types.uint64, ir.IntType(8).as_pointer()
-
-    def call(builder, address, result, arguments, values, variadic=False):
-        fn = builder.inttoptr(address, ir.FunctionType(result, arguments, var_arg=variadic).as_pointer())
-        return builder.call(fn, values)
-
-    @intrinsic
-    def uncompress(typingctx, address, dest, dest_length, source, source_length):
-        """int uncompress(Bytef *dest, uLongf *destLen, const Bytef *source, uLong sourceLen)"""
-        def codegen(context, builder, signature, args):
-            return call(builder, args[0], i32, [i64] * 4, args[1:])
-        return types.int32(u64, u64, u64, u64, u64), codegen
-
-    @intrinsic
-    def crc32(typingctx, address, crc, buffer, length):
-        """uLong crc32(uLong crc, const Bytef *buf, uInt len)"""
-        def codegen(context, builder, signature, args):
-            return call(builder, args[0], i64, [i64, i64, i32], [args[1], args[2], builder.trunc(args[3], i32)])
-        return u64(u64, u64, u64, u64), codegen
-
-    @intrinsic
-    def open_(typingctx, address, path, flags):
-        """int open(const char *path, int flags, ...)"""
-        def codegen(context, builder, signature, args):
-            return call(builder, args[0], i32, [voidptr, i32],
-                        [builder.inttoptr(args[1], voidptr), builder.trunc(args[2], i32)], variadic=True)
-        return types.int32(u64, u64, u64), codegen
-
-    @intrinsic
-    def pread(typingctx, address, fd, buffer, count):
-        """ssize_t pread(int fd, void *buf, size_t count, off_t offset), at offset 0"""
-        def codegen(context, builder, signature, args):
-            return call(builder, args[0], i64, [i32, voidptr, i64, i64],
-                        [builder.trunc(args[1], i32), builder.inttoptr(args[2], voidptr), args[3], i64(0)])
-        return types.int64(u64, types.int64, u64, u64), codegen
-
-    @intrinsic
-    def close(typingctx, address, fd):
-        """int close(int fd)"""
-        def codegen(context, builder, signature, args):
-            return call(builder, args[0], i32, [i32], [builder.trunc(args[1], i32)])
-        return types.int32(u64, types.int64), codegen
-
-    global _uncompress, _crc32, _open, _pread, _close
-    _uncompress, _crc32, _open, _pread, _close = uncompress, crc32, open_, pread, close
-
-
-_decode_pngs = _uncompress = _crc32 = _open = _pread = _close = None
-
-
-def _png_kernel():
-    """The Numba kernel (compiled, or loaded from the cache, on first use)."""
-    global _decode_pngs
-    if _decode_pngs is None:
-        from numba import njit
-        _c_calls()
-
-        @njit(cache=True, nogil=True)
-        def decode(functions, flags, paths, starts, cap, c, out, status):
-            """The PNG at path i (paths[starts[i]:], NUL-terminated; none where starts[i] < 0): its
-            pixels into out[i] (C×H×W) and status[i] = 0, or status[i] = 1 where it is not a PNG this
-            kernel takes or cannot be read (Pillow reads those)."""
-            n, h, w = out.shape[0], out.shape[2], out.shape[3]
-            stride = w * c
-            expected = h * (1 + stride)
-            f = np.empty(cap, np.uint8)  # (one file)
-            idats = np.empty(cap, np.uint8)  # (its IDAT chunks, joined)
-            raw = np.empty(expected, np.uint8)
-            length_out = np.empty(1, np.uint64)
-            color = 0 if c == 1 else 2
-            for i in range(n):
-                status[i] = 1
-                if starts[i] < 0:
-                    continue
-                fd = _open(functions[2], paths.ctypes.data + starts[i], flags)
-                if fd < 0:
-                    continue
-                size = _pread(functions[3], fd, f.ctypes.data, cap)
-                _close(functions[4], fd)
-                if size < 57 or size >= cap:  # (the smallest PNG; one that fills the buffer may go on)
-                    continue
-                if (f[0] != 137 or f[1] != 80 or f[2] != 78 or f[3] != 71 or f[4] != 13 or f[5] != 10
-                        or f[6] != 26 or f[7] != 10):
-                    continue
-                pos, idat, chunks, ended, bad = 8, 0, 0, False, False
-                while pos + 12 <= size:
-                    length = (np.int64(f[pos]) << 24) | (np.int64(f[pos + 1]) << 16) | (np.int64(f[pos + 2]) << 8) \
-                        | np.int64(f[pos + 3])
-                    if length > size - pos - 12:
-                        bad = True
-                        break
-                    t0, t1, t2, t3 = f[pos + 4], f[pos + 5], f[pos + 6], f[pos + 7]
-                    data = pos + 8
-                    is_idat = t0 == 73 and t1 == 68 and t2 == 65 and t3 == 84
-                    if not is_idat:  # (Pillow checks the CRC of every chunk but IDAT's)
-                        crc = (np.int64(f[data + length]) << 24) | (np.int64(f[data + length + 1]) << 16) \
-                            | (np.int64(f[data + length + 2]) << 8) | np.int64(f[data + length + 3])
-                        if _crc32(functions[1], 0, f.ctypes.data + pos + 4, length + 4) != crc:
-                            bad = True
-                            break
-                    if chunks == 0:  # IHDR: this size, 8 bits, gray or RGB, not interlaced
-                        if not (t0 == 73 and t1 == 72 and t2 == 68 and t3 == 82) or length != 13:
-                            bad = True
-                            break
-                        width = (np.int64(f[data]) << 24) | (np.int64(f[data + 1]) << 16) \
-                            | (np.int64(f[data + 2]) << 8) | np.int64(f[data + 3])
-                        height = (np.int64(f[data + 4]) << 24) | (np.int64(f[data + 5]) << 16) \
-                            | (np.int64(f[data + 6]) << 8) | np.int64(f[data + 7])
-                        if (width != w or height != h or f[data + 8] != 8 or f[data + 9] != color
-                                or f[data + 10] != 0 or f[data + 11] != 0 or f[data + 12] != 0):
-                            bad = True
-                            break
-                    elif is_idat:  # (consecutive: any chunk between would be refused below)
-                        idats[idat:idat + length] = f[data:data + length]
-                        idat += length
-                    elif t0 == 73 and t1 == 69 and t2 == 78 and t3 == 68:  # IEND
-                        ended = True
-                        break
-                    else:  # (any other chunk: Pillow's)
-                        bad = True
-                        break
-                    chunks += 1
-                    pos = data + length + 4
-                if bad or not ended or idat == 0:
-                    continue
-                length_out[0] = expected
-                if _uncompress(functions[0], raw.ctypes.data, length_out.ctypes.data, idats.ctypes.data, idat) != 0 \
-                        or length_out[0] != expected:
-                    continue
-                for y in range(h):  # the filters undone, row by row (PNG spec, section 9)
-                    row, up = y * (stride + 1) + 1, (y - 1) * (stride + 1) + 1
-                    kind = raw[row - 1]
-                    if kind == 0:
-                        continue
-                    if kind > 4:
-                        bad = True
-                        break
-                    if y == 0 and kind != 1:  # (no row above: zeros; Average and Paeth then reduce to Sub)
-                        if kind == 2:
-                            continue
-                        if kind == 3:
-                            for x in range(c, stride):
-                                raw[row + x] = raw[row + x] + (raw[row + x - c] >> 1)
-                            continue
-                        kind = 1
-                    if kind == 1:
-                        for x in range(c, stride):
-                            raw[row + x] = raw[row + x] + raw[row + x - c]
-                    elif kind == 2:
-                        for x in range(stride):
-                            raw[row + x] = raw[row + x] + raw[up + x]
-                    elif kind == 3:
-                        for x in range(c):
-                            raw[row + x] = raw[row + x] + (raw[up + x] >> 1)
-                        for x in range(c, stride):
-                            raw[row + x] = raw[row + x] + ((np.int32(raw[row + x - c]) + np.int32(raw[up + x])) >> 1)
-                    else:
-                        for x in range(c):
-                            raw[row + x] = raw[row + x] + raw[up + x]  # (Paeth with a = c = 0: b)
-                        for x in range(c, stride):
-                            a, b, d = np.int32(raw[row + x - c]), np.int32(raw[up + x]), np.int32(raw[up + x - c])
-                            pa, pb, pc = abs(b - d), abs(a - d), abs(a + b - 2 * d)
-                            predicted = a if pa <= pb and pa <= pc else b if pb <= pc else d
-                            raw[row + x] = raw[row + x] + predicted
-                if bad:
-                    continue
-                for y in range(h):
-                    for x in range(w):
-                        for k in range(c):
-                            out[i, k, y, x] = raw[y * (stride + 1) + 1 + x * c + k]
-                status[i] = 0
-        _decode_pngs = decode
-    return _decode_pngs
+def _png_codec():
+    """imagecodecs.png_decode, or None where the `fast-decode` extra is not installed (or its build
+    has no PNG codec): then Pillow reads every image."""
+    try:
+        import imagecodecs
+        decode = imagecodecs.png_decode if imagecodecs.PNG.available else None
+    except (ImportError, AttributeError):  # (AttributeError: a build without the codec)
+        return None
+    logger = logging.getLogger("imagecodecs")
+    if not logger.handlers:  # (libpng's warnings, "IDAT: incorrect data check" say, are logged there:
+        logger.addHandler(logging.NullHandler())  # not on stderr under the bar; Pillow gives the reason)
+    return decode
 
 
 def _png_fits(type_) -> bool:
-    """Whether this network's images may take the fast path (zlib and libc found, images small enough)."""
+    """Whether this network's images may take the fast path (the extra installed, images small enough)."""
     from .inputs import MAX_IMAGE_PIXELS
-    return (type_.h * (1 + type_.w * type_.c) <= _PNG_LIMIT and type_.h * type_.w <= MAX_IMAGE_PIXELS
-            and _c_functions() is not None)
+    return (type_.rank == 4 and type_.c in (1, 3) and type_.h * (1 + type_.w * type_.c) <= _PNG_LIMIT
+            and type_.h * type_.w <= MAX_IMAGE_PIXELS and _png_codec() is not None)
 
 
 def _png_cap(type_) -> int:
-    """Bytes read of each file: the largest PNG of this size (its pixels stored, not compressed)."""
+    """Bytes read of each file at most: the largest PNG of this size (its pixels stored, not compressed)."""
     raw = type_.h * (1 + type_.w * type_.c)
     return raw + raw // 1024 + 4096
 
 
 def warm_pngs(graph: Graph) -> None:
-    """Compile (or load) the PNG kernel before the clock starts, where the network's inputs take it."""
-    type_ = _input_type(graph)
-    if type_.rank == 4 and type_.c in (1, 3) and _png_fits(type_):
-        read_pngs([], type_, np.empty((0,) + type_.dims, np.uint8))
+    """Load the PNG codec before the clock starts, where the network's inputs take it."""
+    _png_fits(_input_type(graph))
 
 
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+def _plain_png(data: bytes, ihdr: bytes) -> bool:
+    """Whether `data` is a PNG of this IHDR (its CRC right), then one or more IDATs, then IEND and
+    nothing else (bytes after IEND are ignored, as Pillow and libpng ignore them), every chunk within
+    the file. (libpng would skip an ancillary chunk whose CRC is wrong where Pillow refuses the file.)"""
+    if data[:16] != _PNG_SIGNATURE or data[16:29] != ihdr or data[29:33] != zlib.crc32(data[12:29]).to_bytes(4, "big"):
+        return False
+    pos, size, idat = 33, len(data), False
+    while pos + 12 <= size:
+        if data[pos + 4:pos + 8] != b"IDAT":
+            return idat and data[pos:pos + 12] == _IEND
+        idat = True
+        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
+    return False
 
 
 def read_pngs(paths: list[str], type_, pixels: np.ndarray) -> np.ndarray:
-    """The pixels of the PNGs among `paths` that the kernel takes, into pixels[i]; whether each was."""
-    encoded, starts, at = [], np.full(len(paths), -1, np.int64), 0
+    """The pixels of the PNGs among `paths` that the fast path takes, into pixels[i] (C×H×W); whether
+    each was. None are where the extra is not installed or the images do not fit (_png_fits)."""
+    done = np.zeros(len(paths), bool)
+    decode = _png_codec()
+    if decode is None or not _png_fits(type_):
+        return done
+    c, h, w = type_.dims
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0 if c == 1 else 2, 0, 0, 0)
+    shape, cap = (h, w) if c == 1 else (h, w, 3), _png_cap(type_)
     for i, path in enumerate(paths):
-        if path[-4:].lower() == ".png":
-            name = os.fsencode(path)
-            if b"\0" not in name:  # (no file has such a name: Pillow's path says so)
-                encoded.append(name + b"\0")
-                starts[i], at = at, at + len(name) + 1
-    status = np.ones(len(paths), np.uint8)
-    names = np.frombuffer(b"".join(encoded) or b"\0", np.uint8)
-    _png_kernel()(_c_functions(), _READ_FLAGS, names, starts, _png_cap(type_), type_.c, pixels, status)
-    return status == 0
+        if path[-4:].lower() != ".png":
+            continue
+        try:
+            data = read_limited(path, cap)
+        except (OSError, ValueError):  # (not a regular file, larger, a NUL in its name: Pillow says why)
+            continue
+        if not _plain_png(data, ihdr):
+            continue
+        try:
+            image = decode(data)
+        except Exception:  # (imagecodecs.PngError, say: the file is Pillow's, which gives the reason)
+            continue
+        if image.dtype != np.uint8 or image.shape != shape:
+            continue
+        pixels[i] = image[None] if c == 1 else image.transpose(2, 0, 1)
+        done[i] = True
+    return done
 
 
 # --- running the network -----------------------------------------------------------------------

@@ -319,25 +319,25 @@ def png(pixels: np.ndarray, filters=(0, 1, 2, 3, 4), chunks: int = 1, extra: byt
             + extra + b"".join(chunk(b"IDAT", part) for part in cut) + chunk(b"IEND", b""))
 
 
-def read_both_ways(graph, folder: Path):
-    """read_batch over every file of `folder`, with the PNG kernel and with Pillow alone."""
+def read_both_ways(graph, folder: Path, monkeypatch):
+    """read_batch over every file of `folder`, with the `fast-decode` extra (imagecodecs) and with
+    Pillow alone (the extra made missing: its import fails, as where it is not installed)."""
     from netspec import predictions
     source = predictions.open_source(str(folder), graph)
     rows = list(range(len(source.names)))
     fast = predictions.read_batch(source, rows, graph)
-    fits = predictions._png_fits
-    predictions._png_fits = lambda type_: False
-    try:
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "imagecodecs", None)
+        assert predictions._png_codec() is None
         slow = predictions.read_batch(source, rows, graph)
-    finally:
-        predictions._png_fits = fits
     return source, fast, slow
 
 
-def test_small_pngs_read_by_the_kernel_are_the_pixels_pillow_reads(load_spec, workdir):
-    """The PNG kernel (netspec/predictions.py) against Pillow: every filter, several IDATs, gray and
-    RGB, files written by Pillow; what it does not take (another size or mode, interlaced, an extra
-    chunk, 16 bits, a palette) is Pillow's, with the same pixels; and it takes the ones it should."""
+def test_small_pngs_read_by_imagecodecs_are_the_pixels_pillow_reads(load_spec, workdir, monkeypatch):
+    """The fast path (imagecodecs, netspec/predictions.py) against Pillow: every filter, several IDATs,
+    gray and RGB, files written by Pillow; what it does not take (another size or mode, interlaced, an
+    extra chunk, 16 bits, a palette) is Pillow's, with the same pixels; and it takes the ones it should."""
+    pytest.importorskip("imagecodecs")
     from netspec import predictions
     graph = load_spec(SPEC)  # 3×12×12
     rng = np.random.default_rng(0)
@@ -367,7 +367,7 @@ def test_small_pngs_read_by_the_kernel_are_the_pixels_pillow_reads(load_spec, wo
     Image.fromarray(rng.integers(0, 256, (12, 12, 4), dtype=np.uint8)).save(folder / "rgba.png")
     Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).convert("P").save(folder / "palette.png")
     Image.fromarray(rng.integers(0, 65535, (12, 12), dtype=np.uint16)).save(folder / "deep.png")
-    source, (x, good, errors), (x_pillow, good_pillow, errors_pillow) = read_both_ways(graph, folder)
+    source, (x, good, errors), (x_pillow, good_pillow, errors_pillow) = read_both_ways(graph, folder, monkeypatch)
     assert len(good) == 11 and len(source.names) == 12 and [Path(e[0]).name for e in errors] == ["interlaced.png"]
     assert good == good_pillow and errors == errors_pillow
     np.testing.assert_array_equal(x, x_pillow)
@@ -376,11 +376,20 @@ def test_small_pngs_read_by_the_kernel_are_the_pixels_pillow_reads(load_spec, wo
     taken = predictions.read_pngs([source.path(n) for n in source.names], type_, pixels)
     assert sorted(Path(n).name for n, t in zip(source.names, taken) if t) == sorted(
         list(takes) + ["pillow.png", "pillow-smooth.PNG"])
+    gray = load_spec(SPEC.replace("[3, 12, 12], mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.5]", "[1, 12, 12]"), "gray.yaml")
+    source, (x, good, errors), (x_pillow, good_pillow, errors_pillow) = read_both_ways(gray, folder, monkeypatch)
+    assert (good, errors) == (good_pillow, errors_pillow) and len(good) == 11
+    np.testing.assert_array_equal(x, x_pillow)
+    type_ = next(iter(gray.inputs.values()))
+    pixels = np.empty((len(source.names),) + type_.dims, np.uint8)
+    taken = predictions.read_pngs([source.path(n) for n in source.names], type_, pixels)
+    assert [Path(n).name for n, t in zip(source.names, taken) if t] == ["gray.png"]
 
 
-def test_damaged_pngs_get_pillows_reasons(load_spec, workdir):
-    """Damaged copies of a PNG the kernel takes (bytes changed, cut short, grown): each is read as
+def test_damaged_pngs_get_pillows_reasons(load_spec, workdir, monkeypatch):
+    """Damaged copies of a PNG the fast path takes (bytes changed, cut short, grown): each is read as
     Pillow alone reads it, the same pixels or the same reason in the errors file, never a crash."""
+    pytest.importorskip("imagecodecs")
     graph = load_spec(SPEC)
     rng = np.random.default_rng(1)
     good = png(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), chunks=2)
@@ -399,13 +408,37 @@ def test_damaged_pngs_get_pillows_reasons(load_spec, workdir):
             for at in rng.integers(0, len(data), 1 + i % 4):
                 data[at] = rng.integers(0, 256)
         (folder / f"{i:03d}.png").write_bytes(bytes(data))
+    import struct
+    import zlib
+    text = b"tEXt" + b"Comment\0hi"  # (a wrong CRC in an ancillary chunk: libpng skips it, Pillow refuses the file)
+    (folder / "text-crc.png").write_bytes(png(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), extra=struct.pack(
+        ">I", 10) + text + struct.pack(">I", zlib.crc32(text) ^ 1)))
+    (folder / "huge.png").write_bytes(good[:-12] + bytes(200_000) + good[-12:])  # (over the bytes read: Pillow's)
     os.mkfifo(folder / "fifo.png")
-    _, (x, good_rows, errors), (x_pillow, good_pillow, errors_pillow) = read_both_ways(graph, folder)
+    _, (x, good_rows, errors), (x_pillow, good_pillow, errors_pillow) = read_both_ways(graph, folder, monkeypatch)
     assert good_rows == good_pillow and errors == errors_pillow
     np.testing.assert_array_equal(x, x_pillow)
     assert 20 < len(good_rows) and 60 < len(errors)
     reasons = {Path(name).name: reason for name, reason in errors}
-    assert "named pipe" in reasons["fifo.png"]
+    assert "named pipe" in reasons["fifo.png"] and "text-crc.png" in reasons
+
+
+def test_without_the_extra_pillow_reads_every_image(load_spec, workdir, monkeypatch):
+    """Where imagecodecs is not installed (its import fails), the fast path takes nothing and predict
+    reads every image through Pillow, with the same rows."""
+    from netspec import predictions
+    graph = load_spec(SPEC)
+    paths = images(workdir / "imgs", 4, size=(12, 12))
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)
+    type_ = next(iter(graph.inputs.values()))
+    assert predictions._png_codec() is None and not predictions._png_fits(type_)
+    pixels = np.empty((len(paths),) + type_.dims, np.uint8)
+    assert not predictions.read_pngs([str(p) for p in paths], type_, pixels).any()
+    source = predictions.open_source(str(workdir / "imgs"), graph)
+    x, good, errors = predictions.read_batch(source, list(range(len(paths))), graph)
+    assert good == [0, 1, 2, 3] and not errors
+    want = np.concatenate([read_image(str(p), graph) for p in sorted(paths)])
+    np.testing.assert_array_equal(x, want)
 
 
 def test_images_are_normalized_as_netspec_run_normalizes_them(load_spec):
