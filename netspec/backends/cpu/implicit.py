@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import packed
+from .depthwise import _deinterleave
 from ._act import FMA, NONE, act_row
 from ._util import output, scratch
 
@@ -81,29 +82,39 @@ def _convolve(x, xq, sh, sw, pt, pl, wp, bp, m, offsets, y, res, has_res, act, a
     of NR pixels, every row block of weights (wp: blocks×K×MR, bp: blocks×MR) over the tile's taps."""
     n_, c_, h_, w_ = x.shape
     sw_, hp, wq = xq.shape[2], xq.shape[3], xq.shape[4]
-    planes = n_ * c_ * sw_
-    for idx in prange(planes * hp):  # the padded, phase-split input, row by row
-        plane = idx // hp
-        r = idx - plane * hp
-        n = plane // (c_ * sw_)
-        c = (plane - n * c_ * sw_) // sw_
-        f = plane - (n * c_ + c) * sw_
-        dst = xq[n, c, f, r]
+    even = pl % 2  # (stride 2: the phase holding the even input columns, from column pl // 2 on)
+    n_even = max(0, min((w_ + 1) // 2, wq - pl // 2))
+    n_odd = max(0, min(w_ // 2, wq - (pl + 1) // 2))
+    for idx in prange(n_ * c_ * hp):  # the padded, phase-split input, row by row (all phases of a row)
+        nc = idx // hp
+        r = idx - nc * hp
+        n = nc // c_
+        c = nc - n * c_
         ih = r - pt
-        lo, hi = 0, 0  # the phase columns q with 0 ≤ q·sw + f − pl < w
-        if 0 <= ih < h_:
+        phases = xq[n, c]
+        for f in range(sw_):
+            row = phases[f, r]
+            for q in range(wq):
+                row[q] = 0.0
+        if ih < 0 or ih >= h_:
+            continue
+        src = x[n, c, ih]
+        if sw_ == 2:  # both phases in one pass over the row, read in order (a strided read stays scalar)
+            _deinterleave(src, phases.reshape(-1), (even * hp + r) * wq + pl // 2,
+                          ((1 - even) * hp + r) * wq + (pl + 1) // 2, n_even, n_odd)
+            continue
+        for f in range(sw_):  # phase columns q with 0 ≤ q·sw + f − pl < w
             lo = max(0, (pl - f + sw - 1) // sw)
-            hi = min(wq, (w_ - 1 + pl - f) // sw + 1)
-            hi = max(hi, lo)
-        for q in range(lo):
-            dst[q] = 0.0
-        if hi > lo:
-            src = x[n, c, ih]
+            hi = max(lo, min(wq, (w_ - 1 + pl - f) // sw + 1))
+            dst = phases[f, r]
             first = lo * sw + f - pl
-            for q in range(hi - lo):
-                dst[lo + q] = src[first + q * sw]
-        for q in range(hi, wq):
-            dst[q] = 0.0
+            if sw_ == 1:
+                s1 = src[first:first + hi - lo]
+                for q in range(hi - lo):
+                    dst[lo + q] = s1[q]
+            else:
+                for q in range(hi - lo):
+                    dst[lo + q] = src[first + q * sw]
 
     o, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     p = ho * wo
