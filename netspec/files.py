@@ -30,10 +30,9 @@ def _reason(e: OSError) -> str:
     return e.strerror or str(e)
 
 
-def open_regular(path: str | os.PathLike):
-    """An open binary file object for `path`, which must be a regular file (FileReadError if not).
-
-    O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever."""
+def _regular_fd(path: str | os.PathLike) -> tuple[int, os.stat_result]:
+    """An open file descriptor of `path`, which must be a regular file (FileReadError if not), and
+    its status. O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
@@ -41,12 +40,23 @@ def open_regular(path: str | os.PathLike):
             raise FileReadError(e.errno, "no such file") from None
         raise FileReadError(e.errno, _reason(e)) from None
     try:
-        mode = os.fstat(fd).st_mode
+        status = os.fstat(fd)
+        mode = status.st_mode
         if not stat.S_ISREG(mode):
             kind = ("a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else
                     "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
                     else "not a regular file")
             raise FileReadError(errno.EINVAL, f"it is {kind}, not a regular file")
+        return fd, status
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_regular(path: str | os.PathLike):
+    """An open binary file object for `path`, which must be a regular file (FileReadError if not)."""
+    fd, _ = _regular_fd(path)
+    try:
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
@@ -58,11 +68,24 @@ def open_regular(path: str | os.PathLike):
 def read_limited(path: str | os.PathLike, limit: int | Callable[[int], int], what: str = "the file") -> bytes:
     """The bytes of a regular file of at most `limit` bytes (FileReadError otherwise). Reads at most
     limit + 1 bytes whatever the file claims to be. `limit` may be a function of the file's size
-    that returns the limit (or raises: resources.read_within_memory's check)."""
-    with open_regular(path) as f:
+    that returns the limit (or raises: resources.read_within_memory's check). Through the file
+    descriptor, no file object: `netspec predict` reads small images at ~15 µs a file so, ~5 bare."""
+    fd, status = _regular_fd(path)
+    try:
         if callable(limit):
-            limit = limit(os.fstat(f.fileno()).st_size)
-        data = f.read(limit + 1)
+            limit = limit(status.st_size)
+        parts, left = [], limit + 1
+        while left > 0:
+            part = os.read(fd, min(left, 1 << 24))
+            if not part:
+                break
+            parts.append(part)
+            left -= len(part)
+    except OSError as e:
+        raise FileReadError(e.errno, _reason(e)) from None
+    finally:
+        os.close(fd)
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
     if len(data) > limit:
         raise FileReadError(errno.EFBIG, f"{what} is over the limit of {limit:,} bytes")
     return data
