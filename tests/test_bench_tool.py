@@ -87,3 +87,18 @@ def test_first_run_times_a_fresh_process_less_its_inference(tmp_path):
     bad.write_text("netspec: 1\nname: bad\n")
     with pytest.raises(RuntimeError, match="bad.yaml"):
         first_run.first_run(bad, None)
+
+
+def test_profile_layers_matches_onnx_runtime_nodes_to_netspec_layers():
+    """tools/profile_layers.py: ONNX Runtime's node names (a convolution's fused chain named after
+    its last node, `_nchwc`, `fused `, `x/QuickGeluFusion/`) are traced back to the netspec layer
+    that absorbed them, and their times summed there; its own reorders stay on their own."""
+    import netspec
+    profile = load_tool("profile_layers")
+    graph = netspec.load(ROOT / "specs" / "resnet18.yaml").active("eval")
+    ours = {"conv1": "fused_conv2d", "layer1.0.conv2": "fused_conv2d", "fc": "linear", "maxpool": "maxpool2d"}
+    assert {"bn1", "relu"} <= {node.name for node in graph.nodes}  # (absorbed into conv1 by netspec)
+    theirs = {"conv1_nchwc": 10.0, "relu_nchwc": 1.0, "bn1": 2.0, "fused fc": 3.0, "maxpool/Foo/": 4.0,
+              "ReorderOutput": 5.0}
+    got = profile.per_netspec_layer(graph, ours, theirs)
+    assert got == {"conv1": 13.0, "fc": 3.0, "maxpool": 4.0, "ReorderOutput": 5.0}

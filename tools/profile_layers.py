@@ -138,10 +138,10 @@ def main(argv: list[str]) -> int:
         print(f"{name[:40]:40} {kinds[name][:18]:18} {ours[name]:11.1f} {theirs[name]:9.1f} {diff:+9.1f}")
     alone = [n for n in ours if n not in theirs and ours[n] >= 1.0]
     if alone:
-        print(f"\nnetspec only: " + ", ".join(f"{n} ({kinds[n]}) {ours[n]:.1f}" for n in alone))
+        print("\nnetspec only: " + ", ".join(f"{n} ({kinds[n]}) {ours[n]:.1f}" for n in alone))
     missing = [n for n in theirs if n not in ours and theirs[n] >= 1.0]
     if missing:
-        print(f"ONNX Runtime only: " + ", ".join(f"{n} {theirs[n]:.1f}" for n in missing))
+        print("ONNX Runtime only: " + ", ".join(f"{n} {theirs[n]:.1f}" for n in missing))
     print(f"\ntotal: netspec {sum(ours.values()):.0f} µs, ONNX Runtime {sum(theirs.values()):.0f} µs "
           f"(matched layers: {sum(ours[n] for _, n in both):.0f} against {sum(theirs[n] for _, n in both):.0f})")
     return 0
