@@ -200,14 +200,18 @@ _gather16, _gather8 = _make_tile(16, gather=True), _make_tile(8, gather=True)
 
 def pack(w: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """W (M×K) as the micro-kernel reads it: blocks of MR rows, each K×MR (row k: the block's MR weights of
-    input k), the last block padded with zero rows; and the bias in blocks of MR, likewise."""
+    input k), the last block padded with zero rows; and the bias in blocks of MR, likewise. (Written
+    in place, one array: a padded copy first cost a large layer's first run its page faults twice.)"""
     m, k = w.shape
-    blocks = -(-m // MR)
-    wp = np.zeros((blocks * MR, k), np.float32)
-    wp[:m] = w
+    blocks, whole = -(-m // MR), m // MR
+    wp = np.empty((blocks, k, MR), np.float32)
+    wp[:whole] = w[:whole * MR].reshape(whole, MR, k).transpose(0, 2, 1)
+    if whole < blocks:
+        wp[whole] = 0.0
+        wp[whole, :, :m - whole * MR] = w[whole * MR:].T
     bp = np.zeros(blocks * MR, np.float32)
     bp[:m] = bias
-    return np.ascontiguousarray(wp.reshape(blocks, MR, k).transpose(0, 2, 1)), bp.reshape(blocks, MR)
+    return wp, bp.reshape(blocks, MR)
 
 
 def unpack(wp: np.ndarray, m: int) -> np.ndarray:
@@ -356,8 +360,9 @@ class Packed:
     def __init__(self, w: np.ndarray, bias: np.ndarray):
         stack = w.reshape((-1,) + w.shape[-2:])
         self.m, self.k = stack.shape[1:]
-        self.bp = pack(stack[0], bias)[1]
-        self.wp = np.stack([pack(wi, bias)[0] for wi in stack])
+        first, self.bp = pack(stack[0], bias)
+        # (one W, the common case: a view, not np.stack's copy of it — YOLOv1's first run, 0.6 s)
+        self.wp = first[None] if len(stack) == 1 else np.stack([first] + [pack(wi, bias)[0] for wi in stack[1:]])
 
     def plan(self, p: int, n: int, *, residual: bool, act: int, alpha: float, threads: int):
         """A function run(x, c, res=None, wp=None) → c: c[i] = act(W[i % A] · x[i] + bias (+ res[i])) for
