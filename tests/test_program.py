@@ -165,3 +165,33 @@ def test_runs_from_several_threads_at_once_stay_right(load_spec):
     for t in threads:
         t.join()
     assert not failures
+
+
+def test_weights_and_what_layers_make_of_them_are_constants_without_checksums(load_spec, monkeypatch):
+    """A layer's weights, and its packed or transformed copies, are noted as constants
+    (`_util.constant`): the trace takes them as such without checksumming them (a 1 GB layer's
+    checksums were 0.7 s of a first run), and the program still gives the loop's bits. A noted
+    array forgets its note when it dies, so a new array at the same address is checksummed."""
+    from netspec.backends.cpu import _util
+    graph = load_spec(SMALL)
+    weights = init_weights(graph, 0)
+    exe = netspec.compile(graph, weights=dict(weights), progress=False)
+    summed = []
+    real = programs._digest
+    monkeypatch.setattr(programs, "_digest", lambda a: summed.append(a) or real(a))
+    x = np.random.default_rng(1).standard_normal((2, 3, 12, 12), dtype=np.float32)
+    outs = _runs(exe, x)
+    program = exe.compiled[programs.key(2)]
+    assert isinstance(program, programs.Program)
+    conv = next(k for k in exe.weights if k.endswith(".weight") and exe.weights[k].ndim == 4)
+    assert _util.is_constant(exe.weights[conv])
+    noted = [c for c in program.constants if _util.is_constant(c)]  # (packed weights: what kernels read)
+    assert len(noted) >= 3 and not any(a is c for a in summed for c in noted)  # never checksummed
+    expected = _loop(graph, exe.weights, x)
+    for out in outs:
+        np.testing.assert_array_equal(out["fc"], expected["fc"])
+    a = _util.constant(np.ones(3, np.float32))
+    key = id(a)
+    assert _util.is_constant(a) and not _util.is_constant(a[1:])  # (the trace asks of owners, not views)
+    del a
+    assert key not in _util._CONSTANTS

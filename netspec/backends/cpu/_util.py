@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 
 import numpy as np
 from numba import get_num_threads, njit
@@ -45,6 +46,28 @@ def _copy(src, dst):
 
 
 _scratch = threading.local()
+
+# Arrays no kernel writes (a layer's weights and what its plan derives from them once: packed,
+# transformed, interleaved), by id, each with a weak reference to tell a reused id apart.
+_CONSTANTS: dict[int, weakref.ref] = {}
+
+
+def constant(a: np.ndarray) -> np.ndarray:
+    """`a`, noted as read-only to every kernel: a program's trace (program.py) takes it as a constant
+    without checksumming it before and after the run (YOLOv1's 1 GB of weights: 0.7 s of its first
+    run). A kernel that wrote into it anyway would give a program whose check against the loop fails."""
+    owner = a  # (the array owning the memory: a trace sees views by their owner)
+    while isinstance(owner.base, np.ndarray):
+        owner = owner.base
+    key = id(owner)
+    if key not in _CONSTANTS or _CONSTANTS[key]() is not owner:
+        _CONSTANTS[key] = weakref.ref(owner, lambda ref, key=key: _CONSTANTS.get(key) is ref and _CONSTANTS.pop(key))
+    return a
+
+
+def is_constant(a: np.ndarray) -> bool:
+    ref = _CONSTANTS.get(id(a))
+    return ref is not None and ref() is a
 
 
 def scratch(name: str, size: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from numba import njit, prange
 
 from . import depthwise, gemm, implicit, packed, winograd
 from ._act import FMA, NONE, act_row, activation_code
-from ._util import bias_or_zeros, f32, output, scratch, thread_count, window_out
+from ._util import bias_or_zeros, constant, f32, output, scratch, thread_count, window_out
 
 
 @njit(cache=True, fastmath=FMA)
@@ -133,7 +133,7 @@ class _Layer:
         self.attrs = attrs
         self.gated, self.residual = bool(getattr(attrs, "gate", False)), bool(getattr(attrs, "residual", False))
         self.act, self.alpha = activation_code(getattr(attrs, "activation", None)), float(getattr(attrs, "alpha", 0.0))
-        self.weight = f32(params["weight"])
+        self.weight = constant(f32(params["weight"]))
         self.bias, self.has_bias = bias_or_zeros(params, attrs.out, attrs.bias)
         self.plans = {}
         self.packed = {}  # the weights packed for its GEMMs (`packed`), shared by every input shape's plan
@@ -268,7 +268,7 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual, packs=
     if is_depthwise:  # a direct kernel, no GEMM
         if wo <= depthwise.BLOCKS_MAX_WIDTH:
             if "depthwise" not in packs:
-                packs["depthwise"] = depthwise.interleave(w, bias, has_bias)
+                packs["depthwise"] = tuple(map(constant, depthwise.interleave(w, bias, has_bias)))
             interleaved = packs["depthwise"]
 
             def direct(x, gate, res, out):

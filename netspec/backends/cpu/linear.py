@@ -11,7 +11,7 @@ from numba import njit
 from ...ops.fused import split_inputs
 from . import gemm
 from ._act import FMA, NONE, act_row, activation_code
-from ._util import bias_or_zeros, f32, output
+from ._util import bias_or_zeros, constant, f32, output
 
 _NONE = np.zeros((1, 1), np.float32)
 
@@ -76,8 +76,8 @@ class _Layer:
         self.attrs, self.params = attrs, params
         self.residual = bool(getattr(attrs, "residual", False))
         self.code = activation_code(getattr(attrs, "activation", None))
-        w = f32(params["weight"])
-        self.wt = np.ascontiguousarray(w.T) if w.size <= SMALL_WEIGHTS else None
+        w = constant(f32(params["weight"]))
+        self.wt = constant(np.ascontiguousarray(w.T)) if w.size <= SMALL_WEIGHTS else None
 
     def __call__(self, inputs, out=None):
         residual = inputs[-1] if self.residual else None

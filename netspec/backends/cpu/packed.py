@@ -43,7 +43,7 @@ from numba.extending import intrinsic
 
 from . import gemm
 from ._act import CODES, FMA, IR_ACTIVATIONS, NONE, act_row, switch_activation
-from ._util import scratch
+from ._util import constant, scratch
 
 MR, NR = 6, 16  # the micro-kernel's block of C: MR rows (broadcast weights) × NR columns (two 8-lane vectors)
 _LANES = 8
@@ -360,9 +360,11 @@ class Packed:
     def __init__(self, w: np.ndarray, bias: np.ndarray):
         stack = w.reshape((-1,) + w.shape[-2:])
         self.m, self.k = stack.shape[1:]
-        first, self.bp = pack(stack[0], bias)
+        first, bp = pack(stack[0], bias)
+        self.bp = constant(bp)
         # (one W, the common case: a view, not np.stack's copy of it — YOLOv1's first run, 0.6 s)
-        self.wp = first[None] if len(stack) == 1 else np.stack([first] + [pack(wi, bias)[0] for wi in stack[1:]])
+        self.wp = constant(first[None] if len(stack) == 1
+                           else np.stack([first] + [pack(wi, bias)[0] for wi in stack[1:]]))
 
     def plan(self, p: int, n: int, *, residual: bool, act: int, alpha: float, threads: int):
         """A function run(x, c, res=None, wp=None) → c: c[i] = act(W[i % A] · x[i] + bias (+ res[i])) for

@@ -109,8 +109,8 @@ class _Trace:
             if _within(a, self.passed) is None:
                 root = _owner(a)
                 if id(root) not in self.seen:
-                    try:
-                        self.seen[id(root)] = (root, _digest(root))
+                    try:  # (None: a known constant, `_util.constant`, not checksummed)
+                        self.seen[id(root)] = (root, None if _util.is_constant(root) else _digest(root))
                     except Untraceable as e:
                         self.fail(str(e))
 
@@ -232,7 +232,7 @@ def layout(record: _Trace, passed: list[np.ndarray]) -> Layout:
     for key, (owner, before) in record.seen.items():
         if not owner.flags.c_contiguous:
             raise Untraceable("a buffer the kernels use is not contiguous")
-        if key not in scratch and _digest(owner) == before:  # read, never written: a constant
+        if key not in scratch and (before is None or _digest(owner) == before):  # read, never written: a constant
             lay.constant_index[key] = len(passed) + len(lay.constants)
             lay.constants.append(owner)
         else:
