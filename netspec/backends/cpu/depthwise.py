@@ -184,6 +184,30 @@ _SIG = types.void(types.int64, types.int64, types.int64, types.int64, types.int6
 _GROUP = 4  # output positions per pass of `_row`: independent sums, so the FMAs' latencies overlap
 
 
+def _open_loops(builder, lo, hi, name):
+    """LLVM IR: the blocks of `for q in range(lo, hi, step)` around an inner loop, the builder left
+    in the outer loop's body: (q's phi, the inner loop's block, the block after it, the exit)."""
+    entry = builder.block
+    outer = builder.append_basic_block(f"{name}.q")
+    inner = builder.append_basic_block(f"{name}.inner")
+    inner_end = builder.append_basic_block(f"{name}.inner_end")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.cbranch(builder.icmp_signed("<", lo, hi), outer, done)
+    builder.position_at_end(outer)
+    q = builder.phi(ir.IntType(64))
+    q.add_incoming(lo, entry)
+    return q, inner, inner_end, done
+
+
+def _close_loops(builder, q, step, hi, inner_end, done):
+    """LLVM IR: the end of `_open_loops`' outer loop (from the block after the inner one): q += step,
+    back while q < hi, then on at the exit."""
+    nq = builder.add(q, ir.Constant(ir.IntType(64), step))
+    q.add_incoming(nq, inner_end)
+    builder.cbranch(builder.icmp_signed("<", nq, hi), q.parent, done)
+    builder.position_at_end(done)
+
+
 def _emit_positions(builder, fma, p, lo, hi, width):
     """LLVM IR: for q in range(lo, hi, width), outputs q .. q + width − 1 of `_row` (hi − lo a
     multiple of width), their sums in `width` registers: each tap's weights loaded once, then one
@@ -191,15 +215,7 @@ def _emit_positions(builder, fma, p, lo, hi, width):
     i64, v8 = ir.IntType(64), ir.VectorType(ir.FloatType(), 8)
     vptr = v8.as_pointer()
     zero, step_c = ir.Constant(i64, 0), ir.Constant(i64, _STEP)
-    entry = builder.block
-    outer = builder.append_basic_block("row.q")
-    inner = builder.append_basic_block("row.t")
-    inner_end = builder.append_basic_block("row.tend")
-    done = builder.append_basic_block("row.done")
-    builder.cbranch(builder.icmp_signed("<", lo, hi), outer, done)
-    builder.position_at_end(outer)  # for q in range(lo, hi, width)
-    q = builder.phi(i64)
-    q.add_incoming(lo, entry)
+    q, inner, inner_end, done = _open_loops(builder, lo, hi, "row")
     bases = [builder.gep(p["src"], [builder.mul(builder.add(q, ir.Constant(i64, k)), p["step"])])
              for k in range(width)]
     outer_block = builder.block
@@ -227,10 +243,7 @@ def _emit_positions(builder, fma, p, lo, hi, width):
         res.add_incoming(new_sum, inner)
         at = builder.gep(p["dst"], [builder.mul(builder.add(q, ir.Constant(i64, k)), step_c)])
         builder.store(res, builder.bitcast(at, vptr), align=4)
-    nq = builder.add(q, ir.Constant(i64, width))
-    q.add_incoming(nq, inner_end)
-    builder.cbranch(builder.icmp_signed("<", nq, hi), outer, done)
-    builder.position_at_end(done)
+    _close_loops(builder, q, width, hi, inner_end, done)
 
 
 @intrinsic
@@ -262,15 +275,7 @@ def _emit_sliding(builder, fma, p, lo, hi, width, kw, sw):
     i64, v8 = ir.IntType(64), ir.VectorType(ir.FloatType(), 8)
     vptr = v8.as_pointer()
     zero = ir.Constant(i64, 0)
-    entry = builder.block
-    outer = builder.append_basic_block("slide.q")
-    inner = builder.append_basic_block("slide.row")
-    inner_end = builder.append_basic_block("slide.rowend")
-    done = builder.append_basic_block("slide.done")
-    builder.cbranch(builder.icmp_signed("<", lo, hi), outer, done)
-    builder.position_at_end(outer)  # for q in range(lo, hi, width)
-    q = builder.phi(i64)
-    q.add_incoming(lo, entry)
+    q, inner, inner_end, done = _open_loops(builder, lo, hi, "slide")
     start = builder.gep(p["src"], [builder.mul(q, p["step"])])
     outer_block = builder.block
     builder.cbranch(builder.icmp_signed(">", p["rows"], zero), inner, inner_end)
@@ -302,10 +307,7 @@ def _emit_sliding(builder, fma, p, lo, hi, width, kw, sw):
         res.add_incoming(new_sum, inner)
         at = builder.gep(p["dst"], [builder.mul(builder.add(q, ir.Constant(i64, g)), ir.Constant(i64, _STEP))])
         builder.store(res, builder.bitcast(at, vptr), align=4)
-    nq = builder.add(q, ir.Constant(i64, width))
-    q.add_incoming(nq, inner_end)
-    builder.cbranch(builder.icmp_signed("<", nq, hi), outer, done)
-    builder.position_at_end(done)
+    _close_loops(builder, q, width, hi, inner_end, done)
 
 
 _SLIDE_SIG = types.void(*[types.int64] * 8)
