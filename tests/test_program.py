@@ -195,3 +195,24 @@ def test_weights_and_what_layers_make_of_them_are_constants_without_checksums(lo
     assert _util.is_constant(a) and not _util.is_constant(a[1:])  # (the trace asks of owners, not views)
     del a
     assert key not in _util._CONSTANTS
+
+
+def test_a_program_holds_openblas_at_one_thread_only_when_it_calls_it(load_spec, monkeypatch):
+    """Only gemm's kernels call OpenBLAS in an eval run; a program without them skips holding
+    OpenBLAS's pool at one thread around its call (~3 µs: LeNet-5's linear layers are Numba loops)."""
+    from netspec.backends.cpu import gemm
+    if not gemm.AVAILABLE:
+        pytest.skip("numpy's OpenBLAS is not callable here: no program calls it")
+    large = SMALL.replace("{op: linear, name: fc, out: 5}", "{op: linear, name: fc, out: 600}")  # 128 × 600 weights
+    held = []
+    real = gemm._OneBlasThread.__enter__
+    monkeypatch.setattr(gemm._OneBlasThread, "__enter__", lambda self: held.append(1) or real(self))
+    for text, blas in ((SMALL, False), (large, True)):
+        exe = netspec.compile(load_spec(text), progress=False)
+        x = np.random.default_rng(0).standard_normal((1, 3, 12, 12), dtype=np.float32)
+        _runs(exe, x)
+        program = exe.compiled[programs.key(1)]
+        assert program.calls_blas is blas
+        held.clear()
+        program.run({exe.input_names[0]: x}, exe._arena.memory, exe._arena.fresh_buffers())
+        assert bool(held) is blas

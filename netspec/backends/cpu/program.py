@@ -459,8 +459,10 @@ class Program:
     """A compiled run: `run(values, arena, fresh)` → {output: array}, given the inputs (by name, as
     the executor checked them), the arena's memory and this run's fresh output buffers."""
 
-    def __init__(self, function, lay: Layout, table: Table, inputs: list[str], outputs: dict[str, _View]):
+    def __init__(self, function, lay: Layout, table: Table, inputs: list[str], outputs: dict[str, _View],
+                 calls_blas: bool = True):
         self.function = function
+        self.calls_blas = calls_blas and gemm.AVAILABLE
         self.constants = lay.constants  # (kept alive: the table points into them)
         self.work = np.zeros(max(lay.work_bytes, _ALIGN), np.uint8)
         self.zeroed = [(offset, offset + size) for offset, size, zeroed in lay.work.values() if zeroed]
@@ -477,7 +479,7 @@ class Program:
         buffers = [_bytes(values[name]) for name in self.inputs] + [arena] + fresh
         for start, stop in self.zeroed:
             self.work[start:stop] = 0
-        if gemm.AVAILABLE:  # (as gemm's plans do around their calls: OpenBLAS on the calling thread)
+        if self.calls_blas:  # (as gemm's plans do around their calls: OpenBLAS on the calling thread)
             with gemm._OneBlasThread():
                 self.function(self.table, *buffers)
         else:
@@ -516,7 +518,9 @@ def build(run_traced, values: dict, arena: np.ndarray, fresh: list[np.ndarray], 
     for call in record.calls:
         bind(call, record.dispatchers[call.symbol])
     function, path = load(text)
-    program = Program(function, lay, table, names, where)
+    # only gemm's kernels call OpenBLAS in an eval run: without them the program skips holding its
+    # pool at one thread (two calls into OpenBLAS each way: ~3 µs of LeNet-5's ~60)
+    program = Program(function, lay, table, names, where, any(c.module == gemm.__name__ for c in record.calls))
     program.source = path
     marker = path + ".verified"
     if not os.path.exists(marker):
