@@ -88,6 +88,21 @@ def normalize(values: np.ndarray, graph: Graph) -> np.ndarray:
     return ((values - mean) / std).astype(np.float32)
 
 
+def normalize_pixels(pixels: np.ndarray, graph: Graph) -> np.ndarray:
+    """normalize(pixels / 255, graph) for 8-bit pixels of the input's own channels (image_pixels'):
+    the same float32 operations in one new array, in place (normalize's temporaries cost LeNet-5's
+    predict more than its first layer); a mean of 0 and a std of 1 left out (exact either way)."""
+    _, type_ = _input_type(graph)
+    x = np.divide(pixels, np.float32(255.0), dtype=np.float32)
+    mean = np.asarray(graph.preprocess.get("mean", [0.0] * type_.c), np.float32)[:, None, None]
+    std = np.asarray(graph.preprocess.get("std", [1.0] * type_.c), np.float32)[:, None, None]
+    if (mean != 0).any():
+        np.subtract(x, mean, out=x)
+    if (std != 1).any():
+        np.divide(x, std, out=x)
+    return x
+
+
 class UnreadableImage(Exception):
     """An image file that cannot be read: `reason` in words; `kind` "file" (not a readable regular
     file), "size" (over MAX_IMAGE_PIXELS: `size` is its width and height), "declared" (its header
@@ -142,7 +157,7 @@ def read_image(path: str, graph: Graph) -> np.ndarray:
             raise InputError(f"image '{path}' declares more than {MAX_IMAGE_PIXELS:,} pixels; images are limited "
                              "to that") from None
         raise InputError(f"cannot read image '{path}': {e.reason}") from None
-    return normalize(pixels / np.float32(255.0), graph)[None]
+    return normalize_pixels(pixels, graph)[None]
 
 
 def planned_batch(path: str | None, graph: Graph, batch: int) -> int:

@@ -36,7 +36,7 @@ import numpy as np
 
 from .backends.executor import InputError
 from .files import FileReadError, _remove_stale_temporaries, atomic_write, open_regular, read_limited, temporary_name
-from .inputs import UnreadableImage, image_pixels, open_image
+from .inputs import UnreadableImage, image_pixels, normalize_pixels, open_image
 from .ir.graph import Graph
 from .progress import clock, columns
 
@@ -215,21 +215,7 @@ def read_batch(source: Source, rows: list[int], graph: Graph, array: np.ndarray 
         if len(good) != i:
             pixels[len(good)] = pixels[i]  # (the rows read, in order)
         good.append(r)
-    return _normalized(pixels[:len(good)], graph), good, errors
-
-
-def _normalized(pixels: np.ndarray, graph: Graph) -> np.ndarray:
-    """inputs.normalize(pixels / 255, graph), the same float32 operations in one array, in place (its
-    temporaries cost LeNet-5 more than its first layer); a mean of 0 and a std of 1 left out (exact)."""
-    type_ = _input_type(graph)
-    x = np.divide(pixels, np.float32(255.0), dtype=np.float32)
-    mean = np.asarray(graph.preprocess.get("mean", [0.0] * type_.c), np.float32)[:, None, None]
-    std = np.asarray(graph.preprocess.get("std", [1.0] * type_.c), np.float32)[:, None, None]
-    if (mean != 0).any():
-        np.subtract(x, mean, out=x)
-    if (std != 1).any():
-        np.divide(x, std, out=x)
-    return x
+    return normalize_pixels(pixels[:len(good)], graph), good, errors
 
 
 # --- small PNGs through imagecodecs (the `fast-decode` extra) --------------------------------------

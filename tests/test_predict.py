@@ -442,9 +442,10 @@ def test_without_the_extra_pillow_reads_every_image(load_spec, workdir, monkeypa
 
 
 def test_images_are_normalized_as_netspec_run_normalizes_them(load_spec):
-    """predict's in-place normalization gives inputs.normalize's floats, with and without a mean and std."""
+    """The in-place normalization of 8-bit pixels (inputs.normalize_pixels: predict's, run's and
+    train's) gives inputs.normalize's floats, with and without a mean and std."""
     from netspec.inputs import normalize
-    from netspec.predictions import _normalized
+    from netspec.inputs import normalize_pixels as _normalized
     pixels = np.random.default_rng(0).integers(0, 256, (5, 3, 12, 12), dtype=np.uint8)
     for spec in (SPEC, SPEC.replace(", mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.5]", "")):
         graph = load_spec(spec)

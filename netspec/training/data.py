@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import FileReadError, open_regular
-from ..inputs import IMAGE_SUFFIXES, UnreadableImage, fit, image_pixels, normalize, open_image
+from ..inputs import IMAGE_SUFFIXES, UnreadableImage, fit, image_pixels, normalize, normalize_pixels, open_image
 from ..ir.graph import Graph
 from ..resources import Needs, ResourceError, available_memory, check_fits
 
@@ -115,7 +115,7 @@ class _Images:
             pixels = np.empty((len(rows),) + self.input.dims, np.uint8)
             for i, row in enumerate(rows):
                 pixels[i] = self._decode(row)
-        return normalize(pixels / np.float32(255.0), self.graph), self.targets[rows].astype(np.int64)
+        return normalize_pixels(pixels, self.graph), self.targets[rows].astype(np.int64)
 
     def _decode(self, row: int) -> np.ndarray:
         path = self.paths[row]
