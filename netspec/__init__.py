@@ -4,9 +4,28 @@ from __future__ import annotations
 
 from .ir.graph import Graph, Node
 from .ir.types import TensorType
+from .passes.analysis import Summary
 from .spec.errors import SpecError
 
 __version__ = "0.1.0"
+
+
+def _graph_svg(graph: Graph) -> str | None:
+    """Jupyter's inline display of a graph: its architecture diagram as SVG (None, so the text
+    repr shows, when graphviz's `dot` program is not installed)."""
+    from .diagrams.diagram import to_svg
+    return to_svg(graph)
+
+
+def _summary_table(summary: Summary) -> str:
+    from .report import table  # (presentation lives in report.py)
+    return table(summary)
+
+
+# Display hooks, attached here, above the layers they use: ir and passes import nothing of
+# diagrams or report, so netspec's imports point one way.
+Graph._repr_svg_ = _graph_svg
+Summary.__str__ = _summary_table
 
 
 def load(path, variant: str | None = None, params: dict | None = None, include=()) -> Graph:

@@ -91,11 +91,5 @@ class Graph:
                 outputs.append(through.get(o, o))
         return self.replace_nodes(nodes, outputs)
 
-    def _repr_svg_(self) -> str | None:
-        """Jupyter's inline display: the architecture diagram as SVG (None, so the text repr shows,
-        when graphviz's `dot` program is not installed)."""
-        from ..diagrams.diagram import to_svg
-        return to_svg(self)
-
     def __repr__(self) -> str:
         return f"<Graph {self.name}: {len(self.nodes)} nodes, inputs {list(self.inputs)}, outputs {self.outputs}>"

@@ -131,10 +131,6 @@ class Summary:
                 return r
         raise KeyError(f"no node named '{name}' (block names fold several nodes: see report.fold)")
 
-    def __str__(self) -> str:
-        from ..report import table  # presentation lives in report.py
-        return table(self)
-
     def __repr__(self) -> str:
         return f"<Summary {self.graph.name}: {self.params:,} params, {self.macs:,} MACs at batch {self.batch}>"
 
