@@ -264,7 +264,7 @@ def test_every_op_and_path_has_a_measured_compile_time():
     assert [name for name, _, _ in plan] == list(KERNELS)
     assert all(seconds > 0 for _, _, seconds in plan)
     assert set(kernels.COMPILE_SECONDS) | set(kernels._PATHS) == set(KERNELS)
-    assert set(kernels._USES) <= set(KERNELS) | set(kernels._CONV_PATHS)
+    assert set(kernels._USES) <= set(KERNELS) | {path for table, _ in kernels._PATHS.values() for path in table}
 
 
 def test_shared_code_is_expected_to_compile_once():
@@ -284,7 +284,14 @@ def test_a_network_warms_the_paths_its_layers_may_take():
         names = kernels.warm_up_order({node.op for node in graph.nodes})
         return {name: cases for name, cases, _ in kernels.warm_up_plan(names, graph)}
 
-    lenet, mobilenet = plan_of("lenet5.yaml"), plan_of("mobilenet_v1.yaml")
+    lenet, mobilenet, alexnet = plan_of("lenet5.yaml"), plan_of("mobilenet_v1.yaml"), plan_of("alexnet.yaml")
+    # the pools: LeNet-5's 2×2 averages and AlexNet's 3×3 stride-2 maxima (rows of 55, 27, 13) skip
+    # the general kernels, the costliest to compile (12 s and 24 s); small linear layers skip BLAS
+    assert lenet["avgpool2d"] == kernels._AVGPOOL_PATHS["2×2"][0]
+    assert lenet["linear"] == kernels._LINEAR_PATHS["small"][0]  # (400 → 120 and smaller: no BLAS)
+    assert plan_of("googlenet.yaml")["concat"] == kernels._CONCAT_PATHS["4 inputs"][0]  # (4 branches, no other)
+    assert alexnet["linear"] == kernels._LINEAR_PATHS["blas"][0]
+    assert alexnet["maxpool2d"] == kernels._MAXPOOL_PATHS["stride 2"][0]
 
     def has(cases, path):
         return all({"activation": "relu", **a} in [c[0] for c in cases] for a, _, _ in kernels._CONV_PATHS[path][0])
@@ -292,7 +299,7 @@ def test_a_network_warms_the_paths_its_layers_may_take():
     assert not has(lenet["fused_conv2d"], "depthwise")
     assert has(mobilenet["fused_conv2d"], "depthwise") and has(mobilenet["fused_conv2d"], "wide depthwise")
     assert not has(mobilenet["fused_conv2d"], "winograd")
-    for plan in (lenet, mobilenet):
+    for plan in (lenet, mobilenet, alexnet):
         for name, cases in plan.items():
             assert all(case in kernels._WARM_CASES.get(name, [({}, [(1, 2, 4, 4)], ("eval",))]) for case in cases)
 
@@ -337,6 +344,24 @@ def test_the_second_process_leaves_the_gemms_users_until_the_first_op_is_warmed(
     (tmp_path / "ready").touch()
     worker.join(10)
     assert ran == ["maxpool2d", "conv2d", "relu"]
+
+
+def test_the_gemms_users_wait_only_for_the_cases_that_compile_the_gemms():
+    """The second process may take the GEMMs' users once the convolutions' "gemm" and "wide gemm"
+    cases are done (AlexNet's first 2), not after all the first op's paths; where the first
+    op does not start with them, after the first op."""
+    from netspec.passes.manager import optimize
+    from netspec.weights import init_weights
+    graph = netspec.load(PACKAGE.parent / "specs" / "alexnet.yaml")
+    graph, _ = optimize(graph.active("eval"), init_weights(graph, 0), "eval")
+    plan = kernels.warm_up_plan(kernels.warm_up_order({node.op for node in graph.nodes}), graph)
+    units = [(name, case) for name, cases, _ in plan for case in cases]
+    gemm_cases = len(kernels._CONV_PATHS["gemm"][0])  # (no "wide gemm": no product over 8 images is wide)
+    assert units[0][0] == "fused_conv2d" and kernels._gemm_prefix(units) == gemm_cases
+    assert sum(name == "fused_conv2d" for name, _ in units) > gemm_cases
+    lenet_like = [("fused_conv2d", kernels._CONV_PATHS["implicit"][0][0]), ("fused_conv2d", ({}, [], ())),
+                  ("relu", ({}, [(1, 2, 4, 4)], ("eval",)))]
+    assert kernels._gemm_prefix(lenet_like) == 2 and kernels._gemm_prefix([]) == 0
 
 
 def test_a_second_process_shares_the_cases_and_each_runs_once(monkeypatch):

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from netspec import ops
-from netspec.backends.cpu import KERNELS, kernel_for, warm_up
+from netspec.backends.cpu import KERNELS, kernel_for, pool, warm_up
 from netspec.ir.types import TensorType
 from netspec.ops.registry import RunContext, ShapeError, infer_output
 
@@ -528,17 +528,18 @@ def test_pools_on_wide_planes_and_large_windows(name, attrs, hw):
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(planes=st.sampled_from([1, 3, 7, 120]), h=st.integers(1, 30), half_w=st.integers(1, 15),
        kernel=st.tuples(st.integers(1, 3), st.integers(2, 3)), pad=st.tuples(st.booleans(), st.booleans()),
-       ceil=st.booleans(), seed=st.integers(0, 2**32 - 1))
-def test_maxpool_stride_2_matches_reference_exactly(planes, h, half_w, kernel, pad, ceil, seed):
+       ceil=st.booleans(), odd=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_maxpool_stride_2_matches_reference_exactly(planes, h, half_w, kernel, pad, ceil, odd, seed):
     """Stride-2 max pooling on inputs twice the output's width (pool.py `_maxpool_s2`: the columns
     pooled flat over many rows, the windows clipped by a row's edges redone, the rows row by row;
-    rows first for windows 3 high, else columns first): equal to the reference with padding, the
-    ceil-mode overhang, NaN and −inf."""
+    rows first for windows 3 high, else columns first), or one more without padding (AlexNet's 55:
+    columns row by row): equal to the reference with padding, the ceil-mode overhang, NaN and −inf."""
     pads = [kernel[0] // 2 if pad[0] else 0, kernel[1] // 2 if pad[1] else 0]
     op = ops.get("maxpool2d")
     a = op.attrs.model_validate({"kernel": list(kernel), "stride": 2, "padding": pads, "ceil_mode": ceil})
+    w = 2 * half_w + (odd and not pads[1])
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((1, planes, h, 2 * half_w)).astype(np.float32)
+    x = rng.standard_normal((1, planes, h, w)).astype(np.float32)
     x.flat[rng.integers(0, x.size, 3)] = np.nan
     x.flat[rng.integers(0, x.size, 3)] = -np.inf
     try:
@@ -548,6 +549,8 @@ def test_maxpool_stride_2_matches_reference_exactly(planes, h, half_w, kernel, p
     got = KERNELS["maxpool2d"](a, [x], {}, RunContext())
     assert got.shape == want.shape
     np.testing.assert_array_equal(got, want)
+    wo = got.shape[3]  # (the odd widths must take this kernel, not the general one)
+    assert (pool.maxpool_path(a, h, w) == "stride 2") == (w == 2 * wo or (w == 2 * wo + 1 and not pads[1]))
 
 
 @pytest.mark.parametrize("x_shape, out", [((2, 512, 16, 16), 40),  # O < H·W: the weights scaled per image

@@ -334,13 +334,18 @@ def paths(attrs, dims: tuple[int, ...]) -> set[str]:
     if attrs.groups > 1 and attrs.groups == c == attrs.out:  # depthwise
         taken.add("depthwise" if wo <= depthwise.BLOCKS_MAX_WIDTH else "wide depthwise")
         return taken | ({"residual"} if residual else set())
-    if 8 * ho * wo > packed._MAX_COLUMNS:  # a product over 8 images' columns (im2col, Winograd) may be wide
-        taken.add("wide gemm")
-    if kh == kw == 1 and pt == pl == pb == pr == 0:  # pointwise: the GEMM adds the residual
-        return (taken | ({"grouped gemm"} if attrs.groups > 1 else set())
-                | ({"strided pointwise"} if (sh, sw) != (1, 1) else set()))
+    pointwise = kh == kw == 1 and pt == pl == pb == pr == 0
     act = activation_code(getattr(attrs, "activation", None))
     by_winograd = winograd.applies(attrs, c, attrs.out, winograd.MIN_TILES)  # at a batch with tiles enough
+    every_batch = (dh, dw) != (1, 1) or _live_taps(attrs, h, w, ho, wo) is None  # (no smaller kernel instead)
+    if implicit.applies(attrs, c, act, None) and not (by_winograd or pointwise) and every_batch and \
+            taken == {"gemm"}:
+        return {"implicit"}  # at every batch (LeNet-5's): not the packed GEMM, nor its residual pass
+    if 8 * ho * wo > packed._MAX_COLUMNS:  # a product over 8 images' columns (im2col, Winograd) may be wide
+        taken.add("wide gemm")
+    if pointwise:  # the GEMM adds the residual
+        return (taken | ({"grouped gemm"} if attrs.groups > 1 else set())
+                | ({"strided pointwise"} if (sh, sw) != (1, 1) else set()))
     taken.add("implicit" if implicit.applies(attrs, c, act, None) else "im2col")
     if by_winograd:
         taken.add("winograd")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -18,7 +19,6 @@ from ... import ops
 from ...ir.types import TensorType
 from ...ops.registry import RunContext, infer_output
 from . import backward, conv, elementwise, excitation, linear, norm, pool, tensor
-from ._util import window_out
 
 # kernel(attrs, inputs, params, ctx) -> output: the `Reference` signature (NCHW float32 in and out)
 Kernel = Callable[[ops.Attrs, list[np.ndarray], dict[str, np.ndarray], RunContext], np.ndarray]
@@ -131,24 +131,64 @@ _MAXPOOL_PATHS: dict[str, tuple[list[Case], float]] = {
 
 
 def _maxpool_paths(attrs, dims: tuple[int, ...]) -> set[str]:
-    c, h, w = dims
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = attrs.kernel, attrs.stride, attrs.padding, attrs.dilation
-    wo = window_out(w, dw * (kw - 1) + 1, sw, pw, pw, attrs.ceil_mode)
-    if (sh, sw, dh, dw) == (1, 1, 1, 1) and (kh, kw) == (2 * ph + 1, 2 * pw + 1):
-        return {"centred"}
-    if (sh, sw, dh, dw) == (2, 2, 1, 1) and kh <= 3 and kw in (2, 3) and w == 2 * wo:
-        return {"stride 2"}
-    return {"other"}
+    return {pool.maxpool_path(attrs, dims[1], dims[2])}
 
 
-# the ops with paths: their paths, and the paths a node (attributes, input dims) may take
-_PATHS = {"conv2d": (_CONV_PATHS, conv.paths), "fused_conv2d": (_CONV_PATHS, conv.paths),
-          "maxpool2d": (_MAXPOOL_PATHS, _maxpool_paths)}
+# avgpool2d's, likewise
+_AVGPOOL_PATHS: dict[str, tuple[list[Case], float]] = {
+    "2×2": ([({"kernel": 2}, [_IMG], _E)], 0.5),
+    "2×2 parallel": ([({"kernel": 2}, [_BIG], _E)], 1.5),
+    "other": ([({"kernel": 3, "stride": 1, "padding": 1}, [_IMG], _E)], 12.0),
+}
+
+
+def _avgpool_paths(attrs, dims: tuple[int, ...]) -> set[str]:
+    path = pool.avgpool_path(attrs, dims[1], dims[2])
+    if path == "2×2" and 8 * math.prod(dims) >= pool.POOL_PARALLEL:  # (batch 8 may run it in parallel)
+        return {path, "2×2 parallel"}
+    return {path}
+
+
+# linear's and fused_linear's: a small layer (linear._small, at the batches a first run and the
+# benchmarks use), else BLAS's path on all threads
+_LINEAR_PATHS: dict[str, tuple[list[Case], float]] = {
+    "small": ([({"out": 3}, [(1, 4)], _E)], 0.5),
+    "blas": ([({"out": 64}, [(8, 2048)], _E)], 0.5),
+}
+_FUSED_LINEAR_PATHS: dict[str, tuple[list[Case], float]] = {
+    "small": ([({"out": 3, "residual": True, "activation": "relu"}, [(1, 4), (1, 3)], _E)], 1.0),
+    "blas": ([({"out": 64, "activation": "relu"}, [(8, 2048)], _E)], 1.5),
+}
+
+
+def _linear_paths(attrs, dims: tuple[int, ...]) -> set[str]:
+    return {"small" if dims[-1] * attrs.out <= linear.SMALL_WEIGHTS else "blas"}
+
+
+# concat's: one compilation per count of inputs (a tuple of arrays, `tensor.concat`), up to 4 warmed
+_CONCAT_PATHS: dict[str, tuple[list[Case], float]] = {
+    f"{k} inputs": ([({}, [_IMG] * k, _E)], 0.9) for k in (1, 2, 3, 4)}
+
+
+def _concat_paths(attrs, dims: tuple[int, ...], count: int) -> set[str]:
+    return {f"{count} inputs"} & set(_CONCAT_PATHS)
+
+
+def _first_input(rule):
+    return lambda attrs, dims, count: rule(attrs, dims)
+
+
+# the ops with paths: their paths, and the paths a node may take (its attributes, the dims of its
+# first input, its count of inputs)
+_PATHS = {"conv2d": (_CONV_PATHS, _first_input(conv.paths)), "fused_conv2d": (_CONV_PATHS, _first_input(conv.paths)),
+          "maxpool2d": (_MAXPOOL_PATHS, _first_input(_maxpool_paths)),
+          "avgpool2d": (_AVGPOOL_PATHS, _first_input(_avgpool_paths)),
+          "linear": (_LINEAR_PATHS, _first_input(_linear_paths)),
+          "fused_linear": (_FUSED_LINEAR_PATHS, _first_input(_linear_paths)), "concat": (_CONCAT_PATHS, _concat_paths)}
 
 # the other ops' cases (an op missing here: no attributes, one 1×2×4×4 input)
 _WARM_CASES: dict[str, list[Case]] = {
     "conv_transpose2d": [({"out": 2, "kernel": 2, "stride": 2}, [_IMG], _E)],
-    "avgpool2d": [({"kernel": 2}, [_IMG], _E), ({"kernel": 3, "stride": 1, "padding": 1}, [_IMG], _E)],
     "adaptive_avgpool2d": [({"size": 2}, [_IMG], _E)],
     "batchnorm2d": [({}, [_IMG], ("eval", "train"))],
     "lrn": [({"size": 3}, [_IMG], _E)],
@@ -156,11 +196,6 @@ _WARM_CASES: dict[str, list[Case]] = {
     "maxout": [({"pieces": 2}, [_IMG], _E)],
     "add": [({}, [_IMG, _IMG, _IMG], _E), ({}, [_BIG, _BIG], _E)],
     "mul": [({}, [_IMG, (1, 2, 1, 1)], _E), ({}, [_BIG, (1, 4, 1, 1)], _E)],
-    "concat": [({}, [_IMG] * k, _E) for k in (1, 2, 3, 4)],  # one compilation per count of inputs
-    # a small layer (linear._small), and BLAS's path on all threads (more than SMALL_WEIGHTS weights)
-    "linear": [({"out": 3}, [(1, 4)], _E), ({"out": 64}, [(8, 2048)], _E)],
-    "fused_linear": [({"out": 3, "residual": True, "activation": "relu"}, [(1, 4), (1, 3)], _E),
-                     ({"out": 64, "activation": "relu"}, [(8, 2048)], _E)],
     "reshape": [({"shape": [-1]}, [_IMG], _E)],
     "squeeze_excitation": [({"hidden": 3, "activation": "silu", "gate_activation": "sigmoid"}, [shape], _E)
                            for shape in (_IMG, (1, 2, 128, 128))],  # the mean on one thread, then on all
@@ -174,22 +209,24 @@ _WARM_CASES["conv2d"] = [case for path, (cases, _) in _CONV_PATHS.items() if pat
                          for case in cases]
 _WARM_CASES["fused_conv2d"] = [({"activation": "relu", **attrs}, shapes, modes)
                                for cases, _ in _CONV_PATHS.values() for attrs, shapes, modes in cases]
-_WARM_CASES["maxpool2d"] = [case for cases, _ in _MAXPOOL_PATHS.values() for case in cases]
+for _name, (_table, _) in _PATHS.items():
+    if _name not in ("conv2d", "fused_conv2d"):
+        _WARM_CASES[_name] = [case for cases, _ in _table.values() for case in cases]
 
 # The other ops' cold seconds (alone, one op a process), less those of the code they share with
 # others (`_USES`): that is compiled once, for the first op or path that runs it.
 COMPILE_SECONDS: dict[str, float] = {
-    "conv_transpose2d": 3.0, "avgpool2d": 12.0, "global_avgpool": 0.8, "adaptive_avgpool2d": 1.2,
+    "conv_transpose2d": 3.0, "global_avgpool": 0.8, "adaptive_avgpool2d": 1.2,
     "squeeze_excitation": 9.0, "batchnorm2d": 2.6, "lrn": 0.6, "identity": 0.1,
     **{name: 0.1 for name in _ACTIVATIONS}, "softmax": 0.7, "maxout": 0.3, "dropout": 0.2,
-    "add": 0.9, "mul": 1.4, "concat": 3.4,
-    "linear": 0.5, "fused_linear": 2.5, "flatten": 0.1, "reshape": 0.1, "center_crop": 0.6,
+    "add": 0.9, "mul": 1.4,
+    "flatten": 0.1, "reshape": 0.1, "center_crop": 0.6,
 }
 _SHARED_SECONDS = {"sgemm": 14.0,      # gemm.py's sgemm in blocks (on one thread and in parallel), its epilogue
                    "activate": 7.0}    # elementwise.activate: every activation, in one kernel
 _USES: dict[str, tuple[str, ...]] = {
     "wide gemm": ("sgemm",), "grouped gemm": ("sgemm",), "conv_transpose2d": ("sgemm",),
-    "linear": ("sgemm",), "fused_linear": ("sgemm",), **{name: ("activate",) for name in _ACTIVATIONS},
+    "blas": ("sgemm",), **{name: ("activate",) for name in _ACTIVATIONS},
 }
 
 
@@ -215,7 +252,7 @@ def warm_up_plan(names: list[str], graph=None) -> list[tuple[str, list[Case], fl
         for node in graph.nodes:
             if node.op in _PATHS:
                 dims = graph.type_of(node.inputs[0]).dims
-                needed.setdefault(node.op, set()).update(_PATHS[node.op][1](node.attrs, dims))
+                needed.setdefault(node.op, set()).update(_PATHS[node.op][1](node.attrs, dims, len(node.inputs)))
     plan, warmed = [], set()
 
     def seconds(part, own):  # its own seconds, and those of the shared code it is the first to run
@@ -276,9 +313,24 @@ PARALLEL = os.environ.get("NETSPEC_COMPILE_JOBS", "") != "1"
 _MIN_UNITS = 4  # cases left to warm below which a second process is not worth its start (~2 s)
 _WAIT_SECONDS = 900  # after this one is done, the longest it waits for the other (a hung one is stopped)
 # The ops whose kernels call the GEMMs (packed.py, gemm.py): the second process leaves their cases
-# until the first op is warmed, which compiles those (else both would compile them).
+# until this one has compiled the GEMMs (else both would compile them), in the convolutions' first
+# cases (their "gemm" and "wide gemm" paths), or in the first op where those are not warmed.
 _GEMM_USERS = frozenset({"conv2d", "fused_conv2d", "conv_transpose2d", "linear", "fused_linear",
                          "squeeze_excitation"})
+_GEMM_CASES = {repr((name, ({"activation": "relu", **attrs} if name == "fused_conv2d" else attrs), shapes, modes))
+               for name in ("conv2d", "fused_conv2d") for path in ("gemm", "wide gemm")
+               for attrs, shapes, modes in _CONV_PATHS[path][0]}
+
+
+def _gemm_prefix(units: list[tuple[str, tuple]]) -> int:
+    """How many of the first units compile the GEMMs (`_GEMM_CASES`): none where the first op's
+    cases do not start with them, then the first op's count."""
+    count = 0
+    while count < len(units) and repr((units[count][0], *units[count][1])) in _GEMM_CASES:
+        count += 1
+    if count or not units:
+        return count
+    return sum(1 for name, _ in units if name == units[0][0])
 
 
 class _SecondCompiler:
@@ -295,16 +347,16 @@ class _SecondCompiler:
         self.mine: set[int] = set()
         self.folder: str | None = None
         self.process: subprocess.Popen | None = None
-        self.first_op_done = False
+        self.gemms_compiled = False
 
-    def first_done(self) -> None:
-        """The first op's cases are warmed: the other process may take the GEMMs' users now."""
-        if not self.first_op_done:
-            self.first_op_done = True
+    def gemms_done(self) -> None:
+        """The GEMMs are compiled (`_gemm_prefix`): the other process may take their users now."""
+        if not self.gemms_compiled:
+            self.gemms_compiled = True
             self._ready()
 
     def _ready(self) -> None:
-        if self.first_op_done and self.folder is not None:
+        if self.gemms_compiled and self.folder is not None:
             open(os.path.join(self.folder, "ready"), "w").close()
 
     def start(self) -> None:
@@ -418,17 +470,19 @@ def warm_up(op_names, progress: Callable[[int, int, str], None] | None = None, g
             working()
     try:
         with reporting_compiles(compiling):
-            k = 0
+            k, gemms = 0, _gemm_prefix(units)
             for i, (name, cases, _) in enumerate(plan):
                 if progress is not None:
                     progress(i, len(plan), name)
                 if not cases:
                     _warm_one(name, cases)
                 for case in cases:  # (each claimed as it comes: the other process may take the last)
+                    if k >= gemms:
+                        second.gemms_done()
                     if second.claim(k):
                         _warm_one(name, [case])
                     k += 1
-                second.first_done()
+            second.gemms_done()
             for k in second.finish():  # loaded from the cache the other process filled
                 name, case = units[k]
                 _warm_one(name, [case])

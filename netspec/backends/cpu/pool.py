@@ -235,13 +235,17 @@ def _max_rows(src, length, h_, ho, kh, ph, dst):
 
 
 @njit(cache=True, fastmath=False)
-def _max_columns(src, wo, kw, pw, dst):
-    """dst (rows × wo) ← the max of src's (rows × 2·wo) columns 2·ow − pw + j (j < kw) inside each row,
-    over every row at once: output column ow of row R reads flat position 2·(R·wo + ow) − pw + j,
-    since a row is 2·wo long. The pass stops where a read would leave src, and the columns whose
-    window is clipped by the row's edges are redone, clamped, down all the rows."""
-    w_ = 2 * wo
+def _max_columns(src, w_, wo, kw, pw, dst):
+    """dst (rows × wo) ← the max of src's (rows × w_) columns 2·ow − pw + j (j < kw) inside each row.
+    Rows 2·wo long: over every row at once, output column ow of row R reading flat position
+    2·(R·wo + ow) − pw + j; the pass stops where a read would leave src, and the columns whose
+    window is clipped by the row's edges are redone, clamped, down all the rows. Rows 2·wo + 1
+    long (AlexNet's 55, 27, 13; pw = 0, so every window is inside its row): row by row."""
     rows = dst.shape[0] // wo
+    if w_ != 2 * wo:
+        for r in range(rows):
+            _max_of_pairs(dst[r * wo:(r + 1) * wo], src, r * w_, wo, kw)
+        return
     f0 = (pw + 1) // 2
     f1 = (src.shape[0] - kw + pw) // 2 + 1
     if f1 > f0:
@@ -254,26 +258,27 @@ def _max_columns(src, wo, kw, pw, dst):
 
 
 @njit(cache=True, fastmath=False)
-def _max_s2_run(x, kh, kw, ph, pw, h_, ho, wo, y, v):
-    """`_maxpool_s2` over a run of whole planes: x (planes·h·2wo), y (planes·ho·wo), scratch v. Windows
+def _max_s2_run(x, kh, kw, ph, pw, h_, w_, ho, wo, y, v):
+    """`_maxpool_s2` over a run of whole planes: x (planes·h·w), y (planes·ho·wo), scratch v. Windows
     3 high: rows first (into v: planes·ho·2wo), then columns, on half the rows (GoogLeNet's pools:
     0.76–0.92× the time); 2 high (no overlap): columns first (into v: planes·h·wo), then rows (2×2
     pools of 224² planes took 1.3–1.5× the time rows first, from L3)."""
-    planes = x.shape[0] // (h_ * 2 * wo)
+    planes = x.shape[0] // (h_ * w_)
     if kh == 3:
-        rows = v[:planes * ho * 2 * wo]
-        _max_rows(x, 2 * wo, h_, ho, kh, ph, rows)
-        _max_columns(rows, wo, kw, pw, y)
+        rows = v[:planes * ho * w_]
+        _max_rows(x, w_, h_, ho, kh, ph, rows)
+        _max_columns(rows, w_, wo, kw, pw, y)
     else:
         columns = v[:planes * h_ * wo]
-        _max_columns(x, wo, kw, pw, columns)
+        _max_columns(x, w_, wo, kw, pw, columns)
         _max_rows(columns, wo, h_, ho, kh, ph, y)
 
 
 @njit(cache=True, fastmath=False, parallel=True)
 def _maxpool_s2(x, kh, kw, ph, pw, y, threads):
     """Max pooling with stride 2, no dilation, windows of at most 3×3 and an input twice the output's
-    width (GoogLeNet's and ResNet's stride-2 pools, VGG's and YOLO's 2×2): the columns are pooled
+    width (GoogLeNet's and ResNet's stride-2 pools, VGG's and YOLO's 2×2), or one more without
+    padding (AlexNet's): the columns are pooled
     in one pass over many planes' rows at once, and the rows row by row (in the order
     `_max_s2_run` chooses), each window clipped to the plane (padding and the ceil-mode overhang
     left out of the max), so no plane is copied into a padded buffer. Runs of planes of about
@@ -288,7 +293,7 @@ def _maxpool_s2(x, kh, kw, ph, pw, y, threads):
         v = np.empty(per * max(ho * w_, h_ * wo), np.float32)
         for run in range(runs * t // threads, runs * (t + 1) // threads):
             p0, p1 = run * per, min(planes, (run + 1) * per)
-            _max_s2_run(xf[p0 * h_ * w_:p1 * h_ * w_], kh, kw, ph, pw, h_, ho, wo, yf[p0 * ho * wo:p1 * ho * wo], v)
+            _max_s2_run(xf[p0 * h_ * w_:p1 * h_ * w_], kh, kw, ph, pw, h_, w_, ho, wo, yf[p0 * ho * wo:p1 * ho * wo], v)
 
 
 @njit(inline="always")
@@ -414,6 +419,19 @@ def _plane_layout(h, w, ho, wo, kernel, stride, padding, dilation):
     return hp, wp, flat
 
 
+def maxpool_path(attrs, h: int, w: int) -> str:
+    """The kernel a max pool of h×w planes runs: "centred" (`_maxpool_same`), "stride 2"
+    (`_maxpool_s2`) or "other" (`_maxpool`). (The warm-up compiles only the paths a network takes.)"""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = attrs.kernel, attrs.stride, attrs.padding, attrs.dilation
+    wo = window_out(w, dw * (kw - 1) + 1, sw, pw, pw, attrs.ceil_mode)
+    if (sh, sw, dh, dw) == (1, 1, 1, 1) and (kh, kw) == (2 * ph + 1, 2 * pw + 1):
+        return "centred"
+    even = w == 2 * wo or (pw == 0 and w == 2 * wo + 1)  # (rows of 2·wo + 1: every window inside)
+    if (sh, sw, dh, dw) == (2, 2, 1, 1) and kh <= 3 and kw in (2, 3) and even:
+        return "stride 2"
+    return "other"
+
+
 def maxpool2d(attrs, inputs, params, ctx, out=None):
     x = f32(inputs[0])
     n, c, h, w = x.shape
@@ -424,10 +442,11 @@ def maxpool2d(attrs, inputs, params, ctx, out=None):
     ho = window_out(h, dh * (kh - 1) + 1, sh, ph, ph, attrs.ceil_mode)
     wo = window_out(w, dw * (kw - 1) + 1, sw, pw, pw, attrs.ceil_mode)
     y = output(out, (n, c, ho, wo))
-    if (sh, sw, dh, dw) == (1, 1, 1, 1) and (kh, kw) == (2 * ph + 1, 2 * pw + 1) and x.size:
+    path = maxpool_path(attrs, h, w)
+    if path == "centred" and x.size:
         _maxpool_same(x, ph, pw, y, thread_count())
         return y
-    if (sh, sw, dh, dw) == (2, 2, 1, 1) and kh <= 3 and kw in (2, 3) and w == 2 * wo and y.size:
+    if path == "stride 2" and y.size:
         _maxpool_s2(x, kh, kw, ph, pw, y, thread_count())
         return y
     hp, wp, flat = _plane_layout(h, w, ho, wo, attrs.kernel, attrs.stride, attrs.padding, attrs.dilation)
@@ -468,7 +487,16 @@ def _avgpool_2x2_serial(x, y):
 
 
 # Pools of fewer values than this run on one thread: waking the pool costs more than it saves.
-_POOL_PARALLEL = 1 << 16
+POOL_PARALLEL = 1 << 16
+
+
+def avgpool_path(attrs, h: int, w: int) -> str:
+    """The kernel an average pool of h×w planes runs: "2×2" (`_avgpool_2x2`, or its serial twin
+    for fewer than POOL_PARALLEL values) or "other" (`_avgpool`)."""
+    ho = window_out(h, attrs.kernel[0], attrs.stride[0], attrs.padding[0], attrs.padding[0], attrs.ceil_mode)
+    wo = window_out(w, attrs.kernel[1], attrs.stride[1], attrs.padding[1], attrs.padding[1], attrs.ceil_mode)
+    square = (*attrs.kernel, *attrs.stride, *attrs.padding) == (2, 2, 2, 2, 0, 0)
+    return "2×2" if square and 2 * ho <= h and 2 * wo <= w else "other"
 
 
 def avgpool2d(attrs, inputs, params, ctx, out=None):
@@ -480,8 +508,8 @@ def avgpool2d(attrs, inputs, params, ctx, out=None):
     ho = window_out(h, kh, sh, ph, ph, attrs.ceil_mode)
     wo = window_out(w, kw, sw, pw, pw, attrs.ceil_mode)
     y = output(out, (n, c, ho, wo))
-    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0) and 2 * ho <= h and 2 * wo <= w and y.size:
-        if x.size >= _POOL_PARALLEL:
+    if avgpool_path(attrs, h, w) == "2×2" and y.size:
+        if x.size >= POOL_PARALLEL:
             _avgpool_2x2(x, y, thread_count())
         else:
             _avgpool_2x2_serial(x, y)

@@ -45,15 +45,18 @@ def concat(attrs, inputs, params, ctx, out=None):
     shape[axis] = sum(x.shape[axis] for x in xs)
     y = output(out, tuple(shape))
     outer = int(np.prod(shape[:axis], dtype=np.int64))
-    srcs, cols, col = [], [], 0
+    srcs, cols, col, copies = [], [], 0, 0
     for x in xs:
         part = x.reshape(outer, -1)
-        # (the memory plan has an input written in its place in y where that is one run: no copy)
-        if not (outer == 1 and part.ctypes.data == y.ctypes.data + 4 * col):
-            srcs.append(part)
-            cols.append(col)
+        # (the memory plan has an input written in its place in y where that is one run: no copy, but
+        # an empty slice in its place, so that the kernel takes as many inputs as the node has: the
+        # warm-up compiles one kernel per count of inputs)
+        in_place = outer == 1 and part.ctypes.data == y.ctypes.data + 4 * col
+        srcs.append(part[:, :0] if in_place else part)
+        cols.append(col)
+        copies += not in_place
         col += part.shape[1]
-    if srcs:
+    if copies:
         _concat_columns(tuple(srcs), np.array(cols, np.int64), y.reshape(outer, -1))
     return y
 
