@@ -245,23 +245,26 @@ def layout(record: _Trace, passed: list[np.ndarray]) -> Layout:
     return lay
 
 
-def _literal(value) -> str:
-    """A scalar (or tuple) argument as Python source that Numba types as the traced value was."""
+def _scalar(value):
+    """A scalar argument as the Python value the program's call makes a constant of (its type is the
+    kernel's, `_SIGNATURES`)."""
     if value is None or isinstance(value, (bool, np.bool_)):
-        return repr(None if value is None else bool(value))
+        return None if value is None else bool(value)
     if isinstance(value, np.generic):
-        if isinstance(value, np.floating) and not math.isfinite(value):
-            return f"np.{value.dtype.name}({_float(float(value))})"
-        return f"np.{value.dtype.name}({value.item()!r})"
-    if isinstance(value, int):
-        return repr(value)
-    if isinstance(value, float):
-        return _float(value)
+        return value.item()
+    if isinstance(value, (int, float)):
+        return value
     raise Untraceable(f"a kernel argument of type {type(value).__name__}")
 
 
-def _float(x: float) -> str:
-    return repr(x) if math.isfinite(x) else f"float('{x}')"
+def _render(item) -> str:
+    """A call's argument spec (`call`) as Python source: tuples, ints, bools, None and floats
+    (non-finite ones too)."""
+    if isinstance(item, tuple):
+        return "(" + "".join(f"{_render(x)}, " for x in item) + ")"
+    if isinstance(item, float):
+        return repr(item) if math.isfinite(item) else f"float('{item}')"
+    return repr(item)
 
 
 @dataclass
@@ -289,37 +292,29 @@ class Table:
 
 
 def source(record: _Trace, lay: Layout, outputs: dict[str, np.ndarray]) -> tuple[str, Table, dict[str, _View]]:
-    """The program's source (a module defining `program(table)`), its table and where each output lies."""
-    callees: dict[str, str] = {}  # symbol -> alias
-    kinds: dict[tuple[str, int, bool], str] = {}  # (dtype, ndim, in a passed buffer) -> alias of its view
+    """The program's source (a module defining `program(table, *buffers)`), its table and where each
+    output lies. Each kernel call is one intrinsic (`call`) given the spec of its arguments."""
     table = Table()
-    body: list[str] = []
+    calls, body = [], []
 
-    def arg(value) -> str:
+    def arg(value):  # ("a", table slot, buffer number or −1) | ("t", items...) | a scalar
         if isinstance(value, np.ndarray):
             v = lay.view(value)
-            kind = (value.dtype.name, value.ndim, v.root < len(lay.passed))
-            if kind not in kinds:
-                kinds[kind] = f"a{len(kinds)}"
-            return f"{kinds[kind]}(t, {table.slot(v)}{f', r{v.root}' if kind[2] else ''})"
+            return ("a", table.slot(v), v.root if v.root < len(lay.passed) else -1)
         if isinstance(value, tuple):
-            return "(" + "".join(f"{arg(x)}, " for x in value) + ")"
-        return _literal(value)
+            return ("t",) + tuple(arg(x) for x in value)
+        return _scalar(value)
 
-    for call in record.calls:
-        if call.symbol not in callees:
-            callees[call.symbol] = f"k{len(callees)}"
-        rendered = [arg(a) for a in call.args]
-        body.append(f"    {callees[call.symbol]}(({''.join(f'{x}, ' for x in rendered)}))  # {call.name}")
-    lines = ["import numpy as np", "from numba import njit", f"from {__name__} import native, view_in, view_of", ""]
-    lines += [f"{alias} = {'view_in' if passed else 'view_of'}({dtype!r}, {ndim})"
-              for (dtype, ndim, passed), alias in kinds.items()]
-    lines += [f"{alias} = native({symbol!r})" for symbol, alias in callees.items()]
-    roots = "".join(f", r{i}" for i in range(len(lay.passed)))
+    for i, c in enumerate(record.calls):
+        spec = tuple(arg(a) for a in c.args)
+        calls.append(f"c{i} = call({c.symbol!r}, {_render(spec)})  # {c.name}")
+        body.append(f"    c{i}(t, buffers)")
+    roots = "".join(f"r{i}, " for i in range(len(lay.passed)))
+    lines = ["from numba import njit", f"from {__name__} import call", ""] + calls
     # nogil: the program touches no Python object, so other threads (`netspec predict`'s image
     # decoders) run while it does
-    lines += ["", "", "@njit(cache=True, nogil=True)", f"def program(t{roots}):"]
-    lines += body or ["    pass"]
+    lines += ["", "", "@njit(cache=True, nogil=True)", f"def program(t, {roots}):", f"    buffers = ({roots})"]
+    lines += body
     where = {name: lay.view(a) for name, a in outputs.items()}
     if any(v.root >= len(lay.passed) for v in where.values()):
         raise Untraceable("an output lies in a buffer the next run reuses")
@@ -375,59 +370,43 @@ def _load_array(context, builder, table, at: int, arraytype):
     return builder.load(builder.bitcast(where, context.get_value_type(arraytype).as_pointer()))
 
 
-def view_of(dtype: str, ndim: int):
-    """A function (table, slot) → the C-contiguous `dtype` array of `ndim` dimensions whose structure
-    starts at word `slot` of the table (`Table`): one load, no checks (the table is built right)."""
-    arraytype = types.Array(getattr(types, dtype), ndim, "C")
-
+def call(symbol: str, spec: tuple):
+    """One call of the program: a function (table, buffers) that makes the arguments of the kernel
+    bound to `symbol` from `spec` and calls it. In the spec, ("a", slot, b) is the array whose
+    structure starts at word `slot` of the table (`Table`): its data word an address, or where b ≥ 0
+    an offset in buffers[b]; ("t", ...) a tuple of such items; any other item a scalar, made a
+    constant of the kernel's type for it. (One intrinsic per call, each array one load with no
+    checks: typing a tuple of view functions per call was most of a program's compile.)"""
     @intrinsic
-    def view(typingctx, table, slot):
-        if not isinstance(slot, types.IntegerLiteral):
-            return None
-
-        def codegen(context, builder, signature, args):
-            return _load_array(context, builder, args[0], slot.literal_value, arraytype)
-        return arraytype(table, slot), codegen
-    return view
-
-
-def view_in(dtype: str, ndim: int):
-    """Like `view_of`, for (table, slot, buffer): the data word is an offset in `buffer` (uint8)."""
-    arraytype = types.Array(getattr(types, dtype), ndim, "C")
-
-    @intrinsic
-    def view(typingctx, table, slot, buffer):
-        if not isinstance(slot, types.IntegerLiteral):
-            return None
-
-        def codegen(context, builder, signature, args):
-            array = _load_array(context, builder, args[0], slot.literal_value, arraytype)
-            base = context.make_array(signature.args[2])(context, builder, args[2]).data
-            offset = builder.extract_value(array, 4)  # (the data word: here, the offset)
-            data = builder.gep(base, [builder.ptrtoint(offset, ir.IntType(64))])
-            return builder.insert_value(array, builder.bitcast(data, offset.type), 4)
-        return arraytype(table, slot, buffer), codegen
-    return view
-
-
-def native(symbol: str):
-    """A function of one tuple argument for the program's source: a call of the kernel bound to
-    `symbol`, with the tuple's items as its arguments."""
-    @intrinsic
-    def call(typingctx, args):
+    def kernel_call(typingctx, table, buffers):
         expected = _SIGNATURES[symbol]
 
         def codegen(context, builder, signature, llargs):
-            items = cgutils.unpack_tuple(builder, llargs[0], len(args))
-            values = [context.cast(builder, v, t, u) for v, t, u in zip(items, args.types, expected)]
+            roots = cgutils.unpack_tuple(builder, llargs[1], len(signature.args[1]))
+
+            def make(item, ty):
+                if isinstance(item, tuple) and item[0] == "a":
+                    array = _load_array(context, builder, llargs[0], item[1], ty)
+                    if item[2] < 0:
+                        return array
+                    base = context.make_array(signature.args[1][item[2]])(context, builder, roots[item[2]]).data
+                    offset = builder.extract_value(array, 4)  # (the data word: here, the offset)
+                    data = builder.gep(base, [builder.ptrtoint(offset, ir.IntType(64))])
+                    return builder.insert_value(array, builder.bitcast(data, offset.type), 4)
+                if isinstance(item, tuple):
+                    return context.make_tuple(builder, ty, [make(x, t) for x, t in zip(item[1:], ty.types)])
+                if item is None:
+                    return context.get_dummy_value()
+                return context.get_constant(ty, item)
+            values = [make(item, ty) for item, ty in zip(spec, expected)]
             fnty = context.call_conv.get_function_type(types.none, expected)
             function = cgutils.get_or_insert_function(builder.module, fnty, symbol)
             status, _ = context.call_conv.call_function(builder, function, types.none, expected, values)
             with cgutils.if_unlikely(builder, status.is_error):
                 context.call_conv.return_status_propagate(builder, status)
             return context.get_dummy_value()
-        return types.none(args), codegen
-    return call
+        return types.none(table, buffers), codegen
+    return kernel_call
 
 
 # --- compiling and running -----------------------------------------------------------------------
