@@ -332,18 +332,27 @@ def test_the_second_process_works_backwards_until_the_claims_meet(tmp_path, monk
     assert not kernels._claim(folder, 3) and not kernels._claim(folder, 4)
 
 
-def test_the_second_process_leaves_the_gemms_users_until_the_first_op_is_warmed(tmp_path, monkeypatch):
+def test_the_second_process_leaves_the_gemms_users_until_the_gemms_are_compiled(tmp_path, monkeypatch):
     ran = []
     monkeypatch.setattr(kernels, "_warm_one", lambda name, cases: ran.append(name))
-    folder = _units_folder(tmp_path, ["relu", "conv2d", "maxpool2d"])
+    folder = _units_folder(tmp_path, ["relu", "conv2d", "linear", "maxpool2d"])
     worker = threading.Thread(target=kernels.serve_warm_up, args=(folder,))
     worker.start()
-    assert wait_for(lambda: ran == ["maxpool2d"])
+    assert wait_for(lambda: ran == ["maxpool2d", "relu"])
     time.sleep(0.3)
-    assert ran == ["maxpool2d"]  # conv2d waits: it would compile the GEMM kernels a second time
+    assert ran == ["maxpool2d", "relu"]  # linear and conv2d wait: they would compile the GEMM kernels twice
+    assert kernels._claim(folder, 1)  # (the first process has taken conv2d meanwhile)
     (tmp_path / "ready").touch()
     worker.join(10)
-    assert ran == ["maxpool2d", "conv2d", "relu"]
+    assert ran == ["maxpool2d", "relu", "linear"]
+
+
+def test_a_convolution_path_that_calls_no_gemm_does_not_wait_for_them():
+    implicit = kernels._CONV_PATHS["implicit"][0][0]
+    fused = ({"activation": "relu", **implicit[0]},) + implicit[1:]
+    assert not kernels._waits_for_gemms("conv2d", implicit) and not kernels._waits_for_gemms("fused_conv2d", fused)
+    assert kernels._waits_for_gemms("conv2d", kernels._CONV_PATHS["im2col"][0][0])
+    assert not kernels._waits_for_gemms("relu", ({}, [(1, 2, 4, 4)], ("eval",)))
 
 
 def test_the_gemms_users_wait_only_for_the_cases_that_compile_the_gemms():

@@ -314,12 +314,23 @@ _MIN_UNITS = 4  # cases left to warm below which a second process is not worth i
 _WAIT_SECONDS = 900  # after this one is done, the longest it waits for the other (a hung one is stopped)
 # The ops whose kernels call the GEMMs (packed.py, gemm.py): the second process leaves their cases
 # until this one has compiled the GEMMs (else both would compile them), in the convolutions' first
-# cases (their "gemm" and "wide gemm" paths), or in the first op where those are not warmed.
+# cases (their "gemm" and "wide gemm" paths), or in the first op where those are not warmed; it
+# takes the other cases meanwhile, the convolutions' paths that call no GEMM among them.
 _GEMM_USERS = frozenset({"conv2d", "fused_conv2d", "conv_transpose2d", "linear", "fused_linear",
                          "squeeze_excitation"})
-_GEMM_CASES = {repr((name, ({"activation": "relu", **attrs} if name == "fused_conv2d" else attrs), shapes, modes))
-               for name in ("conv2d", "fused_conv2d") for path in ("gemm", "wide gemm")
-               for attrs, shapes, modes in _CONV_PATHS[path][0]}
+
+
+def _conv_cases(paths) -> set[str]:
+    return {repr((name, ({"activation": "relu", **attrs} if name == "fused_conv2d" else attrs), shapes, modes))
+            for name in ("conv2d", "fused_conv2d") for path in paths for attrs, shapes, modes in _CONV_PATHS[path][0]}
+
+
+_GEMM_CASES = _conv_cases(("gemm", "wide gemm"))
+_NO_GEMM_CASES = _conv_cases(("implicit", "depthwise", "wide depthwise"))  # (the micro-kernel inlined, no call)
+
+
+def _waits_for_gemms(name: str, case: Case) -> bool:
+    return name in _GEMM_USERS and repr((name, *case)) not in _NO_GEMM_CASES
 
 
 def _gemm_prefix(units: list[tuple[str, tuple]]) -> int:
@@ -422,23 +433,36 @@ def _claim(folder: str, k: int) -> bool:
 def serve_warm_up(folder: str) -> None:
     """The second process of `_SecondCompiler`: the cases of folder/units.json from the last one
     backwards, each claimed first, until a claim fails (the first process has that one, and all
-    before it); those of the GEMMs' users once folder/ready exists."""
+    before it). The GEMMs' users (`_waits_for_gemms`) met before folder/ready exists are passed
+    over, and taken afterwards, those the first process has not claimed."""
     import time
     with open(os.path.join(folder, "units.json")) as f:
-        units = json.load(f)
+        units = [(name, (attrs, [tuple(s) for s in shapes], tuple(modes))) for name, attrs, shapes, modes in json.load(f)]
     parent = os.getppid()
+
+    def ready() -> bool:
+        return os.path.exists(os.path.join(folder, "ready"))
+
+    def run(k: int) -> None:
+        try:
+            _warm_one(units[k][0], [units[k][1]])
+        except Exception:  # noqa: BLE001 (the first process runs it again, and reports what fails)
+            pass
+    later = []
     for k in range(len(units) - 1, -1, -1):
-        name, attrs, shapes, modes = units[k]
-        while name in _GEMM_USERS and not os.path.exists(os.path.join(folder, "ready")):
+        if _waits_for_gemms(*units[k]) and not ready():
+            later.append(k)
+            continue
+        if not _claim(folder, k):
+            break
+        run(k)
+    for k in later:
+        while not ready():
             if os.getppid() != parent:  # (the first process is gone)
                 return
             time.sleep(0.05)
-        if not _claim(folder, k):
-            return
-        try:
-            _warm_one(name, [(attrs, [tuple(s) for s in shapes], tuple(modes))])
-        except Exception:  # noqa: BLE001 (the first process runs it again, and reports what fails)
-            pass
+        if _claim(folder, k):
+            run(k)
 
 
 def warm_up(op_names, progress: Callable[[int, int, str], None] | None = None, graph=None) -> None:

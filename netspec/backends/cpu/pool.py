@@ -42,58 +42,72 @@ def _max3(d, a, b, c, n, first):
 
 
 @njit(inline="always")
-def _taps(d, src, start, step, sw, n, taps, is_max):
-    """d[k] ← max or sum over t < taps of src[start + t·step + k·sw], for k < n. Max: three taps
-    per pass (a tap repeated where fewer are left: max is idempotent). Slices with an explicit
-    step are strided arrays to Numba, so stride 1 takes plain slices (contiguous loads)."""
+def _max_taps(d, src, start, step, sw, n, taps):
+    """d[k] ← the max over t < taps of src[start + t·step + k·sw], for k < n: three taps per pass (a
+    tap repeated where fewer are left: max is idempotent). Slices with an explicit step are strided
+    arrays to Numba, so stride 1 takes plain slices (contiguous loads). (Max and sum are two
+    functions, not one with a flag: Numba inlines both branches of a flag, and the pools' compile
+    time grows with what it inlines.)"""
     span = (n - 1) * sw + 1
-    if is_max:
-        for t in range(0, taps, 3):
-            s0 = start + t * step
-            s1 = start + min(t + 1, taps - 1) * step
-            s2 = start + min(t + 2, taps - 1) * step
-            if sw == 1:
-                _max3(d, src[s0:s0 + n], src[s1:s1 + n], src[s2:s2 + n], n, t == 0)
-            else:
-                _max3(d, src[s0:s0 + span:sw], src[s1:s1 + span:sw], src[s2:s2 + span:sw], n, t == 0)
-    else:
-        for k in range(n):
-            d[k] = 0.0
-        for t in range(taps):
-            s0 = start + t * step
-            if sw == 1:
-                a = src[s0:s0 + n]
-                for k in range(n):
-                    d[k] += a[k]
-            else:
-                a = src[s0:s0 + span:sw]
-                for k in range(n):
-                    d[k] += a[k]
+    for t in range(0, taps, 3):
+        s0 = start + t * step
+        s1 = start + min(t + 1, taps - 1) * step
+        s2 = start + min(t + 2, taps - 1) * step
+        if sw == 1:
+            _max3(d, src[s0:s0 + n], src[s1:s1 + n], src[s2:s2 + n], n, t == 0)
+        else:
+            _max3(d, src[s0:s0 + span:sw], src[s1:s1 + span:sw], src[s2:s2 + span:sw], n, t == 0)
 
 
 @njit(inline="always")
-def _pool_plane(src, wv, ho, wo, kh, kw, sh, sw, dh, dw, flat, is_max, v, q, yc):
-    """Pools one plane, `src` (flat, rows of wv values, already padded as the pool needs) into yc
-    (ho×wo): the kh rows of each window into v (ho×wv), then the kw columns of each window. With
-    `flat`, the columns are pooled as one run over all rows into q (row length wv/sw; wv is a
-    multiple of sw), whose first wo columns are then copied out; otherwise row by row into yc."""
-    if sh == 1:  # consecutive output rows read consecutive rows: one run per tap over the plane
-        _taps(v, src, 0, dh * wv, 1, ho * wv, kh, is_max)
-    else:
-        for oh in range(ho):
-            _taps(v[oh * wv:(oh + 1) * wv], src, oh * sh * wv, dh * wv, 1, wv, kh, is_max)
-    if flat:
-        wq = wv // sw
-        mq = (ho - 1) * wq + wo  # far enough for the last row's outputs, so no tap reads past v
-        _taps(q, v, 0, dw, sw, mq, kw, is_max)
-        for oh in range(ho):
-            d = yc[oh]
-            s = q[oh * wq:oh * wq + wo]
-            for k in range(wo):
-                d[k] = s[k]
-    else:
-        for oh in range(ho):
-            _taps(yc[oh], v, oh * wv, dw, sw, wo, kw, is_max)
+def _sum_taps(d, src, start, step, sw, n, taps):
+    """d[k] ← the sum over t < taps of src[start + t·step + k·sw], in the order of t, for k < n."""
+    span = (n - 1) * sw + 1
+    for k in range(n):
+        d[k] = 0.0
+    for t in range(taps):
+        s0 = start + t * step
+        if sw == 1:
+            a = src[s0:s0 + n]
+            for k in range(n):
+                d[k] += a[k]
+        else:
+            a = src[s0:s0 + span:sw]
+            for k in range(n):
+                d[k] += a[k]
+
+
+def _plane_pooler(taps):
+    """A function pooling one plane with `taps` (_max_taps or _sum_taps):
+
+    plane(src, wv, ho, wo, kh, kw, sh, sw, dh, dw, flat, v, q, yc) pools `src` (flat, rows of wv
+    values, already padded as the pool needs) into yc (ho×wo): the kh rows of each window into v
+    (ho×wv), then the kw columns of each window. With `flat`, the columns are pooled as one run
+    over all rows into q (row length wv/sw; wv is a multiple of sw), whose first wo columns are
+    then copied out; otherwise row by row into yc."""
+    @njit(inline="always")
+    def plane(src, wv, ho, wo, kh, kw, sh, sw, dh, dw, flat, v, q, yc):
+        if sh == 1:  # consecutive output rows read consecutive rows: one run per tap over the plane
+            taps(v, src, 0, dh * wv, 1, ho * wv, kh)
+        else:
+            for oh in range(ho):
+                taps(v[oh * wv:(oh + 1) * wv], src, oh * sh * wv, dh * wv, 1, wv, kh)
+        if flat:
+            wq = wv // sw
+            mq = (ho - 1) * wq + wo  # far enough for the last row's outputs, so no tap reads past v
+            taps(q, v, 0, dw, sw, mq, kw)
+            for oh in range(ho):
+                d = yc[oh]
+                s = q[oh * wq:oh * wq + wo]
+                for k in range(wo):
+                    d[k] = s[k]
+        else:
+            for oh in range(ho):
+                taps(yc[oh], v, oh * wv, dw, sw, wo, kw)
+    return plane
+
+
+_max_plane, _sum_plane = _plane_pooler(_max_taps), _plane_pooler(_sum_taps)
 
 
 @njit(inline="always")
@@ -140,7 +154,7 @@ def _maxpool(x, kh, kw, sh, sw, ph, pw, dh, dw, hp, wp, flat, y, threads):
                 _pad_plane(x[n, c], ph, pw, hp, wp, np.float32(-np.inf), src)
             else:
                 src = x[n, c].reshape(h_ * w_)
-            _pool_plane(src, wv, ho, wo, kh, kw, sh, sw, dh, dw, flat, True, v, q, y[n, c])
+            _max_plane(src, wv, ho, wo, kh, kw, sh, sw, dh, dw, flat, v, q, y[n, c])
 
 
 @njit(cache=True, fastmath=False)
@@ -153,22 +167,22 @@ def _max_same_run(x, ph, pw, h_, w_, v, y):
     # the rows inside the plane only
     n = size - 2 * ph * w_
     if n > 0:
-        _taps(v[ph * w_:ph * w_ + n], x, 0, w_, 1, n, 2 * ph + 1, True)
+        _max_taps(v[ph * w_:ph * w_ + n], x, 0, w_, 1, n, 2 * ph + 1)
     for r in range(h_):
         if ph <= r < h_ - ph:
             continue
         lo, hi = max(0, r - ph), min(h_, r + ph + 1)
         for start in range(0, size, plane):
-            _taps(v[start + r * w_:start + (r + 1) * w_], x, start + lo * w_, w_, 1, w_, hi - lo, True)
+            _max_taps(v[start + r * w_:start + (r + 1) * w_], x, start + lo * w_, w_, 1, w_, hi - lo)
     # columns: the same over v; the first and last pw columns redone down all the run's rows at once
     n = size - 2 * pw
     if n > 0:
-        _taps(y[pw:pw + n], v, 0, 1, 1, n, 2 * pw + 1, True)
+        _max_taps(y[pw:pw + n], v, 0, 1, 1, n, 2 * pw + 1)
     for q in range(w_):
         if pw <= q < w_ - pw:
             continue
         lo, hi = max(0, q - pw), min(w_, q + pw + 1)
-        _taps(y[q::w_], v, lo, 1, w_, size // w_, hi - lo, True)
+        _max_taps(y[q::w_], v, lo, 1, w_, size // w_, hi - lo)
 
 
 @njit(cache=True, fastmath=False, parallel=True)
@@ -254,7 +268,7 @@ def _max_columns(src, w_, wo, kw, pw, dst):
         if 2 * q - pw >= 0 and 2 * q - pw + kw <= w_:
             continue
         lo, hi = max(0, 2 * q - pw), min(w_, 2 * q - pw + kw)
-        _taps(dst[q::wo], src, lo, 1, w_, rows, hi - lo, True)
+        _max_taps(dst[q::wo], src, lo, 1, w_, rows, hi - lo)
 
 
 @njit(cache=True, fastmath=False)
@@ -336,7 +350,7 @@ def _avgpool(x, kh, kw, sh, sw, ph, pw, hp, wp, flat, count_include_pad, y, thre
                 xs = x[n, c].reshape(h_ * w_)
                 for k in range(m):
                     src[k] = xs[k]
-            _pool_plane(src, wv, ho, wo, kh, kw, sh, sw, 1, 1, flat, False, v, q, sums)
+            _sum_plane(src, wv, ho, wo, kh, kw, sh, sw, 1, 1, flat, v, q, sums)
             yc = y[n, c]
             for oh in range(ho):
                 d = yc[oh]
