@@ -109,6 +109,12 @@ def test_array_sources_globs_and_lists(cli, write_spec, load_spec, workdir):
     assert [row["class"] for row in rows] == list(logits.argmax(axis=1))
     np.testing.assert_allclose([row["score"] for row in rows], softmax(logits.astype(np.float64)).max(axis=1),
                                rtol=1e-4)
+    # batches of 4: 10 of them, run in groups (8, then 2) back to back, give the same rows in order
+    assert cli("predict", "spec.yaml", "--input", "x.npy", "-o", "x4.jsonl", "--batch", "4").code == 0
+    rows4 = [json.loads(line) for line in (workdir / "x4.jsonl").read_text().splitlines()]
+    assert [(row["path"], row["class"]) for row in rows4] == [(row["path"], row["class"]) for row in rows]
+    np.testing.assert_allclose([row["score"] for row in rows4], [row["score"] for row in rows], rtol=1e-5)
+    assert read_csv(workdir / "x4.errors.csv") == [{"path": "x.npy[5]", "reason": "contains NaN or Inf values"}]
 
     np.savez(workdir / "x.npz", x=x[:3])
     assert cli("predict", "spec.yaml", "--input", "x.npz", "-o", "z.csv").code == 0
