@@ -198,13 +198,14 @@ _tile16, _tile8 = _make_tile(16), _make_tile(8)
 _gather16, _gather8 = _make_tile(16, gather=True), _make_tile(8, gather=True)
 
 
-def pack(w: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pack(w: np.ndarray, bias: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """W (M×K) as the micro-kernel reads it: blocks of MR rows, each K×MR (row k: the block's MR weights of
     input k), the last block padded with zero rows; and the bias in blocks of MR, likewise. (Written
-    in place, one array: a padded copy first cost a large layer's first run its page faults twice.)"""
+    in place, one array — `out` where given: a padded copy first cost a large layer's first run its
+    page faults twice.)"""
     m, k = w.shape
     blocks, whole = -(-m // MR), m // MR
-    wp = np.empty((blocks, k, MR), np.float32)
+    wp = np.empty((blocks, k, MR), np.float32) if out is None else out
     wp[:whole] = w[:whole * MR].reshape(whole, MR, k).transpose(0, 2, 1)
     if whole < blocks:
         wp[whole] = 0.0
@@ -360,11 +361,13 @@ class Packed:
     def __init__(self, w: np.ndarray, bias: np.ndarray):
         stack = w.reshape((-1,) + w.shape[-2:])
         self.m, self.k = stack.shape[1:]
-        first, bp = pack(stack[0], bias)
+        # (each W packed in its place in one array, not stacked: np.stack's copy of Winograd's 16 or
+        # 36 packed weights was 0.7 s of YOLOv1's first run)
+        self.wp = np.empty((len(stack), -(-self.m // MR), self.k, MR), np.float32)
+        for i, wi in enumerate(stack):
+            _, bp = pack(wi, bias, self.wp[i])
         self.bp = constant(bp)
-        # (one W, the common case: a view, not np.stack's copy of it — YOLOv1's first run, 0.6 s)
-        self.wp = constant(first[None] if len(stack) == 1
-                           else np.stack([first] + [pack(wi, bias)[0] for wi in stack[1:]]))
+        self.wp = constant(self.wp)
 
     def plan(self, p: int, n: int, *, residual: bool, act: int, alpha: float, threads: int):
         """A function run(x, c, res=None, wp=None) → c: c[i] = act(W[i % A] · x[i] + bias (+ res[i])) for
