@@ -42,21 +42,36 @@ def _max3(d, a, b, c, n, first):
 
 
 @njit(inline="always")
-def _max_taps(d, src, start, step, sw, n, taps):
-    """d[k] ← the max over t < taps of src[start + t·step + k·sw], for k < n: three taps per pass (a
-    tap repeated where fewer are left: max is idempotent). Slices with an explicit step are strided
-    arrays to Numba, so stride 1 takes plain slices (contiguous loads). (Max and sum are two
-    functions, not one with a flag: Numba inlines both branches of a flag, and the pools' compile
-    time grows with what it inlines.)"""
+def _max_run(d, src, start, step, n, taps):
+    """d[k] ← the max over t < taps of src[start + t·step + k], for k < n: three taps per pass (a tap
+    repeated where fewer are left: max is idempotent), on plain slices (contiguous loads). (Max and
+    sum, contiguous and strided are separate functions, not one with flags: Numba inlines every
+    branch of a flag, and the pools' compile time grows with what it inlines.)"""
+    for t in range(0, taps, 3):
+        s0 = start + t * step
+        s1 = start + min(t + 1, taps - 1) * step
+        s2 = start + min(t + 2, taps - 1) * step
+        _max3(d, src[s0:s0 + n], src[s1:s1 + n], src[s2:s2 + n], n, t == 0)
+
+
+@njit(inline="always")
+def _max_strided(d, src, start, step, sw, n, taps):
+    """`_max_run` reading every sw-th value: src[start + t·step + k·sw] (strided slices)."""
     span = (n - 1) * sw + 1
     for t in range(0, taps, 3):
         s0 = start + t * step
         s1 = start + min(t + 1, taps - 1) * step
         s2 = start + min(t + 2, taps - 1) * step
-        if sw == 1:
-            _max3(d, src[s0:s0 + n], src[s1:s1 + n], src[s2:s2 + n], n, t == 0)
-        else:
-            _max3(d, src[s0:s0 + span:sw], src[s1:s1 + span:sw], src[s2:s2 + span:sw], n, t == 0)
+        _max3(d, src[s0:s0 + span:sw], src[s1:s1 + span:sw], src[s2:s2 + span:sw], n, t == 0)
+
+
+@njit(inline="always")
+def _max_taps(d, src, start, step, sw, n, taps):
+    """d[k] ← the max over t < taps of src[start + t·step + k·sw], for k < n."""
+    if sw == 1:
+        _max_run(d, src, start, step, n, taps)
+    else:
+        _max_strided(d, src, start, step, sw, n, taps)
 
 
 @njit(inline="always")
@@ -167,22 +182,22 @@ def _max_same_run(x, ph, pw, h_, w_, v, y):
     # the rows inside the plane only
     n = size - 2 * ph * w_
     if n > 0:
-        _max_taps(v[ph * w_:ph * w_ + n], x, 0, w_, 1, n, 2 * ph + 1)
+        _max_run(v[ph * w_:ph * w_ + n], x, 0, w_, n, 2 * ph + 1)
     for r in range(h_):
         if ph <= r < h_ - ph:
             continue
         lo, hi = max(0, r - ph), min(h_, r + ph + 1)
         for start in range(0, size, plane):
-            _max_taps(v[start + r * w_:start + (r + 1) * w_], x, start + lo * w_, w_, 1, w_, hi - lo)
+            _max_run(v[start + r * w_:start + (r + 1) * w_], x, start + lo * w_, w_, w_, hi - lo)
     # columns: the same over v; the first and last pw columns redone down all the run's rows at once
     n = size - 2 * pw
     if n > 0:
-        _max_taps(y[pw:pw + n], v, 0, 1, 1, n, 2 * pw + 1)
+        _max_run(y[pw:pw + n], v, 0, 1, n, 2 * pw + 1)
     for q in range(w_):
         if pw <= q < w_ - pw:
             continue
         lo, hi = max(0, q - pw), min(w_, q + pw + 1)
-        _max_taps(y[q::w_], v, lo, 1, w_, size // w_, hi - lo)
+        _max_strided(y[q::w_], v, lo, 1, w_, size // w_, hi - lo)
 
 
 @njit(cache=True, fastmath=False, parallel=True)
@@ -268,7 +283,7 @@ def _max_columns(src, w_, wo, kw, pw, dst):
         if 2 * q - pw >= 0 and 2 * q - pw + kw <= w_:
             continue
         lo, hi = max(0, 2 * q - pw), min(w_, 2 * q - pw + kw)
-        _max_taps(dst[q::wo], src, lo, 1, w_, rows, hi - lo)
+        _max_strided(dst[q::wo], src, lo, 1, w_, rows, hi - lo)
 
 
 @njit(cache=True, fastmath=False)
