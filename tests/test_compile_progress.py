@@ -321,15 +321,25 @@ def _units_folder(tmp_path, names):
     return str(tmp_path)
 
 
-def test_the_second_process_works_backwards_until_the_claims_meet(tmp_path, monkeypatch):
+def test_the_second_process_takes_the_longest_unclaimed_cases_first(tmp_path, monkeypatch):
     ran = []
     monkeypatch.setattr(kernels, "_warm_one", lambda name, cases: ran.append((name, cases)))
-    folder = _units_folder(tmp_path, ["relu", "sigmoid", "tanh", "flatten", "identity"])
-    assert kernels._claim(folder, 2)  # the first process has reached case 2
+    folder = _units_folder(tmp_path, ["relu", "sigmoid", "maxpool2d", "flatten", "identity"])
+    assert kernels._claim(folder, 1)  # the first process has reached case 1
     kernels.serve_warm_up(folder)
-    assert [name for name, _ in ran] == ["identity", "flatten"]  # 4, 3, then case 2's claim fails
+    # the pool first (the longest), then from the last case backwards among equals, all but case 1
+    assert [name for name, _ in ran] == ["maxpool2d", "identity", "flatten", "relu"]
     assert ran[0][1] == [({}, [(1, 2, 4, 4)], ("eval",))]  # the case as warm_up has it (tuples)
-    assert not kernels._claim(folder, 3) and not kernels._claim(folder, 4)
+    assert not any(kernels._claim(folder, k) for k in range(5))
+
+
+def test_expected_seconds_of_a_case_are_its_paths_share():
+    implicit = kernels._CONV_PATHS["implicit"]
+    fused = ({"activation": "relu", **implicit[0][0][0]},) + implicit[0][0][1:]
+    assert kernels._case_seconds("fused_conv2d", fused) == implicit[1] / len(implicit[0])
+    im2col = kernels._CONV_PATHS["im2col"]
+    assert kernels._case_seconds("conv2d", im2col[0][1]) == im2col[1] / len(im2col[0])
+    assert kernels._case_seconds("relu", kernels._WARM_CASES["relu"][0]) == kernels.COMPILE_SECONDS["relu"] / 2
 
 
 def test_the_second_process_leaves_the_gemms_users_until_the_gemms_are_compiled(tmp_path, monkeypatch):

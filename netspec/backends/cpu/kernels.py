@@ -329,6 +329,17 @@ _GEMM_CASES = _conv_cases(("gemm", "wide gemm"))
 _NO_GEMM_CASES = _conv_cases(("implicit", "depthwise", "wide depthwise"))  # (the micro-kernel inlined, no call)
 
 
+def _case_seconds(name: str, case: Case) -> float:
+    """A case's expected cold seconds: its path's (or op's) share, the shared code not counted."""
+    if name in _PATHS:
+        attrs = {k: v for k, v in case[0].items() if not (name == "fused_conv2d" and k == "activation")}
+        for cases, seconds in _PATHS[name][0].values():
+            if (attrs, *case[1:]) in cases or case in cases:
+                return seconds / len(cases)
+        return 1.0
+    return COMPILE_SECONDS.get(name, 1.0) / len(_WARM_CASES.get(name, [None]))
+
+
 def _waits_for_gemms(name: str, case: Case) -> bool:
     return name in _GEMM_USERS and repr((name, *case)) not in _NO_GEMM_CASES
 
@@ -431,38 +442,32 @@ def _claim(folder: str, k: int) -> bool:
 
 
 def serve_warm_up(folder: str) -> None:
-    """The second process of `_SecondCompiler`: the cases of folder/units.json from the last one
-    backwards, each claimed first, until a claim fails (the first process has that one, and all
-    before it). The GEMMs' users (`_waits_for_gemms`) met before folder/ready exists are passed
-    over, and taken afterwards, those the first process has not claimed."""
+    """The second process of `_SecondCompiler`: the cases of folder/units.json that no process has
+    claimed yet, the longest to compile first (`_case_seconds`; ties from the last one backwards),
+    each claimed before it runs, until every case is claimed; the first process goes forwards in
+    order, so the two finish close together. The GEMMs' users (`_waits_for_gemms`) only once
+    folder/ready exists."""
     import time
     with open(os.path.join(folder, "units.json")) as f:
         units = [(name, (attrs, [tuple(s) for s in shapes], tuple(modes))) for name, attrs, shapes, modes in json.load(f)]
     parent = os.getppid()
-
-    def ready() -> bool:
-        return os.path.exists(os.path.join(folder, "ready"))
-
-    def run(k: int) -> None:
-        try:
-            _warm_one(units[k][0], [units[k][1]])
-        except Exception:  # noqa: BLE001 (the first process runs it again, and reports what fails)
-            pass
-    later = []
-    for k in range(len(units) - 1, -1, -1):
-        if _waits_for_gemms(*units[k]) and not ready():
-            later.append(k)
-            continue
-        if not _claim(folder, k):
-            break
-        run(k)
-    for k in later:
-        while not ready():
+    order = sorted(range(len(units)), key=lambda k: (-_case_seconds(*units[k]), -k))
+    while True:
+        free = [k for k in order if not os.path.exists(os.path.join(folder, str(k)))]
+        if not free:
+            return
+        ready = os.path.exists(os.path.join(folder, "ready"))
+        k = next((k for k in free if ready or not _waits_for_gemms(*units[k])), None)
+        if k is None:  # (only the GEMMs' users are left: wait until they may run)
             if os.getppid() != parent:  # (the first process is gone)
                 return
             time.sleep(0.05)
-        if _claim(folder, k):
-            run(k)
+        elif _claim(folder, k):
+            name, case = units[k]
+            try:
+                _warm_one(name, [case])
+            except Exception:  # noqa: BLE001 (the first process runs it again, and reports what fails)
+                pass
 
 
 def warm_up(op_names, progress: Callable[[int, int, str], None] | None = None, graph=None) -> None:
