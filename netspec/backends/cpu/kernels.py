@@ -356,10 +356,10 @@ def _gemm_prefix(units: list[tuple[str, tuple]]) -> int:
 
 
 class _SecondCompiler:
-    """A second process compiling the same warm-up from its last case backwards, while this one
-    goes forwards: Numba compiles on one core, and the kernels' first compile is most of a cold
-    first run (ResNet-50: ~60 s). Each case is claimed before it runs, by creating a file named
-    after it (O_EXCL: one process wins), so the two meet wherever the work balances; the cases the
+    """A second process compiling the same warm-up, the longest cases first (`serve_warm_up`), while
+    this one goes forwards: Numba compiles on one core, and the kernels' first compile is most of a
+    cold first run (ResNet-50: ~60 s on one process). Each case is claimed before it runs, by
+    creating a file named after it (O_EXCL: one process wins), so each runs once; the cases the
     other process ran are then run here too, loading what it compiled from the shared on-disk
     cache. Started at the first compile (a warm cache needs no help). If the other process fails,
     this one compiles its cases itself."""
