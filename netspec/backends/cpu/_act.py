@@ -22,6 +22,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import LANES
+
 NONE, RELU, RELU6, LEAKY_RELU, ELU, SILU, HARDSWISH, SIGMOID, TANH = range(9)
 
 # Numba flags of the kernels that multiply and add: a·b + c may become one fused multiply-add
@@ -52,8 +54,10 @@ _P3, _P4, _P5 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
 _TANH_MAX = _F(9.0)  # tanh(9) = 1 − 3e−8 rounds to 1 in float32
 
 # --- the activations in LLVM IR ------------------------------------------------------------------
-# Each maps an 8-lane float32 vector v (and alpha, an 8-lane vector) to act(v).
-_LANES = 8
+# Each maps a float32 vector v of LANES lanes (and alpha, a vector) to act(v).
+
+
+_LANES = LANES  # (8, or 16 on AVX-512: the package's `_host_lanes`)
 
 
 def _vec(value):
@@ -62,7 +66,7 @@ def _vec(value):
 
 def _fma(builder, a, b, c):
     v8 = a.type
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]), "llvm.fma.v8f32")
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]), f"llvm.fma.v{_LANES}f32")
     return builder.call(fma, [a, b, c])
 
 
@@ -194,9 +198,9 @@ def _emit_rows(builder, activation, src, dst, n, bias, alpha, add_bias):
     i1v = ir.VectorType(ir.IntType(1), _LANES)
     align = ir.Constant(i32, 4)
     mload = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(v8, [v8p, i32, i1v, v8]), "llvm.masked.load.v8f32.p0v8f32")
+        builder.module, ir.FunctionType(v8, [v8p, i32, i1v, v8]), f"llvm.masked.load.v{_LANES}f32.p0v{_LANES}f32")
     mstore = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), [v8, v8p, i32, i1v]), "llvm.masked.store.v8f32.p0v8f32")
+        builder.module, ir.FunctionType(ir.VoidType(), [v8, v8p, i32, i1v]), f"llvm.masked.store.v{_LANES}f32.p0v{_LANES}f32")
 
     def compute(v):
         w = builder.fadd(v, bias)

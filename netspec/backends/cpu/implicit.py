@@ -140,11 +140,11 @@ def _convolve(x, xq, sh, sw, pt, pl, wp, bp, m, offsets, y, res, has_res, act, a
                     at = corner + 4 * (r0 * p + ow0)
                     pr = res.ctypes.data + at if has_res else 0
                     if cols > packed._LANES:
-                        packed._gather16(wp[blk].ctypes.data, taps + 4 * ow0, offsets.ctypes.data, k,
+                        packed._gather_wide(wp[blk].ctypes.data, taps + 4 * ow0, offsets.ctypes.data, k,
                                          y.ctypes.data + at, ldc, bp[blk].ctypes.data, min(packed.MR, m - r0),
                                          cols, pr, ldc, in_registers, alpha)
                     else:
-                        packed._gather8(wp[blk].ctypes.data, taps + 4 * ow0, offsets.ctypes.data, k,
+                        packed._gather_narrow(wp[blk].ctypes.data, taps + 4 * ow0, offsets.ctypes.data, k,
                                         y.ctypes.data + at, ldc, bp[blk].ctypes.data, min(packed.MR, m - r0),
                                         cols, pr, ldc, in_registers, alpha)
             if act != in_registers:  # the output row, every channel of this thread's, still in cache

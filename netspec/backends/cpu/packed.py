@@ -18,7 +18,7 @@ convolution's GEMM runs here, not in OpenBLAS's sgemm (`gemm`): against it, hot 
 - each thread takes a share of the panels, or where they do not share out evenly, of the row
   blocks; small products run on the calling thread.
 
-The micro-kernel's gather variant (`_gather16`, `_gather8`) reads row k of its panel at an offset
+The micro-kernel's gather variant (`_gather_wide`, `_gather_narrow`) reads row k of its panel at an offset
 from a table, not k·ldb: the implicit GEMM (`implicit`) runs convolutions with it, each tap read
 from the padded input where it lies.
 
@@ -41,12 +41,12 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import gemm
+from . import LANES, gemm
 from ._act import CODES, FMA, IR_ACTIVATIONS, NONE, act_row, switch_activation
 from ._util import constant, scratch
 
-MR, NR = 6, 16  # the micro-kernel's block of C: MR rows (broadcast weights) × NR columns (two 8-lane vectors)
-_LANES = 8
+_LANES = LANES  # (8, or 16 on AVX-512: the package's `_host_lanes`)
+MR, NR = 6, 2 * _LANES  # the micro-kernel's block of C: MR rows (broadcast weights) × NR columns (two vectors)
 
 _SIG = types.void(*[types.int64] * 12, types.float32)
 # by activation code: whether the micro-kernel applies it (else `act_row` does, after it)
@@ -65,9 +65,9 @@ def _emit_epilogue(builder, sums, p, masks, with_res, activation):
     if masks is not None:
         i1v = ir.VectorType(ir.IntType(1), _LANES)
         mload = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v8, [v8p, i32, i1v, v8]), "llvm.masked.load.v8f32.p0v8f32")
+            builder.module, ir.FunctionType(v8, [v8p, i32, i1v, v8]), f"llvm.masked.load.v{_LANES}f32.p0v{_LANES}f32")
         mstore = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [v8, v8p, i32, i1v]), "llvm.masked.store.v8f32.p0v8f32")
+            builder.module, ir.FunctionType(ir.VoidType(), [v8, v8p, i32, i1v]), f"llvm.masked.store.v{_LANES}f32.p0v{_LANES}f32")
     alpha = _splat(builder, p["alpha"])
 
     def vector_at(row, j):
@@ -124,7 +124,7 @@ def _emit_tile(builder, args, vectors, context, gather=False):
     f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
     v8 = ir.VectorType(f32, _LANES)
     fptr, bptr = f32.as_pointer(), ir.IntType(8).as_pointer()
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]), "llvm.fma.v8f32")
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]), f"llvm.fma.v{_LANES}f32")
     pa, pb = builder.inttoptr(a, fptr), builder.inttoptr(b, bptr)
     zero = ir.Constant(v8, [0.0] * _LANES)
     entry = builder.block
@@ -194,8 +194,8 @@ def _emit_tile(builder, args, vectors, context, gather=False):
     return context.get_dummy_value()
 
 
-_tile16, _tile8 = _make_tile(16), _make_tile(8)
-_gather16, _gather8 = _make_tile(16, gather=True), _make_tile(8, gather=True)
+_tile_wide, _tile_narrow = _make_tile(2 * _LANES), _make_tile(_LANES)
+_gather_wide, _gather_narrow = _make_tile(2 * _LANES, gather=True), _make_tile(_LANES, gather=True)
 
 
 def pack(w: np.ndarray, bias: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -282,10 +282,10 @@ def _run_part(wp, bp, m, x, c, res, has_res, act, alpha, g0, g1, b0, b1, chunk, 
                     pc = c.ctypes.data + i * c.strides[0] + r0 * ldc + q0 * 4
                     pr = res.ctypes.data + i * res.strides[0] + r0 * ldr + q0 * 4 if has_res else 0
                     if cols > _LANES:
-                        _tile16(wi[blk].ctypes.data, pb, ldb, k, pc, ldc, bp[blk].ctypes.data, min(MR, m - r0),
+                        _tile_wide(wi[blk].ctypes.data, pb, ldb, k, pc, ldc, bp[blk].ctypes.data, min(MR, m - r0),
                                 cols, pr, ldr, in_registers, alpha)
                     else:
-                        _tile8(wi[blk].ctypes.data, pb, _LANES * 4, k, pc, ldc, bp[blk].ctypes.data,
+                        _tile_narrow(wi[blk].ctypes.data, pb, _LANES * 4, k, pc, ldc, bp[blk].ctypes.data,
                                min(MR, m - r0), cols, pr, ldr, in_registers, alpha)
             if act != in_registers:  # on the blocks' rows of the chunk, still in cache
                 for r in range(m0 * MR, min(m, m1 * MR)):
