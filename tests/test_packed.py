@@ -178,3 +178,20 @@ def test_a_layer_packs_its_weights_once_for_every_input_shape(kernel, channels, 
     # writes y itself) and once without (batch 3 and 2: tiles of several images, the bias added as
     # they are scattered)
     assert len(layer.plans) == 3 and len(layer.packed) == packs
+
+
+def test_the_vector_width_follows_the_host_and_names_its_own_cache():
+    """8 lanes (6×16 blocks) by default on AVX2, 16 (6×32) on AVX-512; NETSPEC_LANES=8 keeps 8 anywhere,
+    and the two widths never share a cache folder (their compiled kernels differ)."""
+    import os
+    import subprocess
+    import sys
+    from llvmlite import binding
+    from netspec.backends import cpu
+    wide = "+avx512f" in binding.get_host_cpu_features().flatten().split(",")
+    assert cpu.LANES == (16 if wide else 8) or os.environ.get("NETSPEC_LANES") == "8"
+    assert packed.NR == 2 * cpu.LANES and packed.MR == 6
+    probe = "from netspec.backends import cpu; print(cpu.LANES, cpu.DIGEST)"
+    lanes, digest = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "NETSPEC_LANES": "8"},
+                                   capture_output=True, text=True, check=True).stdout.split()
+    assert lanes == "8" and (digest != cpu.DIGEST) == (cpu.LANES == 16)
