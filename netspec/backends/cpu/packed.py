@@ -8,13 +8,15 @@ convolution's GEMM runs here, not in OpenBLAS's sgemm (`gemm`): against it, hot 
 - W is packed when the layer is prepared, not by sgemm on every call: blocks of MR rows, each
   K×MR (`pack`), which the micro-kernel reads as one sequential stream;
 - the micro-kernel (`_emit_tile`, LLVM IR: Numba's loops do not keep a register block) holds an
-  MR×NR block of C (6×16: 12 of AVX2's 16 vector registers) across the whole K loop, then adds
+  MR×NR block of C (6×16 on AVX2, 12 of its 16 vector registers; 6×32 on AVX-512, 12 of 32
+  registers twice as wide: `LANES`) across the whole K loop, then adds
   the bias and the residual, applies the activation in registers (ReLU, ReLU6, Leaky ReLU,
   SiLU: `_act.IR_ACTIVATIONS`, act_row's arithmetic in IR, so the same bits), and stores the
   block once;
 - X is read where it lies when few row blocks share each panel or K is short (packing it would
   cost more than it saves), else copied chunk by chunk into panels of NR columns that stay in
-  L2 (`_pack_chunk`); a last panel of 8 columns or fewer runs 8 wide (a 7×7 map: 49 = 3·16 + 1);
+  L2 (`_pack_chunk`); a last panel of LANES columns or fewer runs one vector wide (a 7×7 map on
+  AVX2: 49 = 3·16 + 1);
 - each thread takes a share of the panels, or where they do not share out evenly, of the row
   blocks; small products run on the calling thread.
 
