@@ -55,8 +55,6 @@ _TANH_MAX = _F(9.0)  # tanh(9) = 1 − 3e−8 rounds to 1 in float32
 
 # --- the activations in LLVM IR ------------------------------------------------------------------
 # Each maps a float32 vector v of LANES lanes (and alpha, a vector) to act(v).
-
-
 _LANES = LANES  # (8, or 16 on AVX-512: the package's `_host_lanes`)
 
 

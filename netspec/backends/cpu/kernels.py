@@ -320,35 +320,42 @@ _GEMM_USERS = frozenset({"conv2d", "fused_conv2d", "conv_transpose2d", "linear",
                          "squeeze_excitation"})
 
 
-def _conv_cases(paths) -> set[str]:
-    return {repr((name, ({"activation": "relu", **attrs} if name == "fused_conv2d" else attrs), shapes, modes))
-            for name in ("conv2d", "fused_conv2d") for path in paths for attrs, shapes, modes in _CONV_PATHS[path][0]}
-
-
-_GEMM_CASES = _conv_cases(("gemm", "wide gemm"))
-_NO_GEMM_CASES = _conv_cases(("implicit", "depthwise", "wide depthwise"))  # (the micro-kernel inlined, no call)
+def _path_of(name: str, case: Case) -> str | None:
+    """The path of an op with paths (`_PATHS`) that a warm-up case belongs to; None for other ops."""
+    if name not in _PATHS:
+        return None
+    attrs = {k: v for k, v in case[0].items() if not (name == "fused_conv2d" and k == "activation")}
+    for path, (cases, _) in _PATHS[name][0].items():
+        if (attrs, *case[1:]) in cases or case in cases:
+            return path
+    return None
 
 
 def _case_seconds(name: str, case: Case) -> float:
     """A case's expected cold seconds: its path's (or op's) share, the shared code not counted."""
+    path = _path_of(name, case)
+    if path is not None:
+        cases, seconds = _PATHS[name][0][path]
+        return seconds / len(cases)
     if name in _PATHS:
-        attrs = {k: v for k, v in case[0].items() if not (name == "fused_conv2d" and k == "activation")}
-        for cases, seconds in _PATHS[name][0].values():
-            if (attrs, *case[1:]) in cases or case in cases:
-                return seconds / len(cases)
         return 1.0
     return COMPILE_SECONDS.get(name, 1.0) / len(_WARM_CASES.get(name, [None]))
 
 
+_CONVOLUTIONS = ("conv2d", "fused_conv2d")
+_GEMM_PATHS = ("gemm", "wide gemm")  # the convolutions' paths that compile the GEMMs
+_NO_GEMM_PATHS = ("implicit", "depthwise", "wide depthwise")  # (the micro-kernel inlined, no call)
+
+
 def _waits_for_gemms(name: str, case: Case) -> bool:
-    return name in _GEMM_USERS and repr((name, *case)) not in _NO_GEMM_CASES
+    return name in _GEMM_USERS and not (name in _CONVOLUTIONS and _path_of(name, case) in _NO_GEMM_PATHS)
 
 
 def _gemm_prefix(units: list[tuple[str, tuple]]) -> int:
-    """How many of the first units compile the GEMMs (`_GEMM_CASES`): none where the first op's
-    cases do not start with them, then the first op's count."""
+    """How many of the first units compile the GEMMs (the convolutions' `_GEMM_PATHS`): none where
+    the first op's cases do not start with them, then the first op's count."""
     count = 0
-    while count < len(units) and repr((units[count][0], *units[count][1])) in _GEMM_CASES:
+    while count < len(units) and units[count][0] in _CONVOLUTIONS and _path_of(*units[count]) in _GEMM_PATHS:
         count += 1
     if count or not units:
         return count

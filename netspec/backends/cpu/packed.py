@@ -365,11 +365,10 @@ class Packed:
         self.m, self.k = stack.shape[1:]
         # (each W packed in its place in one array, not stacked: np.stack's copy of Winograd's 16 or
         # 36 packed weights was 0.7 s of YOLOv1's first run)
-        self.wp = np.empty((len(stack), -(-self.m // MR), self.k, MR), np.float32)
+        wp = np.empty((len(stack), -(-self.m // MR), self.k, MR), np.float32)
         for i, wi in enumerate(stack):
-            _, bp = pack(wi, bias, self.wp[i])
-        self.bp = constant(bp)
-        self.wp = constant(self.wp)
+            _, bp = pack(wi, bias, wp[i])
+        self.wp, self.bp = constant(wp), constant(bp)
 
     def plan(self, p: int, n: int, *, residual: bool, act: int, alpha: float, threads: int):
         """A function run(x, c, res=None, wp=None) → c: c[i] = act(W[i % A] · x[i] + bias (+ res[i])) for

@@ -289,7 +289,7 @@ def _max_columns(src, w_, wo, kw, pw, dst):
 @njit(cache=True, fastmath=False)
 def _max_s2_run(x, kh, kw, ph, pw, h_, w_, ho, wo, y, v):
     """`_maxpool_s2` over a run of whole planes: x (planes·h·w), y (planes·ho·wo), scratch v. Windows
-    3 high: rows first (into v: planes·ho·2wo), then columns, on half the rows (GoogLeNet's pools:
+    3 high: rows first (into v: planes·ho·w), then columns, on half the rows (GoogLeNet's pools:
     0.76–0.92× the time); 2 high (no overlap): columns first (into v: planes·h·wo), then rows (2×2
     pools of 224² planes took 1.3–1.5× the time rows first, from L3)."""
     planes = x.shape[0] // (h_ * w_)
