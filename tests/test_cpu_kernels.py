@@ -671,7 +671,8 @@ def test_winograd_3x3_matches_reference(c, o, h, w, batch, pads, bias, seed):
     params = {"weight": (rng.standard_normal((o, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)}
     if bias:
         params["bias"] = rng.standard_normal(o).astype(np.float32)
-    with mock.patch.object(implicit, "MAX_TAPS", 0), mock.patch.object(winograd, "plan", wraps=winograd.plan) as spy:
+    with mock.patch.object(implicit, "MAX_TAPS", 0), mock.patch.object(implicit, "WIDE_ROWS", 10**6), \
+            mock.patch.object(winograd, "plan", wraps=winograd.plan) as spy:
         got = KERNELS["conv2d"](a, [x], params, RunContext())
     assert spy.called
     want = op.reference(a, [x], params, RunContext())
@@ -683,7 +684,7 @@ def test_winograd_3x3_matches_reference(c, o, h, w, batch, pads, bias, seed):
 def implicit_gemm_case(draw):
     """A fused conv2d the implicit GEMM takes (backends/cpu/implicit.py): groups 1, not a plain 1×1,
     an activation of the micro-kernel's or one act_row applies after it; maps up to 40 wide (several tiles a row, a last one of
-    8 lanes or fewer), outputs up to 26 channels (5 row blocks: split between 2 threads),
+    8 lanes or fewer), outputs up to 26 channels (4 or 5 row blocks: split between 2 threads),
     'same' padding of even kernels (more at the bottom and right)."""
     c, out = draw(st.integers(1, 12)), draw(st.integers(1, 26))
     kernel = draw(pair(1, 7))
@@ -706,15 +707,17 @@ def implicit_gemm_case(draw):
 
 @pytest.mark.parametrize("path", ["implicit", "im2col"])
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(case=implicit_gemm_case(), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
-def test_implicit_gemm_and_im2col_match_reference(path, case, threads, seed):
+@given(case=implicit_gemm_case(), threads=st.sampled_from([1, 2]), k_slice=st.sampled_from([256, 7]),
+       seed=st.integers(0, 2**32 - 1))
+def test_implicit_gemm_and_im2col_match_reference(path, case, threads, k_slice, seed):
     """The same convolutions through the implicit GEMM (its taps read from the padded input through
     offsets) and, with it switched off, through im2col + the packed GEMM: strides, dilations,
     padding (asymmetric too), batches, residuals, the in-register activations and others (act_row
-    on each output row, after the residual), one and two threads."""
+    on each output row, after the residual), one and two threads, the taps in one slice or in
+    slices of 7 (`packed._K_SLICE`: the sums carried through C between them)."""
     from unittest import mock
 
-    from netspec.backends.cpu import conv, implicit
+    from netspec.backends.cpu import conv, implicit, packed
     from netspec.threads import set_threads
     attrs, shapes = case
     op = ops.get("fused_conv2d")
@@ -724,7 +727,9 @@ def test_implicit_gemm_and_im2col_match_reference(path, case, threads, seed):
     assume(conv._live_taps(a, shapes[0][2], shapes[0][3], out.h, out.w) is None)
     module, name = (implicit, "plan") if path == "implicit" else (conv, "_plan_im2col")
     with mock.patch.object(implicit, "MAX_TAPS", 10**6 if path == "implicit" else 0), \
-            mock.patch.object(module, name, wraps=getattr(module, name)) as spy, set_threads(threads):
+            mock.patch.object(implicit, "WIDE_ROWS", 0 if path == "implicit" else 10**6), \
+            mock.patch.object(module, name, wraps=getattr(module, name)) as spy, set_threads(threads), \
+            mock.patch.object(packed, "_K_SLICE", k_slice):
         check_against_reference("fused_conv2d", attrs, shapes, seed, 1.0)
     assert spy.called
 
@@ -733,15 +738,16 @@ def test_implicit_gemm_takes_stems_and_small_layers():
     from netspec.backends.cpu import implicit, winograd
     from netspec.backends.cpu._act import ELU, RELU
     attrs = ops.get("conv2d").attrs.model_validate
-    assert implicit.applies(attrs({"out": 64, "kernel": 7, "stride": 2, "padding": 3}), 3, RELU, None)  # ResNet's stem
-    assert implicit.applies(attrs({"out": 64, "kernel": 11, "stride": 4, "padding": 2}), 3, RELU, None)  # AlexNet's
-    assert not implicit.applies(attrs({"out": 64, "kernel": 3, "stride": 2}), 64, RELU, None)  # K = 576
-    assert implicit.applies(attrs({"out": 8, "kernel": 3}), 3, ELU, None)  # act_row after the micro-kernel
-    assert not implicit.applies(attrs({"out": 8, "kernel": 3, "groups": 3}), 3, RELU, None)
+    assert implicit.applies(attrs({"out": 64, "kernel": 7, "stride": 2, "padding": 3}), 3, RELU, None, 112)  # ResNet's stem
+    assert implicit.applies(attrs({"out": 64, "kernel": 11, "stride": 4, "padding": 2}), 3, RELU, None, 55)  # AlexNet's
+    assert not implicit.applies(attrs({"out": 64, "kernel": 3, "stride": 2}), 64, RELU, None, 14)  # K = 576 on 14-wide rows
+    assert implicit.applies(attrs({"out": 128, "kernel": 3, "stride": 2}), 64, RELU, None, 28)  # ... on 28-wide rows
+    assert implicit.applies(attrs({"out": 8, "kernel": 3}), 3, ELU, None, 8)  # act_row after the micro-kernel
+    assert not implicit.applies(attrs({"out": 8, "kernel": 3, "groups": 3}), 3, RELU, None, 8)
     small = attrs({"out": 48, "kernel": 3, "padding": 1})  # GoogLeNet's 16 → 48 on 14²: Winograd gives it up
-    assert implicit.applies(small, 16, RELU, winograd.tiles(1, 14, 14))
+    assert implicit.applies(small, 16, RELU, winograd.tiles(1, 14, 14), 14)
     wide = attrs({"out": 96, "kernel": 3, "padding": 1})  # its 32 → 96 on 28²: Winograd keeps it
-    assert not implicit.applies(wide, 32, RELU, winograd.tiles(1, 28, 28))
+    assert not implicit.applies(wide, 32, RELU, winograd.tiles(1, 28, 28), 28)
 
 
 def test_winograd_keeps_small_maps_and_other_convolutions_on_im2col():
@@ -791,7 +797,8 @@ def test_a_weight_changed_in_place_changes_the_next_train_mode_convolution():
     attrs = ops.get("conv2d").attrs.model_validate({"out": 16, "kernel": 3, "padding": 1, "bias": False})
     x = rng.standard_normal((4, 16, 16, 16)).astype(np.float32)
     params = {"weight": rng.standard_normal((16, 16, 3, 3)).astype(np.float32)}
-    with mock.patch.object(implicit, "MAX_TAPS", 0), mock.patch.object(winograd, "plan", wraps=winograd.plan) as spy:
+    with mock.patch.object(implicit, "MAX_TAPS", 0), mock.patch.object(implicit, "WIDE_ROWS", 10**6), \
+            mock.patch.object(winograd, "plan", wraps=winograd.plan) as spy:
         first = KERNELS["conv2d"](attrs, [x], params, RunContext())
         params["weight"] *= -1
         second = KERNELS["conv2d"](attrs, [x], params, RunContext())

@@ -36,7 +36,9 @@ def packed_case(draw):
                 alpha=ALPHA.get(act, 0.0), threads=draw(st.sampled_from([1, 2])),
                 parallel_min=draw(st.sampled_from([packed._PARALLEL_MIN, 0])),
                 # 0: every product counts as wide, and runs on OpenBLAS with the weights unpacked
-                max_columns=draw(st.sampled_from([packed._MAX_COLUMNS, packed._MAX_COLUMNS, 0])))
+                max_columns=draw(st.sampled_from([packed._MAX_COLUMNS, packed._MAX_COLUMNS, 0])),
+                # K in one slice, or in slices of 5: the sums carried through C from one to the next
+                k_slice=draw(st.sampled_from([packed._K_SLICE, 5])))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -45,7 +47,7 @@ def test_packed_product_matches_float64_reference(case, seed):
     """Any M, K, N (edges of the blocks and panels included), stacks of weights, with and without a
     residual, every activation, one or two threads, the packed kernel or (wide products) OpenBLAS
     on the weights unpacked: c agrees with a float64 numpy reference, and
-    every element of c is written."""
+    every element of c is written; K in one slice or several."""
     rng = np.random.default_rng(seed)
     p, m, k, n = case["p"], case["m"], case["k"], case["n"]
     w = rng.uniform(-1, 1, (case["a_count"], m, k)).astype(np.float32)
@@ -53,13 +55,13 @@ def test_packed_product_matches_float64_reference(case, seed):
     x = rng.uniform(-1, 1, (p, k, n)).astype(np.float32)
     residual = rng.uniform(-1, 1, (p, m, n)).astype(np.float32) if case["residual"] else None
     c = np.full((p, m, n), np.nan, np.float32)
-    saved = packed._PARALLEL_MIN, packed._MAX_COLUMNS
-    packed._PARALLEL_MIN, packed._MAX_COLUMNS = case["parallel_min"], case["max_columns"]
+    saved = packed._PARALLEL_MIN, packed._MAX_COLUMNS, packed._K_SLICE
+    packed._PARALLEL_MIN, packed._MAX_COLUMNS, packed._K_SLICE = case["parallel_min"], case["max_columns"], case["k_slice"]
     try:
         run = packed.Packed(w if case["a_count"] > 1 else w[0], bias).plan(
             p, n, residual=residual is not None, act=case["act"], alpha=case["alpha"], threads=case["threads"])
     finally:
-        packed._PARALLEL_MIN, packed._MAX_COLUMNS = saved
+        packed._PARALLEL_MIN, packed._MAX_COLUMNS, packed._K_SLICE = saved
     assert run(x, c, residual) is c
     want, mag = reference(w, x, bias=bias[None], residual=residual, act=case["act"], alpha=case["alpha"])
     assert_close_to_reference(c, want, mag)
@@ -116,14 +118,15 @@ def test_activations_in_registers_give_act_rows_bits(act, m, k, n):
 
 def test_packing_pads_with_zeros_and_keeps_every_weight():
     """pack: blocks of MR rows, each K×MR, the rows past M zero, the bias likewise."""
-    w = np.arange(1, 8 * 3 + 1, dtype=np.float32).reshape(8, 3)
-    bias = np.arange(1, 9, dtype=np.float32)
+    mr = packed.MR
+    w = np.arange(1, (mr + 2) * 3 + 1, dtype=np.float32).reshape(mr + 2, 3)
+    bias = np.arange(1, mr + 3, dtype=np.float32)
     wp, bp = packed.pack(w, bias)
-    assert wp.shape == (2, 3, packed.MR) and bp.shape == (2, packed.MR)
-    np.testing.assert_array_equal(wp[0], w[:6].T)
-    np.testing.assert_array_equal(wp[1, :, :2], w[6:].T)
+    assert wp.shape == (2, 3, mr) and bp.shape == (2, mr)
+    np.testing.assert_array_equal(wp[0], w[:mr].T)
+    np.testing.assert_array_equal(wp[1, :, :2], w[mr:].T)
     assert not wp[1, :, 2:].any() and not bp[1, 2:].any()
-    np.testing.assert_array_equal(bp.ravel()[:8], bias)
+    np.testing.assert_array_equal(bp.ravel()[:mr + 2], bias)
 
 
 def test_gated_weights_scale_each_input_per_image():
@@ -181,7 +184,7 @@ def test_a_layer_packs_its_weights_once_for_every_input_shape(kernel, channels, 
 
 
 def test_the_vector_width_follows_the_host_and_names_its_own_cache():
-    """8 lanes (6×16 blocks) by default on AVX2, 16 (6×32) on AVX-512; NETSPEC_LANES=8 keeps 8 anywhere,
+    """8 lanes (6×16 blocks) by default on AVX2, 16 (8×32) on AVX-512; NETSPEC_LANES=8 keeps 8 anywhere,
     and the two widths never share a cache folder (their compiled kernels differ)."""
     import os
     import subprocess
@@ -190,7 +193,7 @@ def test_the_vector_width_follows_the_host_and_names_its_own_cache():
     from netspec.backends import cpu
     wide = "+avx512f" in binding.get_host_cpu_features().flatten().split(",")
     assert cpu.LANES == (16 if wide else 8) or os.environ.get("NETSPEC_LANES") == "8"
-    assert packed.NR == 2 * cpu.LANES and packed.MR == 6
+    assert packed.NR == 2 * cpu.LANES and packed.MR == (8 if cpu.LANES == 16 else 6)
     probe = "from netspec.backends import cpu; print(cpu.LANES, cpu.DIGEST)"
     lanes, digest = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "NETSPEC_LANES": "8"},
                                    capture_output=True, text=True, check=True).stdout.split()

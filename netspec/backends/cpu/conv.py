@@ -250,7 +250,7 @@ def _plan(attrs, shape, threads, w, bias, has_bias, act, alpha, residual, packs=
     pointwise = kh == kw == 1 and pt == pl == pb == pr == 0 and not is_depthwise
     tiles = winograd.tiles(n, ho, wo)
     wino_tiles = tiles if winograd.applies(attrs, c, o, tiles) and winograd.fills_tiles(ho, wo) else None
-    if not (is_depthwise or pointwise) and implicit.applies(attrs, c, act, wino_tiles):
+    if not (is_depthwise or pointwise) and implicit.applies(attrs, c, act, wino_tiles, wo):
         if "implicit" not in packs:
             packs["implicit"] = packed.Packed(w.reshape(o, -1), bias)
         convolve = implicit.plan(shape, ((kh, kw), (sh, sw), (dh, dw), (pt, pl)), (ho, wo), packs["implicit"], act,
@@ -338,7 +338,7 @@ def paths(attrs, dims: tuple[int, ...]) -> set[str]:
     act = activation_code(getattr(attrs, "activation", None))
     by_winograd = winograd.applies(attrs, c, attrs.out, winograd.MIN_TILES)  # at a batch with tiles enough
     every_batch = (dh, dw) != (1, 1) or _live_taps(attrs, h, w, ho, wo) is None  # (no smaller kernel instead)
-    if implicit.applies(attrs, c, act, None) and not (by_winograd or pointwise) and every_batch and \
+    if implicit.applies(attrs, c, act, None, wo) and not (by_winograd or pointwise) and every_batch and \
             taken == {"gemm"}:
         return {"implicit"}  # at every batch (LeNet-5's): not the packed GEMM, nor its residual pass
     if 8 * ho * wo > packed._MAX_COLUMNS:  # a product over 8 images' columns (im2col, Winograd) may be wide
@@ -346,10 +346,10 @@ def paths(attrs, dims: tuple[int, ...]) -> set[str]:
     if pointwise:  # the GEMM adds the residual
         return (taken | ({"grouped gemm"} if attrs.groups > 1 else set())
                 | ({"strided pointwise"} if (sh, sw) != (1, 1) else set()))
-    taken.add("implicit" if implicit.applies(attrs, c, act, None) else "im2col")
+    taken.add("implicit" if implicit.applies(attrs, c, act, None, wo) else "im2col")
     if by_winograd:
         taken.add("winograd")
-    if residual and not implicit.applies(attrs, c, act, 1 << 30 if by_winograd else None):
+    if residual and not implicit.applies(attrs, c, act, 1 << 30 if by_winograd else None, wo):
         taken.add("residual")  # unless the implicit GEMM takes the layer at every batch (it adds the residual)
     return taken
 

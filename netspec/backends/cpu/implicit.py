@@ -33,19 +33,24 @@ MAX_TAPS = 432
 # Except where Winograd (2.25× fewer multiplications) has many tiles to run on and the channels to
 # amortise its transforms: GoogLeNet's 32 → 96, 28² (K = 288, 196 tiles) took 1.01–1.10× its time.
 WINOGRAD_KEEPS = (144, 196)  # more taps than this, and at least this many tiles
+# Output rows at least this wide take this path at any K (where Winograd does not): their tiles are
+# 7/8 full or more, and the taps are taken in slices that stay in L1 (`packed._K_SLICE`). Against
+# im2col, in-process A/B, 2 threads, batch 1: ResNet's 3×3 stride-2 layers 64 → 128 and 128 → 128
+# on 56² inputs (K = 576, 1152) 0.87× and 0.81× the time; 28-wide rows, but not 14 (0.97×) or 7 (1.8×).
+WIDE_ROWS = 28
 _NO_RES = np.zeros(1, np.float32)
 
 
-def applies(attrs, c: int, act: int, winograd_tiles: int | None) -> bool:
+def applies(attrs, c: int, act: int, winograd_tiles: int | None, wo: int) -> bool:
     """Whether a conv2d (not depthwise or 1×1: caller's check) runs as an implicit GEMM: one group,
-    few taps. winograd_tiles: None where Winograd does not apply, else its tile count. (`act`:
-    any activation; the micro-kernel applies those of `packed.APPLIED_IN_REGISTERS`, act_row
-    the others on each output row while it is in cache.)"""
+    few taps or wide output rows (wo). winograd_tiles: None where Winograd does not apply, else its
+    tile count. (`act`: any activation; the micro-kernel applies those of
+    `packed.APPLIED_IN_REGISTERS`, act_row the others on each output row while it is in cache.)"""
     kh, kw = attrs.kernel
     taps = c * kh * kw
     if winograd_tiles is not None and taps > WINOGRAD_KEEPS[0] and winograd_tiles >= WINOGRAD_KEEPS[1]:
         return False
-    return attrs.groups == 1 and taps <= MAX_TAPS
+    return attrs.groups == 1 and (taps <= MAX_TAPS or wo >= WIDE_ROWS)
 
 
 def plan(shape, window, out, weights: packed.Packed, act: int, alpha: float, threads: int):
@@ -65,18 +70,19 @@ def plan(shape, window, out, weights: packed.Packed, act: int, alpha: float, thr
     blocks = weights.wp.shape[1]
     split_rows = packed.split_row_blocks(lines, blocks, threads)  # else the output rows
     alpha32 = np.float32(alpha)
+    slices = packed.k_slices(len(offsets))
 
     def run(x, res, out):
         y = output(out, (n, weights.m, ho, wo))
         xq = scratch("implicit", n * c * sw * hp * wq).reshape(n, c, sw, hp, wq)
         _convolve(x, xq, sh, sw, pt, pl, weights.wp[0], weights.bp, weights.m, offsets, y,
-                  _NO_RES if res is None else res.reshape(-1), res is not None, act, alpha32, threads, split_rows)
+                  _NO_RES if res is None else res.reshape(-1), res is not None, act, alpha32, threads, split_rows, slices)
         return y
     return run
 
 
 @njit(cache=True, fastmath=FMA, parallel=True)
-def _convolve(x, xq, sh, sw, pt, pl, wp, bp, m, offsets, y, res, has_res, act, alpha, threads, split_rows):
+def _convolve(x, xq, sh, sw, pt, pl, wp, bp, m, offsets, y, res, has_res, act, alpha, threads, split_rows, slices):
     """y = act(W ∗ x + bias (+ res)): first xq[n, c, f, r, q] = x[n, c, r − pt, q·sw + f − pl] (zero
     outside x), then on each thread its output rows (or row blocks), tile by tile: for each tile
     of NR pixels, every row block of weights (wp: blocks×K×MR, bp: blocks×MR) over the tile's taps."""
@@ -124,6 +130,7 @@ def _convolve(x, xq, sh, sw, pt, pl, wp, bp, m, offsets, y, res, has_res, act, a
     ldc = 4 * p
     in_registers = act if packed.APPLIED_IN_REGISTERS[act] else NONE
     plane_bytes = 4 * c_ * sw_ * hp * wq
+    zero_bias = np.zeros(packed.MR, np.float32)
     for t in prange(threads):
         l0, l1, b0, b1 = lines * t // threads, lines * (t + 1) // threads, 0, blocks
         if split_rows:
@@ -135,18 +142,22 @@ def _convolve(x, xq, sh, sw, pt, pl, wp, bp, m, offsets, y, res, has_res, act, a
             corner = 4 * (n * o * p + oh * wo)  # of output row oh, channel 0, in y and res
             for ow0 in range(0, wo, packed.NR):
                 cols = min(packed.NR, wo - ow0)
-                for blk in range(b0, b1):
-                    r0 = blk * packed.MR
-                    at = corner + 4 * (r0 * p + ow0)
-                    pr = res.ctypes.data + at if has_res else 0
-                    if cols > packed._LANES:
-                        packed._gather_wide(wp[blk].ctypes.data, taps + 4 * ow0, offsets.ctypes.data, k,
-                                         y.ctypes.data + at, ldc, bp[blk].ctypes.data, min(packed.MR, m - r0),
-                                         cols, pr, ldc, in_registers, alpha)
-                    else:
-                        packed._gather_narrow(wp[blk].ctypes.data, taps + 4 * ow0, offsets.ctypes.data, k,
-                                        y.ctypes.data + at, ldc, bp[blk].ctypes.data, min(packed.MR, m - r0),
-                                        cols, pr, ldc, in_registers, alpha)
+                for s in range(slices):  # a slice of the taps at a time: its rows of the tile stay in L1
+                    k0, k1 = k * s // slices, k * (s + 1) // slices
+                    last_slice = s == slices - 1
+                    for blk in range(b0, b1):
+                        r0 = blk * packed.MR
+                        at = corner + 4 * (r0 * p + ow0)
+                        pr = res.ctypes.data + at if has_res and last_slice else 0
+                        tile_args = (wp[blk].ctypes.data + 4 * packed.MR * k0, taps + 4 * ow0,
+                                     offsets.ctypes.data + 8 * k0, k1 - k0, k0, y.ctypes.data + at, ldc,
+                                     bp[blk].ctypes.data if last_slice else zero_bias.ctypes.data,
+                                     min(packed.MR, m - r0), cols, pr, ldc, in_registers if last_slice else NONE,
+                                     alpha)
+                        if cols > packed._LANES:
+                            packed._gather_wide(*tile_args)
+                        else:
+                            packed._gather_narrow(*tile_args)
             if act != in_registers:  # the output row, every channel of this thread's, still in cache
                 for r in range(b0 * packed.MR, min(o, b1 * packed.MR)):
                     row = y[n, r, oh]

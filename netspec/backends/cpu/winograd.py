@@ -46,87 +46,115 @@ def _input_transform(x, pt, pl, th, tw, v):
     (n·th + ty)·tw + tx) of channel c; the patch of tile (ty, tx) starts at input (2ty − pt, 2tx − pl),
     outside the input it is zero. Parallel over (image, channel) planes.
 
-    Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]."""
+    Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]. d·B is worked out once per
+    padded input row (a row is in two tile rows' patches), from the row split into its even and
+    odd columns; then Bᵀ·(d·B) for a whole plane's tiles at once, one long loop per output. Every
+    loop runs over contiguous arrays, and the long ones vectorise fully: with the columns read two
+    apart, and loops a tile row long (LLVM's vector loop wants 32 iterations or more), this ran
+    scalar, and ResNet-18's 56² layer spent 0.54 ms here, 1.2× its 16 products."""
     n_, c_, h_, w_ = x.shape
     wp = 2 * tw + 2
     for idx in prange(n_ * c_):
         n = idx // c_
         c = idx - n * c_
         xc = x[n, c]
-        rows = np.zeros((4, wp), np.float32)  # the patch rows of one row of tiles, zero-padded
-        u = np.empty((4, 4, tw), np.float32)  # d·B for each patch row
-        for ty in range(th):
-            for r in range(4):
-                ih = 2 * ty - pt + r
-                row = rows[r]
-                for q in range(wp):
-                    row[q] = 0.0
-                if 0 <= ih < h_:
-                    lo, hi = max(0, -pl), min(w_, wp - pl)  # input columns inside the padded row
-                    if hi > lo:
-                        d = row[lo + pl:hi + pl]
-                        s = xc[ih, lo:hi]
-                        for q in range(hi - lo):
-                            d[q] = s[q]
-                # columns: (d·B)[j] for every tile of the row, from columns 2tx .. 2tx + 3
-                a0, a1, a2, a3 = row[0:2 * tw:2], row[1:2 * tw + 1:2], row[2:2 * tw + 2:2], row[3:2 * tw + 2:2]
-                u0, u1, u2, u3 = u[r, 0], u[r, 1], u[r, 2], u[r, 3]
-                for k in range(tw):
-                    u0[k] = a0[k] - a2[k]
-                    u1[k] = a1[k] + a2[k]
-                    u2[k] = a2[k] - a1[k]
-                    u3[k] = a1[k] - a3[k]
-            base = (n * th + ty) * tw
-            for j in range(4):  # rows: Bᵀ·(d·B)
-                r0, r1, r2, r3 = u[0, j], u[1, j], u[2, j], u[3, j]
-                v0 = v[j, c, base:base + tw]
-                v1 = v[4 + j, c, base:base + tw]
-                v2 = v[8 + j, c, base:base + tw]
-                v3 = v[12 + j, c, base:base + tw]
-                for k in range(tw):
-                    v0[k] = r0[k] - r2[k]
-                    v1[k] = r1[k] + r2[k]
-                    v2[k] = r2[k] - r1[k]
-                    v3[k] = r1[k] - r3[k]
+        row = np.zeros(wp, np.float32)  # one padded input row
+        split = np.empty(wp, np.float32)  # its even columns, then its odd ones (tw + 1 each)
+        # d·B of every padded row, (d·B)[j] for each tile column, the even rows and the odd ones apart
+        db = np.empty((2, 4, th + 1, tw), np.float32)
+        lo, hi = max(0, -pl), min(w_, wp - pl)  # input columns inside the padded row
+        for r in range(2 * th + 2):
+            ih = r - pt
+            u = db[r % 2, :, r // 2]
+            if ih < 0 or ih >= h_ or hi <= lo:
+                u[:] = 0.0
+                continue
+            d = row[lo + pl:hi + pl]
+            s = xc[ih, lo:hi]
+            for q in range(hi - lo):
+                d[q] = s[q]
+            _split_even_odd(row, split, tw + 1)
+            # columns 2tx, 2tx + 1, 2tx + 2, 2tx + 3 of every tile
+            _by_bt(split[0:tw], split[tw + 1:2 * tw + 1], split[1:tw + 1], split[tw + 2:2 * tw + 2],
+                   u[0], u[1], u[2], u[3])
+        tiles = th * tw
+        base = n * tiles
+        for j in range(4):  # rows: Bᵀ·(d·B), patch rows 2ty .. 2ty + 3 of every tile row at once
+            even, odd = db[0, j].reshape(-1), db[1, j].reshape(-1)
+            _by_bt(even[0:tiles], odd[0:tiles], even[tw:tw + tiles], odd[tw:tw + tiles], v[j, c, base:base + tiles],
+                   v[4 + j, c, base:base + tiles], v[8 + j, c, base:base + tiles], v[12 + j, c, base:base + tiles])
+
+
+@njit(cache=True, fastmath=FMA, inline="always")
+def _by_bt(a0, a1, a2, a3, u0, u1, u2, u3):
+    """(u0, u1, u2, u3) = Bᵀ·(a0, a1, a2, a3), element by element: both of the transform's passes."""
+    for k in range(u0.shape[0]):
+        u0[k] = a0[k] - a2[k]
+        u1[k] = a1[k] + a2[k]
+        u2[k] = a2[k] - a1[k]
+        u3[k] = a1[k] - a3[k]
+
+
+@njit(cache=True, fastmath=FMA, inline="always")
+def _split_even_odd(row, out, half):
+    """out[k] = row[2k], out[half + k] = row[2k + 1] for k < half (row: 2·half values), in one pass
+    that reads the row in order. Unsigned indices: Numba then leaves out its negative-index test,
+    and LLVM vectorises the loop."""
+    e, o = out[0:half], out[half:2 * half]
+    for k in range(half):
+        ku = np.uint64(k)
+        e[ku] = row[np.uint64(2) * ku]
+        o[ku] = row[np.uint64(2) * ku + np.uint64(1)]
 
 
 @njit(cache=True, fastmath=FMA, parallel=True)
 def _output_transform(m, th, tw, bias, has_bias, act, alpha, y):
     """y[n, o, 2ty + a, 2tx + b] = (Aᵀ M A)[a, b] (+ bias, activation) from M: 16×O×T, dropping the
-    tile rows and columns past an odd output edge. Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]."""
+    tile rows and columns past an odd output edge. Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]. Both
+    passes over a whole plane's tiles at once (long loops, which vectorise), then each output row
+    made from its tiles' two columns."""
     n_, o_, ho, wo = y.shape
+    tiles = th * tw
     for idx in prange(n_ * o_):
         n = idx // o_
         o = idx - n * o_
-        s = np.empty((2, 4, tw), np.float32)  # Aᵀ·M for one row of tiles
-        out = np.empty((2, 2 * tw), np.float32)  # the two output rows it makes
+        base = n * tiles
+        s = np.empty((2, 4, tiles), np.float32)  # Aᵀ·M: for output row a of each tile, its 4 columns
+        for j in range(4):
+            _by_at(m[j, o, base:base + tiles], m[4 + j, o, base:base + tiles], m[8 + j, o, base:base + tiles],
+                   m[12 + j, o, base:base + tiles], s[0, j], s[1, j])
+        cols = np.empty((2, 2, tiles), np.float32)  # (Aᵀ·M)·A: output row a, column b of each tile
+        for a in range(2):
+            _by_at(s[a, 0], s[a, 1], s[a, 2], s[a, 3], cols[a, 0], cols[a, 1])
+        row = np.empty(2 * tw, np.float32)
         yo = y[n, o]
-        for ty in range(th):
-            base = (n * th + ty) * tw
-            for j in range(4):
-                m0 = m[j, o, base:base + tw]
-                m1 = m[4 + j, o, base:base + tw]
-                m2 = m[8 + j, o, base:base + tw]
-                m3 = m[12 + j, o, base:base + tw]
-                s0, s1 = s[0, j], s[1, j]
-                for k in range(tw):
-                    s0[k] = m0[k] + m1[k] + m2[k]
-                    s1[k] = m1[k] - m2[k] - m3[k]
-            for a in range(2):
-                t0, t1, t2, t3 = s[a, 0], s[a, 1], s[a, 2], s[a, 3]
-                even, odd = out[a, 0:2 * tw:2], out[a, 1:2 * tw:2]
-                for k in range(tw):
-                    even[k] = t0[k] + t1[k] + t2[k]
-                    odd[k] = t1[k] - t2[k] - t3[k]
-                oh = 2 * ty + a
-                if oh < ho:
-                    if has_bias or act != NONE:
-                        act_row(out[a, :wo], yo[oh], bias[o], has_bias, act, alpha)
-                    else:
-                        dst = yo[oh]
-                        src = out[a]
-                        for q in range(wo):
-                            dst[q] = src[q]
+        for oh in range(ho):
+            ty, a = oh // 2, oh % 2
+            _merge_even_odd(cols[a, 0, ty * tw:(ty + 1) * tw], cols[a, 1, ty * tw:(ty + 1) * tw], row)
+            if has_bias or act != NONE:
+                act_row(row[:wo], yo[oh], bias[o], has_bias, act, alpha)
+            else:
+                dst = yo[oh]
+                for q in range(wo):
+                    dst[q] = row[q]
+
+
+@njit(cache=True, fastmath=FMA, inline="always")
+def _by_at(m0, m1, m2, m3, s0, s1):
+    """(s0, s1) = Aᵀ·(m0, m1, m2, m3), element by element: both of the output transform's passes."""
+    for k in range(s0.shape[0]):
+        s0[k] = m0[k] + m1[k] + m2[k]
+        s1[k] = m1[k] - m2[k] - m3[k]
+
+
+@njit(cache=True, fastmath=FMA, inline="always")
+def _merge_even_odd(even, odd, out):
+    """out[2k] = even[k], out[2k + 1] = odd[k]: one pass writing out in order (unsigned indices, as
+    `_split_even_odd`)."""
+    for k in range(even.shape[0]):
+        ku = np.uint64(k)
+        out[np.uint64(2) * ku] = even[ku]
+        out[np.uint64(2) * ku + np.uint64(1)] = odd[ku]
 
 
 def applies(attrs, c: int, o: int, tiles: int) -> bool:
