@@ -294,10 +294,14 @@ def test_a_network_warms_the_paths_its_layers_may_take():
     assert alexnet["maxpool2d"] == kernels._MAXPOOL_PATHS["stride 2"][0]
 
     def has(cases, path):
-        return all({"activation": "relu", **a} in [c[0] for c in cases] for a, _, _ in kernels._CONV_PATHS[path][0])
-    assert has(lenet["fused_conv2d"], "implicit") and not has(lenet["fused_conv2d"], "im2col")
+        return all(({"activation": "relu", **a}, list(shapes)) in [(c[0], list(c[1])) for c in cases]
+                   for a, shapes, _ in kernels._CONV_PATHS[path][0])
+    # (LeNet-5's rows, 28 and 10 wide, are narrower than a tile: each plane is one run of tiles)
+    assert has(lenet["fused_conv2d"], "implicit flat") and not has(lenet["fused_conv2d"], "im2col")
+    assert not has(lenet["fused_conv2d"], "implicit") and has(alexnet["fused_conv2d"], "implicit")  # (its stem: 55 wide)
     assert not has(lenet["fused_conv2d"], "depthwise")
-    assert has(mobilenet["fused_conv2d"], "depthwise") and has(mobilenet["fused_conv2d"], "wide depthwise")
+    # (MobileNet's depthwise outputs are at most 112 wide: never the planes kernel for wider ones)
+    assert has(mobilenet["fused_conv2d"], "depthwise") and not has(mobilenet["fused_conv2d"], "wide depthwise")
     assert not has(mobilenet["fused_conv2d"], "winograd")
     for plan in (lenet, mobilenet, alexnet):
         for name, cases in plan.items():
@@ -416,3 +420,21 @@ def test_a_hung_second_process_is_stopped_and_its_cases_left_to_this_one(monkeyp
     assert second.finish() == [1]  # the case it had not given back: this process runs it
     assert time.perf_counter() - started < 10 and second.process.poll() is not None
     second.close()
+
+
+@pytest.mark.parametrize("path, module, function", [
+    ("implicit", "implicit", "_convolve"), ("implicit flat", "implicit", "_convolve_flat"),
+    ("im2col", "conv", "_im2col"), ("winograd", "winograd", "_input_transform"), ("residual", "gemm", "epilogue")])
+def test_each_convolution_path_is_warmed_by_a_case_that_takes_it(path, module, function):
+    """The warm-up compiles a path by running its cases (`kernels._CONV_PATHS`): each must reach the
+    path's kernel (a case the implicit GEMM took instead of im2col would leave im2col to compile
+    in the middle of a first run)."""
+    import importlib
+    from unittest import mock
+    target = importlib.import_module(f"netspec.backends.cpu.{module}")
+    cases = kernels._CONV_PATHS[path][0]
+    op = "fused_conv2d" if path in kernels._FUSED_ONLY else "conv2d"
+    for case in cases[:1]:  # (the first case of each: im2col's second is the grouped epilogue)
+        with mock.patch.object(target, function, wraps=getattr(target, function)) as spy:
+            kernels._warm_one(op, [case])
+        assert spy.called, (path, case)

@@ -728,10 +728,51 @@ def test_implicit_gemm_and_im2col_match_reference(path, case, threads, k_slice, 
     module, name = (implicit, "plan") if path == "implicit" else (conv, "_plan_im2col")
     with mock.patch.object(implicit, "MAX_TAPS", 10**6 if path == "implicit" else 0), \
             mock.patch.object(implicit, "WIDE_ROWS", 0 if path == "implicit" else 10**6), \
+            mock.patch.object(implicit, "flat", implicit.flat if path == "implicit" else lambda stride, wo: False), \
             mock.patch.object(module, name, wraps=getattr(module, name)) as spy, set_threads(threads), \
             mock.patch.object(packed, "_K_SLICE", k_slice):
         check_against_reference("fused_conv2d", attrs, shapes, seed, 1.0)
     assert spy.called
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(c=st.integers(1, 40), o=st.integers(1, 40), h=st.integers(1, 18), w=st.integers(1, 18),
+       kernel=st.tuples(st.integers(1, 5), st.integers(1, 5)), dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       batch=st.integers(1, 3), residual=st.booleans(), act=st.sampled_from([None, "relu", "silu", "tanh"]),
+       threads=st.sampled_from([1, 2]), k_slice=st.sampled_from([256, 7]), seed=st.integers(0, 2**32 - 1))
+def test_flat_implicit_gemm_gives_im2col_bits(c, o, h, w, kernel, dilation, batch, residual, act, threads, k_slice,
+                                              seed):
+    """Stride 1 on output rows narrower than a tile: the implicit GEMM runs each plane's outputs as
+    one run of tiles (`implicit._plan_flat`), with the positions past each row computed and
+    dropped. Its sums are im2col + packed GEMM's, in the same order: the same bits, with residuals,
+    activations (in registers, or after the residual), batches, any K (in slices), 'same'
+    padding."""
+    from unittest import mock
+
+    from netspec.backends.cpu import conv, implicit, packed
+    from netspec.backends.cpu._act import activation_code
+    kh, kw = kernel
+    attrs = ops.get("fused_conv2d").attrs.model_validate(
+        {"out": o, "kernel": [kh, kw], "dilation": list(dilation), "padding": "same", "activation": act,
+         "residual": residual})
+    assume((kh, kw) != (1, 1))
+    wo = w
+    assume(wo < packed.NR and conv._live_taps(attrs, h, w, h, w) is None)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
+    weight = (rng.standard_normal((o, c, kh, kw)) / np.sqrt(c * kh * kw)).astype(np.float32)
+    bias = rng.standard_normal(o).astype(np.float32)
+    res = rng.standard_normal((batch, o, h, w)).astype(np.float32) if residual else None
+    code = activation_code(act)
+    with mock.patch.object(packed, "_K_SLICE", k_slice):
+        with mock.patch.object(implicit, "_plan_flat", wraps=implicit._plan_flat) as spy:
+            flat = conv._plan(attrs, x.shape, threads, weight, bias, True, code, 0.0, residual)(x, None, res, None)
+        assert spy.called
+        with mock.patch.object(implicit, "MAX_TAPS", 0), mock.patch.object(implicit, "WIDE_ROWS", 10**6), \
+                mock.patch.object(implicit, "flat", lambda stride, wo: False), \
+                mock.patch("netspec.backends.cpu.winograd.applies", lambda *args: False):
+            im2col = conv._plan(attrs, x.shape, threads, weight, bias, True, code, 0.0, residual)(x, None, res, None)
+    np.testing.assert_array_equal(flat, im2col)
 
 
 def test_implicit_gemm_takes_stems_and_small_layers():
@@ -748,6 +789,9 @@ def test_implicit_gemm_takes_stems_and_small_layers():
     assert implicit.applies(small, 16, RELU, winograd.tiles(1, 14, 14), 14)
     wide = attrs({"out": 96, "kernel": 3, "padding": 1})  # its 32 → 96 on 28²: Winograd keeps it
     assert not implicit.applies(wide, 32, RELU, winograd.tiles(1, 28, 28), 28)
+    big = attrs({"out": 384, "kernel": 3, "padding": 1})  # GoogLeNet's 192 → 384 on 7²: one run of tiles a plane
+    assert implicit.applies(big, 192, RELU, None, 7) and not implicit.applies(big, 192, RELU, winograd.tiles(2, 7, 7), 7)
+    assert not implicit.applies(attrs({"out": 384, "kernel": 3, "stride": 2, "padding": 1}), 192, RELU, None, 7)
 
 
 def test_winograd_keeps_small_maps_and_other_convolutions_on_im2col():

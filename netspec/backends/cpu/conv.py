@@ -312,6 +312,8 @@ def workspace_bytes(op: str, attrs, shape) -> int:
     buffers = {
         "gate": 4 * n * c * h * wd,  # the gated copy of the input (or of the weights, when smaller)
         "implicit": 2 * padded,  # the phase-split padded copy
+        # the padded copy and `_plan_flat`'s stage (rows × each plane's positions)
+        "implicit flat": padded + 4 * packed.NR + 4 * (o + packed.MR) * (ho * (wo + dw * (kw - 1)) + packed.NR),
         "im2col": 4 * (k + o // g) * width + (4 * n * c * h * wd if sw > 1 else 0),  # a tile, its column phases
         "winograd": 4 * 16 * (c + o) * winograd.tiles(n, ho, wo),  # the transformed input and product
         # each thread's padded planes, output and input, 8 channels interleaved (by_channel_blocks)
@@ -338,15 +340,16 @@ def paths(attrs, dims: tuple[int, ...]) -> set[str]:
     act = activation_code(getattr(attrs, "activation", None))
     by_winograd = winograd.applies(attrs, c, attrs.out, winograd.MIN_TILES)  # at a batch with tiles enough
     every_batch = (dh, dw) != (1, 1) or _live_taps(attrs, h, w, ho, wo) is None  # (no smaller kernel instead)
+    implicit_path = "implicit flat" if implicit.flat((sh, sw), wo) else "implicit"  # (`implicit.plan`'s choice)
     if implicit.applies(attrs, c, act, None, wo) and not (by_winograd or pointwise) and every_batch and \
             taken == {"gemm"}:
-        return {"implicit"}  # at every batch (LeNet-5's): not the packed GEMM, nor its residual pass
+        return {implicit_path}  # at every batch (LeNet-5's): not the packed GEMM, nor its residual pass
     if 8 * ho * wo > packed._MAX_COLUMNS:  # a product over 8 images' columns (im2col, Winograd) may be wide
         taken.add("wide gemm")
     if pointwise:  # the GEMM adds the residual
         return (taken | ({"grouped gemm"} if attrs.groups > 1 else set())
                 | ({"strided pointwise"} if (sh, sw) != (1, 1) else set()))
-    taken.add("implicit" if implicit.applies(attrs, c, act, None, wo) else "im2col")
+    taken.add(implicit_path if implicit.applies(attrs, c, act, None, wo) else "im2col")
     if by_winograd:
         taken.add("winograd")
     if residual and not implicit.applies(attrs, c, act, 1 << 30 if by_winograd else None, wo):

@@ -39,18 +39,31 @@ WINOGRAD_KEEPS = (144, 196)  # more taps than this, and at least this many tiles
 # on 56² inputs (K = 576, 1152) 0.87× and 0.81× the time; 28-wide rows, but not 14 (0.97×) or 7 (1.8×).
 WIDE_ROWS = 28
 _NO_RES = np.zeros(1, np.float32)
+_NO_RES4 = np.zeros((1, 1, 1, 1), np.float32)
 
 
 def applies(attrs, c: int, act: int, winograd_tiles: int | None, wo: int) -> bool:
     """Whether a conv2d (not depthwise or 1×1: caller's check) runs as an implicit GEMM: one group,
-    few taps or wide output rows (wo). winograd_tiles: None where Winograd does not apply, else its
-    tile count. (`act`: any activation; the micro-kernel applies those of
+    few taps, wide output rows (wo), or (where Winograd does not apply) narrow ones of stride 1,
+    whose planes run as one (`_plan_flat`). winograd_tiles: None where Winograd does not apply,
+    else its tile count. (`act`: any activation; the micro-kernel applies those of
     `packed.APPLIED_IN_REGISTERS`, act_row the others on each output row while it is in cache.)"""
     kh, kw = attrs.kernel
     taps = c * kh * kw
     if winograd_tiles is not None and taps > WINOGRAD_KEEPS[0] and winograd_tiles >= WINOGRAD_KEEPS[1]:
         return False
-    return attrs.groups == 1 and (taps <= MAX_TAPS or wo >= WIDE_ROWS)
+    if attrs.groups != 1:
+        return False
+    return taps <= MAX_TAPS or wo >= WIDE_ROWS or (winograd_tiles is None and flat(attrs.stride, wo))
+
+
+def flat(stride, wo: int) -> bool:
+    """Whether `plan` takes a layer's planes as one run of tiles (`_plan_flat`): stride 1, output rows
+    narrower than a tile. Against im2col + the packed GEMM, in-process A/B, 2 threads, batch 1,
+    the same bits: GoogLeNet's and Inception's 7² and 14² layers (3×3 and 5×5, K = 400 to 1728)
+    0.78–0.93× the time, 512 → 512 and 1024 → 1024 3×3 on 7² 0.84× and 0.75×. (Not where
+    Winograd applies: 112 → 224 on 14² took 1.17× Winograd's time.)"""
+    return tuple(stride) == (1, 1) and wo < packed.NR
 
 
 def plan(shape, window, out, weights: packed.Packed, act: int, alpha: float, threads: int):
@@ -62,6 +75,8 @@ def plan(shape, window, out, weights: packed.Packed, act: int, alpha: float, thr
     (kh, kw), (sh, sw), (dh, dw), (pt, pl) = window
     ho, wo = out
     hp = (ho - 1) * sh + (kh - 1) * dh + 1  # padded rows the windows reach
+    if flat((sh, sw), wo):
+        return _plan_flat(shape, window, out, weights, act, alpha, threads)
     tiles = -(-wo // packed.NR)
     wq = tiles * packed.NR + (kw - 1) * dw // sw  # phase columns: every tile's loads inside the row
     offsets = np.array([4 * (((ci * sw + j * dw % sw) * hp + i * dh) * wq + j * dw // sw)
@@ -81,47 +96,94 @@ def plan(shape, window, out, weights: packed.Packed, act: int, alpha: float, thr
     return run
 
 
+def _plan_flat(shape, window, out, weights: packed.Packed, act: int, alpha: float, threads: int):
+    """`plan` for stride 1 and output rows narrower than a tile (NR): a row of tiles per output row
+    would leave most lanes idle (7 of 32 on a 7² map). Instead the padded input's rows are exactly
+    as long as the windows reach (wq = wo + (kw − 1)·dw), so that output (oh, ow) reads tap (i, j)
+    at oh·wq + ow + (i·dh·wq + j·dw) of its channel's plane: the outputs of a whole plane, taken
+    as ho·wq positions (wq − wo of each row computed and dropped), are one run of tiles, each of
+    NR consecutive positions. 7² maps then use 49 lanes of 64, 14² 196 of 224."""
+    n, c, h, w = shape
+    (kh, kw), _, (dh, dw), (pt, pl) = window
+    ho, wo = out
+    hp = ho + (kh - 1) * dh
+    wq = wo + (kw - 1) * dw
+    span = -(-ho * wq // packed.NR) * packed.NR  # the positions computed, whole tiles
+    offsets = np.array([4 * ((ci * hp + i * dh) * wq + j * dw) for ci in range(c) for i in range(kh)
+                        for j in range(kw)], np.int64)
+    rows = weights.wp.shape[1] * packed.MR
+    alpha32 = np.float32(alpha)
+    slices = packed.k_slices(len(offsets))
+    size = n * c * hp * wq
+
+    def run(x, res, out):
+        y = output(out, (n, weights.m, ho, wo))
+        # (the last tiles read up to a tile past the planes: values computed into dropped positions)
+        padded = scratch("implicit", size + 2 * packed.NR)
+        padded[size:] = 0.0  # (not garbage: a subnormal there would slow the FMAs that read it)
+        xq = padded[:size].reshape(n, c, 1, hp, wq)
+        stage = scratch("implicit stage", rows * span).reshape(rows, span)
+        _convolve_flat(x, xq, pt, pl, weights.wp[0], weights.bp, weights.m, offsets, y,
+                       _NO_RES4 if res is None else res, res is not None, act, alpha32, threads, slices, stage)
+        return y
+    return run
+
+
+@njit(cache=True, fastmath=FMA, parallel=True)
+def _convolve_flat(x, xq, pt, pl, wp, bp, m, offsets, y, res, has_res, act, alpha, threads, slices, stage):
+    """`_convolve` for `_plan_flat`: each thread its row blocks, over every image's run of tiles,
+    into its rows of `stage` (rows × positions), then the outputs of those rows copied out of it,
+    the wq − wo dropped positions left behind (+ res, then the activation where the micro-kernel
+    did not apply it)."""
+    _pad_input(x, xq, pt, pl, 1)
+    n_, c_, hp, wq = xq.shape[0], xq.shape[1], xq.shape[3], xq.shape[4]
+    ho, wo = y.shape[2], y.shape[3]
+    k = offsets.shape[0]
+    blocks = wp.shape[0]
+    span = stage.shape[1]
+    ldc = 4 * span
+    in_registers = act if packed.APPLIED_IN_REGISTERS[act] and not has_res else NONE
+    plane_bytes = 4 * c_ * hp * wq
+    zero_bias = np.zeros(packed.MR, np.float32)
+    for t in prange(threads):
+        b0, b1 = blocks * t // threads, blocks * (t + 1) // threads
+        for n in range(n_):
+            taps = xq.ctypes.data + n * plane_bytes
+            for v0 in range(0, span, packed.NR):
+                for s in range(slices):
+                    k0, k1 = k * s // slices, k * (s + 1) // slices
+                    last_slice = s == slices - 1
+                    for blk in range(b0, b1):
+                        r0 = blk * packed.MR
+                        packed._gather_wide(wp[blk].ctypes.data + 4 * packed.MR * k0, taps + 4 * v0,
+                                            offsets.ctypes.data + 8 * k0, k1 - k0, k0,
+                                            stage.ctypes.data + 4 * (r0 * span + v0), ldc,
+                                            bp[blk].ctypes.data if last_slice else zero_bias.ctypes.data,
+                                            min(packed.MR, m - r0), packed.NR, 0, ldc,
+                                            in_registers if last_slice else NONE, alpha)
+            for r in range(b0 * packed.MR, min(m, b1 * packed.MR)):  # this thread's rows, out of the stage
+                for oh in range(ho):
+                    src, dst = stage[r, oh * wq:oh * wq + wo], y[n, r, oh]
+                    if has_res:
+                        rr = res[n, r, oh]
+                        for q in range(wo):
+                            dst[q] = src[q] + rr[q]
+                        src = dst
+                    if act != in_registers:
+                        act_row(src, dst, np.float32(0.0), False, act, alpha)
+                    else:
+                        for q in range(wo):
+                            dst[q] = src[q]
+
+
 @njit(cache=True, fastmath=FMA, parallel=True)
 def _convolve(x, xq, sh, sw, pt, pl, wp, bp, m, offsets, y, res, has_res, act, alpha, threads, split_rows, slices):
     """y = act(W ∗ x + bias (+ res)): first xq[n, c, f, r, q] = x[n, c, r − pt, q·sw + f − pl] (zero
     outside x), then on each thread its output rows (or row blocks), tile by tile: for each tile
     of NR pixels, every row block of weights (wp: blocks×K×MR, bp: blocks×MR) over the tile's taps."""
-    n_, c_, h_, w_ = x.shape
-    sw_, hp, wq = xq.shape[2], xq.shape[3], xq.shape[4]
-    even = pl % 2  # (stride 2: the phase holding the even input columns, from column pl // 2 on)
-    n_even = max(0, min((w_ + 1) // 2, wq - pl // 2))
-    n_odd = max(0, min(w_ // 2, wq - (pl + 1) // 2))
-    for idx in prange(n_ * c_ * hp):  # the padded, phase-split input, row by row (all phases of a row)
-        nc = idx // hp
-        r = idx - nc * hp
-        n = nc // c_
-        c = nc - n * c_
-        ih = r - pt
-        phases = xq[n, c]
-        for f in range(sw_):
-            row = phases[f, r]
-            for q in range(wq):
-                row[q] = 0.0
-        if ih < 0 or ih >= h_:
-            continue
-        src = x[n, c, ih]
-        if sw_ == 2:  # both phases in one pass over the row, read in order (a strided read stays scalar)
-            _deinterleave(src, phases.reshape(-1), (even * hp + r) * wq + pl // 2,
-                          ((1 - even) * hp + r) * wq + (pl + 1) // 2, n_even, n_odd)
-            continue
-        for f in range(sw_):  # phase columns q with 0 ≤ q·sw + f − pl < w
-            lo = max(0, (pl - f + sw - 1) // sw)
-            hi = max(lo, min(wq, (w_ - 1 + pl - f) // sw + 1))
-            dst = phases[f, r]
-            first = lo * sw + f - pl
-            if sw_ == 1:
-                s1 = src[first:first + hi - lo]
-                for q in range(hi - lo):
-                    dst[lo + q] = s1[q]
-            else:
-                for q in range(hi - lo):
-                    dst[lo + q] = src[first + q * sw]
-
+    _pad_input(x, xq, pt, pl, sw)
+    n_ = x.shape[0]
+    c_, sw_, hp, wq = xq.shape[1], xq.shape[2], xq.shape[3], xq.shape[4]
     o, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     p = ho * wo
     k = offsets.shape[0]
@@ -162,3 +224,44 @@ def _convolve(x, xq, sh, sw, pt, pl, wp, bp, m, offsets, y, res, has_res, act, a
                 for r in range(b0 * packed.MR, min(o, b1 * packed.MR)):
                     row = y[n, r, oh]
                     act_row(row, row, np.float32(0.0), False, act, alpha)
+
+
+@njit(cache=True, fastmath=FMA, inline="always")
+def _pad_input(x, xq, pt, pl, sw):
+    """xq[n, c, f, r, q] = x[n, c, r − pt, q·sw + f − pl], zero outside x: the input zero-padded and
+    split into its column phases, row by row (all phases of a row), in parallel."""
+    n_, c_, h_, w_ = x.shape
+    sw_, hp, wq = xq.shape[2], xq.shape[3], xq.shape[4]
+    even = pl % 2  # (stride 2: the phase holding the even input columns, from column pl // 2 on)
+    n_even = max(0, min((w_ + 1) // 2, wq - pl // 2))
+    n_odd = max(0, min(w_ // 2, wq - (pl + 1) // 2))
+    for idx in prange(n_ * c_ * hp):  # the padded, phase-split input, row by row (all phases of a row)
+        nc = idx // hp
+        r = idx - nc * hp
+        n = nc // c_
+        c = nc - n * c_
+        ih = r - pt
+        phases = xq[n, c]
+        for f in range(sw_):
+            row = phases[f, r]
+            for q in range(wq):
+                row[q] = 0.0
+        if ih < 0 or ih >= h_:
+            continue
+        src = x[n, c, ih]
+        if sw_ == 2:  # both phases in one pass over the row, read in order (a strided read stays scalar)
+            _deinterleave(src, phases.reshape(-1), (even * hp + r) * wq + pl // 2,
+                          ((1 - even) * hp + r) * wq + (pl + 1) // 2, n_even, n_odd)
+            continue
+        for f in range(sw_):  # phase columns q with 0 ≤ q·sw + f − pl < w
+            lo = max(0, (pl - f + sw - 1) // sw)
+            hi = max(lo, min(wq, (w_ - 1 + pl - f) // sw + 1))
+            dst = phases[f, r]
+            first = lo * sw + f - pl
+            if sw_ == 1:
+                s1 = src[first:first + hi - lo]
+                for q in range(hi - lo):
+                    dst[lo + q] = s1[q]
+            else:
+                for q in range(hi - lo):
+                    dst[lo + q] = src[first + q * sw]

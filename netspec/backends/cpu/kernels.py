@@ -104,17 +104,18 @@ _CONV_PATHS: dict[str, tuple[list[Case], float]] = {
     "wide gemm": ([({"out": 4, "kernel": 1}, [(1, 4, 128, 128)], _E)], 0.5),  # sgemm in parallel blocks
     "grouped gemm": ([({"out": 4, "kernel": 1, "groups": 2}, [(1, 4, 4, 4)], _E)], 0.5),
     "strided pointwise": ([({"out": 2, "kernel": 1, "stride": 2}, [_IMG], _E)], 3.0),  # its input subsampled
-    "implicit": ([({"out": 2, "kernel": 3, "padding": 1}, [_IMG], _E)], 8.0),
-    "im2col": ([({"out": 8, "kernel": 3, "padding": 1}, [(1, 64, 6, 6)], _E),
-                ({"out": 8, "kernel": 3, "stride": 2, "padding": 1}, [(1, 64, 6, 6)], _E),  # column phases
+    "implicit": ([({"out": 2, "kernel": 3, "padding": 1}, [(1, 2, 2, 40)], _E)], 8.0),  # rows of tiles
+    "implicit flat": ([({"out": 2, "kernel": 3, "padding": 1}, [_IMG], _E)], 8.0),  # a plane's run of tiles
+    # (K > implicit.MAX_TAPS, stride 2, rows under implicit.WIDE_ROWS: what the implicit GEMM leaves)
+    "im2col": ([({"out": 8, "kernel": 3, "stride": 2, "padding": 1}, [(1, 64, 6, 6)], _E),  # column phases
                 ({"out": 4, "kernel": 3, "groups": 2, "padding": 1}, [(1, 4, 4, 4)], _E)], 15.0),  # own epilogue
     "winograd": ([({"out": 16, "kernel": 3, "padding": 1}, [(1, 32, 28, 28)], _E)], 15.0),
     "depthwise": ([({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [_IMG], _E),
                    ({"out": 2, "kernel": 3, "groups": 2, "stride": 2}, [_IMG], _E)], 14.0),
     "wide depthwise": ([({"out": 2, "kernel": 3, "groups": 2, "padding": 1}, [(1, 2, 120, 120)], _E)], 16.0),
     # fused_conv2d only: the residual added in a pass of its own (where the GEMM does not add it), the gate
-    "residual": ([({"out": 8, "kernel": 3, "padding": 1, "residual": True}, [(1, 64, 6, 6), (1, 8, 6, 6)], _E)],
-                 18.0),
+    "residual": ([({"out": 8, "kernel": 3, "stride": 2, "padding": 1, "residual": True},
+                   [(1, 64, 6, 6), (1, 8, 3, 3)], _E)], 18.0),
     "gate": ([({"out": 2, "kernel": 1, "gate": True, "residual": True}, [_IMG, (1, 2, 1, 1), _IMG], _E),  # weights
               ({"out": 32, "kernel": 1, "gate": True}, [(1, 2, 2, 2), (1, 2, 1, 1)], _E),  # input, one thread
               ({"out": 64, "kernel": 1, "gate": True}, [(1, 512, 8, 8), (1, 512, 1, 1)], _E)], 2.0),  # in parallel
@@ -344,7 +345,7 @@ def _case_seconds(name: str, case: Case) -> float:
 
 _CONVOLUTIONS = ("conv2d", "fused_conv2d")
 _GEMM_PATHS = ("gemm", "wide gemm")  # the convolutions' paths that compile the GEMMs
-_NO_GEMM_PATHS = ("implicit", "depthwise", "wide depthwise")  # (the micro-kernel inlined, no call)
+_NO_GEMM_PATHS = ("implicit", "implicit flat", "depthwise", "wide depthwise")  # (the micro-kernel inlined, no call)
 
 
 def _waits_for_gemms(name: str, case: Case) -> bool:
