@@ -4,6 +4,7 @@ share (backends/cpu/__init__.py). No timings are asserted: waits are for events,
 timeouts."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -16,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from numba.core import event
 from numba.core.dispatcher import Dispatcher
@@ -438,3 +440,42 @@ def test_each_convolution_path_is_warmed_by_a_case_that_takes_it(path, module, f
         with mock.patch.object(target, function, wraps=getattr(target, function)) as spy:
             kernels._warm_one(op, [case])
         assert spy.called, (path, case)
+
+
+@pytest.mark.parametrize("spec", ["resnet18.yaml", "googlenet.yaml", "inception_v2.yaml"])
+def test_the_convolution_paths_a_network_warms_cover_those_its_layers_take(spec):
+    """conv.paths (what the warm-up compiles for a layer) holds the path `conv._plan` takes at batch
+    1, 2 and 8 for every convolution of these networks: a path left out would compile in the middle
+    of a first run."""
+    from unittest import mock
+
+    from netspec.backends.cpu import conv, implicit, winograd
+    from netspec.backends.cpu._act import activation_code
+    from netspec.passes.manager import optimize
+    from netspec.weights import init_weights
+    graph = netspec.load(PACKAGE.parent / "specs" / spec)
+    graph, params = optimize(graph.active("eval"), init_weights(graph, 0), "eval")
+    spies = {"implicit": (implicit, "plan"), "implicit flat": (implicit, "_plan_flat"),
+             "winograd": (winograd, "plan"), "im2col": (conv, "_plan_im2col")}
+    checked = 0
+    for node in graph.nodes:
+        if node.op not in ("conv2d", "fused_conv2d") or node.attrs.groups > 1:
+            continue
+        dims = graph.type_of(node.inputs[0]).dims
+        allowed = conv.paths(node.attrs, dims)
+        weight = np.asarray(params[f"{node.name}.weight"], np.float32)
+        bias = np.zeros(node.attrs.out, np.float32)
+        for batch in (1, 2, 8):
+            with contextlib.ExitStack() as stack:
+                calls = {path: stack.enter_context(mock.patch.object(module, name, wraps=getattr(module, name)))
+                         for path, (module, name) in spies.items()}
+                conv._plan(node.attrs, (batch,) + tuple(dims), 2, weight, bias, True,
+                           activation_code(getattr(node.attrs, "activation", None)), 0.0,
+                           bool(getattr(node.attrs, "residual", False)))
+            taken = {path for path, spy in calls.items() if spy.called}
+            if "implicit flat" in taken:  # (`implicit.plan` hands it on)
+                taken.discard("implicit")
+            pointwise = tuple(node.attrs.kernel) == (1, 1) and not any(node.attrs.pads)  # (straight to the GEMM)
+            assert (taken or pointwise) and taken <= allowed, (node.name, batch, taken, allowed)
+            checked += 1
+    assert checked > 20

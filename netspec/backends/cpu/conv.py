@@ -338,22 +338,28 @@ def paths(attrs, dims: tuple[int, ...]) -> set[str]:
         return taken | ({"residual"} if residual else set())
     pointwise = kh == kw == 1 and pt == pl == pb == pr == 0
     act = activation_code(getattr(attrs, "activation", None))
-    by_winograd = winograd.applies(attrs, c, attrs.out, winograd.MIN_TILES)  # at a batch with tiles enough
     every_batch = (dh, dw) != (1, 1) or _live_taps(attrs, h, w, ho, wo) is None  # (no smaller kernel instead)
     implicit_path = "implicit flat" if implicit.flat((sh, sw), wo) else "implicit"  # (`implicit.plan`'s choice)
-    if implicit.applies(attrs, c, act, None, wo) and not (by_winograd or pointwise) and every_batch and \
-            taken == {"gemm"}:
+
+    def winograd_tiles(batch: int) -> int | None:  # as `_plan` works them out
+        tiles = winograd.tiles(batch, ho, wo)
+        return tiles if winograd.applies(attrs, c, attrs.out, tiles) and winograd.fills_tiles(ho, wo) else None
+    # Which of `_plan`'s three takes the layer at some batch up to 8: batch 1 and 8 tell (the tiles
+    # grow with the batch, and each rule flips at most once as they do)
+    by_implicit = any(implicit.applies(attrs, c, act, winograd_tiles(b), wo) for b in (1, 8))
+    by_winograd = winograd_tiles(8) is not None and not implicit.applies(attrs, c, act, winograd_tiles(8), wo)
+    by_im2col = any(winograd_tiles(b) is None and not implicit.applies(attrs, c, act, None, wo) for b in (1, 8))
+    if by_implicit and not (by_winograd or by_im2col or pointwise) and every_batch and taken == {"gemm"}:
         return {implicit_path}  # at every batch (LeNet-5's): not the packed GEMM, nor its residual pass
     if 8 * ho * wo > packed._MAX_COLUMNS:  # a product over 8 images' columns (im2col, Winograd) may be wide
         taken.add("wide gemm")
     if pointwise:  # the GEMM adds the residual
         return (taken | ({"grouped gemm"} if attrs.groups > 1 else set())
                 | ({"strided pointwise"} if (sh, sw) != (1, 1) else set()))
-    taken.add(implicit_path if implicit.applies(attrs, c, act, None, wo) else "im2col")
-    if by_winograd:
-        taken.add("winograd")
-    if residual and not implicit.applies(attrs, c, act, 1 << 30 if by_winograd else None, wo):
-        taken.add("residual")  # unless the implicit GEMM takes the layer at every batch (it adds the residual)
+    taken |= ({implicit_path} if by_implicit or not every_batch else set()) | ({"winograd"} if by_winograd else set()) \
+        | ({"im2col"} if by_im2col or not every_batch else set())
+    if residual and (by_winograd or by_im2col or not every_batch):
+        taken.add("residual")  # (the implicit GEMM adds the residual itself)
     return taken
 
 
