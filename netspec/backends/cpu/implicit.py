@@ -13,7 +13,8 @@ there while the weights' row blocks run over them.
 The padded copy is split into column phases (stride sw: phase f holds padded columns q·sw + f),
 so that NR neighbouring outputs of a strided convolution read NR consecutive values. Its rows are
 padded to whole tiles, so every load stays in its row (the columns past the output are computed
-and not stored). A row of tiles wastes wo mod NR lanes: 12.5% at 7, 14, 28 and 56 wide.
+and not stored). A row of tiles wastes wo mod NR lanes (12.5% at 28 and 56 wide), so rows narrower
+than a tile, at stride 1, run a plane at a time instead (`_plan_flat`).
 """
 from __future__ import annotations
 
