@@ -341,14 +341,15 @@ def paths(attrs, dims: tuple[int, ...]) -> set[str]:
     every_batch = (dh, dw) != (1, 1) or _live_taps(attrs, h, w, ho, wo) is None  # (no smaller kernel instead)
     implicit_path = "implicit flat" if implicit.flat((sh, sw), wo) else "implicit"  # (`implicit.plan`'s choice)
 
-    def winograd_tiles(batch: int) -> int | None:  # as `_plan` works them out
-        tiles = winograd.tiles(batch, ho, wo)
-        return tiles if winograd.applies(attrs, c, attrs.out, tiles) and winograd.fills_tiles(ho, wo) else None
     # Which of `_plan`'s three takes the layer at some batch up to 8: batch 1 and 8 tell (the tiles
-    # grow with the batch, and each rule flips at most once as they do)
-    by_implicit = any(implicit.applies(attrs, c, act, winograd_tiles(b), wo) for b in (1, 8))
-    by_winograd = winograd_tiles(8) is not None and not implicit.applies(attrs, c, act, winograd_tiles(8), wo)
-    by_im2col = any(winograd_tiles(b) is None and not implicit.applies(attrs, c, act, None, wo) for b in (1, 8))
+    # grow with the batch, and each rule flips at most once as they do). Winograd's tiles at each,
+    # None where it does not apply, as `_plan` works them out:
+    tiles = {b: winograd.tiles(b, ho, wo) for b in (1, 8)}
+    wino = {b: t if winograd.applies(attrs, c, attrs.out, t) and winograd.fills_tiles(ho, wo) else None
+            for b, t in tiles.items()}
+    by_implicit = any(implicit.applies(attrs, c, act, wino[b], wo) for b in (1, 8))
+    by_winograd = wino[8] is not None and not implicit.applies(attrs, c, act, wino[8], wo)
+    by_im2col = any(wino[b] is None and not implicit.applies(attrs, c, act, None, wo) for b in (1, 8))
     if by_implicit and not (by_winograd or by_im2col or pointwise) and every_batch and taken == {"gemm"}:
         return {implicit_path}  # at every batch (LeNet-5's): not the packed GEMM, nor its residual pass
     if 8 * ho * wo > packed._MAX_COLUMNS:  # a product over 8 images' columns (im2col, Winograd) may be wide

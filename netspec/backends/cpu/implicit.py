@@ -75,9 +75,9 @@ def plan(shape, window, out, weights: packed.Packed, act: int, alpha: float, thr
     n, c, h, w = shape
     (kh, kw), (sh, sw), (dh, dw), (pt, pl) = window
     ho, wo = out
-    hp = (ho - 1) * sh + (kh - 1) * dh + 1  # padded rows the windows reach
     if flat((sh, sw), wo):
         return _plan_flat(shape, window, out, weights, act, alpha, threads)
+    hp = (ho - 1) * sh + (kh - 1) * dh + 1  # padded rows the windows reach
     tiles = -(-wo // packed.NR)
     wq = tiles * packed.NR + (kw - 1) * dw // sw  # phase columns: every tile's loads inside the row
     offsets = np.array([4 * (((ci * sw + j * dw % sw) * hp + i * dh) * wq + j * dw // sw)
@@ -165,12 +165,13 @@ def _convolve_flat(x, xq, pt, pl, wp, bp, m, offsets, y, res, has_res, act, alph
             for r in range(b0 * packed.MR, min(m, b1 * packed.MR)):  # this thread's rows, out of the stage
                 for oh in range(ho):
                     src, dst = stage[r, oh * wq:oh * wq + wo], y[n, r, oh]
-                    if has_res:
+                    if has_res:  # (then the micro-kernel applied no activation)
                         rr = res[n, r, oh]
                         for q in range(wo):
                             dst[q] = src[q] + rr[q]
-                        src = dst
-                    if act != in_registers:
+                        if act != NONE:
+                            act_row(dst, dst, np.float32(0.0), False, act, alpha)
+                    elif act != in_registers:
                         act_row(src, dst, np.float32(0.0), False, act, alpha)
                     else:
                         for q in range(wo):

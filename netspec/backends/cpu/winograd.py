@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import gemm, packed
+from .depthwise import _deinterleave
 from ._act import FMA, NONE, act_row
 from ._util import output
 
@@ -73,7 +74,7 @@ def _input_transform(x, pt, pl, th, tw, v):
             s = xc[ih, lo:hi]
             for q in range(hi - lo):
                 d[q] = s[q]
-            _split_even_odd(row, split, tw + 1)
+            _deinterleave(row, split, 0, tw + 1, tw + 1, tw + 1)
             # columns 2tx, 2tx + 1, 2tx + 2, 2tx + 3 of every tile
             _by_bt(split[0:tw], split[tw + 1:2 * tw + 1], split[1:tw + 1], split[tw + 2:2 * tw + 2],
                    u[0], u[1], u[2], u[3])
@@ -93,18 +94,6 @@ def _by_bt(a0, a1, a2, a3, u0, u1, u2, u3):
         u1[k] = a1[k] + a2[k]
         u2[k] = a2[k] - a1[k]
         u3[k] = a1[k] - a3[k]
-
-
-@njit(cache=True, fastmath=FMA, inline="always")
-def _split_even_odd(row, out, half):
-    """out[k] = row[2k], out[half + k] = row[2k + 1] for k < half (row: 2·half values), in one pass
-    that reads the row in order. Unsigned indices: Numba then leaves out its negative-index test,
-    and LLVM vectorises the loop."""
-    e, o = out[0:half], out[half:2 * half]
-    for k in range(half):
-        ku = np.uint64(k)
-        e[ku] = row[np.uint64(2) * ku]
-        o[ku] = row[np.uint64(2) * ku + np.uint64(1)]
 
 
 @njit(cache=True, fastmath=FMA, parallel=True)
@@ -150,7 +139,7 @@ def _by_at(m0, m1, m2, m3, s0, s1):
 @njit(cache=True, fastmath=FMA, inline="always")
 def _merge_even_odd(even, odd, out):
     """out[2k] = even[k], out[2k + 1] = odd[k]: one pass writing out in order (unsigned indices, as
-    `_split_even_odd`)."""
+    depthwise's `_deinterleave`)."""
     for k in range(even.shape[0]):
         ku = np.uint64(k)
         out[np.uint64(2) * ku] = even[ku]
