@@ -76,11 +76,14 @@ def read_limited(path: str | os.PathLike, limit: int | Callable[[int], int], wha
             limit = limit(status.st_size)
         parts, left = [], limit + 1
         while left > 0:
-            part = os.read(fd, min(left, 1 << 24))
+            want = min(left, 1 << 24)
+            part = os.read(fd, want)
             if not part:
                 break
             parts.append(part)
             left -= len(part)
+            if len(part) < want and len(part) >= status.st_size:  # (the whole file as fstat saw it: no read to find its end)
+                break
     except OSError as e:
         raise FileReadError(e.errno, _reason(e)) from None
     finally:

@@ -16,17 +16,15 @@ import hashlib
 import io
 import itertools
 import json
-import logging
 import math
 import os
+import queue
 import re
-import struct
 import sys
 import threading
 import time
-import zlib
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from glob import glob
 from operator import itemgetter
@@ -204,6 +202,7 @@ def read_batch(source: Source, rows: list[int], graph: Graph, array: np.ndarray 
         return np.ascontiguousarray(x[finite]), good, errors
     pixels = np.empty((len(rows),) + type_.dims, np.uint8)
     paths = [source.path(source.names[r]) for r in rows]
+    from .pngs import read_pngs  # (not at the top: Numba's import is for the jobs that read images)
     done = read_pngs(paths, type_, pixels)  # (the small PNGs the fast path takes; the rest are Pillow's)
     for i, (r, path, fast) in enumerate(zip(rows, paths, done.tolist())):
         if not fast:
@@ -217,101 +216,6 @@ def read_batch(source: Source, rows: list[int], graph: Graph, array: np.ndarray 
             pixels[len(good)] = pixels[i]  # (the rows read, in order)
         good.append(r)
     return normalize_pixels(pixels[:len(good)], graph), good, errors
-
-
-# --- small PNGs through imagecodecs (the `fast-decode` extra) --------------------------------------
-#
-# Pillow spends ~100 µs of Python (under the GIL) opening a 32×32 PNG whose pixels take it ~15 µs to
-# decode: more than LeNet-5's inference of it. So where the `fast-decode` extra (imagecodecs: libpng,
-# called without the GIL) is installed, a PNG that is already what the network takes (its size, 8-bit
-# gray for 1 channel or RGB for 3, not interlaced) and holds nothing but its image (IHDR, IDATs, IEND:
-# as Pillow writes them) is read here instead: its bytes through files.read_limited (a regular file,
-# at most the largest such PNG), its chunks checked here (in bounds, IHDR's and IEND's CRCs: the ones
-# Pillow checks), its pixels decoded by imagecodecs.png_decode. PNG is lossless, so they are the
-# pixels Pillow gives (tests/test_predict.py decodes files both ways, damaged ones included). A file
-# this does not take, or that libpng refuses, goes to Pillow as before, so an unreadable file gets
-# Pillow's reason; without the extra, Pillow reads every file.
-
-_PNG_LIMIT = 1 << 20  # (decoded bytes of one image, at most; larger images are Pillow's)
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"  # (the signature, then IHDR's length and type)
-_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # (IEND: empty, its CRC)
-
-
-def _png_codec():
-    """imagecodecs.png_decode, or None where the `fast-decode` extra is not installed (or its build
-    has no PNG codec): then Pillow reads every image."""
-    try:
-        import imagecodecs
-        decode = imagecodecs.png_decode if imagecodecs.PNG.available else None
-    except (ImportError, AttributeError):  # (AttributeError: a build without the codec)
-        return None
-    logger = logging.getLogger("imagecodecs")
-    if not logger.handlers:  # (libpng's warnings, "IDAT: incorrect data check" say, are logged there:
-        logger.addHandler(logging.NullHandler())  # not on stderr under the bar; Pillow gives the reason)
-    return decode
-
-
-def _png_fits(type_) -> bool:
-    """Whether this network's images may take the fast path (the extra installed, images small enough)."""
-    from .inputs import MAX_IMAGE_PIXELS
-    return (type_.rank == 4 and type_.c in (1, 3) and type_.h * (1 + type_.w * type_.c) <= _PNG_LIMIT
-            and type_.h * type_.w <= MAX_IMAGE_PIXELS and _png_codec() is not None)
-
-
-def _png_cap(type_) -> int:
-    """Bytes read of each file at most: the largest PNG of this size (its pixels stored, not compressed)."""
-    raw = type_.h * (1 + type_.w * type_.c)
-    return raw + raw // 1024 + 4096
-
-
-def warm_pngs(graph: Graph) -> None:
-    """Load the PNG codec before the clock starts, where the network's inputs take it."""
-    _png_fits(_input_type(graph))
-
-
-def _plain_png(data: bytes, ihdr: bytes) -> bool:
-    """Whether `data` is a PNG of this IHDR (its CRC right), then one or more IDATs, then IEND and
-    nothing else (bytes after IEND are ignored, as Pillow and libpng ignore them), every chunk within
-    the file. (libpng would skip an ancillary chunk whose CRC is wrong where Pillow refuses the file.)"""
-    if data[:16] != _PNG_SIGNATURE or data[16:29] != ihdr or data[29:33] != zlib.crc32(data[12:29]).to_bytes(4, "big"):
-        return False
-    pos, size, idat = 33, len(data), False
-    while pos + 12 <= size:
-        if data[pos + 4:pos + 8] != b"IDAT":
-            return idat and data[pos:pos + 12] == _IEND
-        idat = True
-        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
-    return False
-
-
-def read_pngs(paths: list[str], type_, pixels: np.ndarray) -> np.ndarray:
-    """The pixels of the PNGs among `paths` that the fast path takes, into pixels[i] (C×H×W); whether
-    each was. None are where the extra is not installed or the images do not fit (_png_fits)."""
-    done = np.zeros(len(paths), bool)
-    decode = _png_codec()
-    if decode is None or not _png_fits(type_):
-        return done
-    c, h, w = type_.dims
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0 if c == 1 else 2, 0, 0, 0)
-    shape, cap = (h, w) if c == 1 else (h, w, 3), _png_cap(type_)
-    for i, path in enumerate(paths):
-        if path[-4:].lower() != ".png":
-            continue
-        try:
-            data = read_limited(path, cap)
-        except (OSError, ValueError):  # (not a regular file, larger, a NUL in its name: Pillow says why)
-            continue
-        if not _plain_png(data, ihdr):
-            continue
-        try:
-            image = decode(data)
-        except Exception:  # (imagecodecs.PngError, say: the file is Pillow's, which gives the reason)
-            continue
-        if image.dtype != np.uint8 or image.shape != shape:
-            continue
-        pixels[i] = image[None] if c == 1 else image.transpose(2, 0, 1)
-        done[i] = True
-    return done
 
 
 # --- running the network -----------------------------------------------------------------------
@@ -378,38 +282,90 @@ def significant(values: np.ndarray, digits: int = 6) -> np.ndarray:
 
 
 class Runner:
-    """One compiled network at one batch size: `run(x)` pads x to the batch (so that the network is
-    compiled once, its program included) and gives one result per row of x."""
+    """One compiled network at one batch size, in lanes: `run(x)` pads x to the batch (so that the
+    network is compiled once, its program included) and gives one result per row of x.
 
-    def __init__(self, job: Job, progress: bool = True):
+    A lane is a copy of the compiled network with a thread of its own: with T kernel threads, T
+    lanes of one thread each run T batches side by side (`submit`), as many as the memory available
+    holds (`_lanes`). Why not one network on T threads: a small network's layers are too short to
+    share out (LeNet-5 at batch 64 on 2 cores: 52,000 images/s in two lanes, 46,000 on two threads),
+    and a thread that decodes images beside them takes a core from one lane for a while, where it
+    would stall every layer of a network run on both; large networks lose little or nothing (images/s
+    in two lanes against one on two threads, batch 16, rounds in turns: ResNet-18 0.92, 1.03, 1.02;
+    MobileNet v1 1.06, 1.06, 1.02). The price is memory: each lane has its own activations."""
+
+    def __init__(self, job: Job, progress: bool = True, threads: int | None = None):
+        import numba
+
         from . import compile
+        from .weights import init_weights, load_weights
         self.job, self.kind = job, output_kind(job.graph)
-        self.exe = compile(job.graph, weights=job.weights, seed=job.seed, progress=progress)
+        threads = threads or numba.get_num_threads()
+        self.lanes = _lanes(job.graph, job.batch, threads)
+        weights = job.weights  # (read once: every lane binds the same arrays)
+        if weights is None:
+            weights = init_weights(job.graph, job.seed)
+        elif not isinstance(weights, dict):
+            weights = load_weights(weights, job.graph)
+        self.exes = [compile(job.graph, weights=weights, seed=job.seed, progress=progress and lane == 0)
+                     for lane in range(self.lanes)]
+        self._free: queue.SimpleQueue = queue.SimpleQueue()  # the lanes' networks not running now
+        for exe in self.exes:
+            self._free.put(exe)
+        self._pool = ThreadPoolExecutor(self.lanes, "netspec-lane", initializer=_enter_lane,
+                                        initargs=(max(1, threads // self.lanes),))
         zeros = np.zeros((job.batch,) + _input_type(job.graph).dims, np.float32)
-        for _ in range(2):  # the first run loads the kernels, the second compiles the program: not in the timing
-            self.exe.run(zeros)
+        try:
+            for exe in self.exes:  # the first run loads the kernels, the second compiles the program: not in the timing
+                for _ in range(2):
+                    self._pool.submit(exe.run, zeros).result()
+        except BaseException:
+            self.close()
+            raise
+
+    def submit(self, fn, *args) -> Future:
+        """fn(*args) in a lane's thread, where `run` takes a lane's network."""
+        return self._pool.submit(fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def run(self, x: np.ndarray) -> "Classes | list":
         """The results of the rows of x: a classifier's as one `Classes`, a mask or arrays per row."""
-        if self.kind == "classes":
-            return self.classes(self.logits(x))
-        n = len(x)
-        outputs = self._forward(x)
+        return self.run_group([x])
+
+    def run_group(self, xs: list[np.ndarray]) -> "Classes | list":
+        """The results of the rows of several batches, run back to back on one lane, as of one batch
+        (a classifier's top classes made once for them all)."""
+        if not getattr(_LANE, "inside", False):  # (a lane's thread count is the one its program is compiled for)
+            return self.submit(self.run_group, xs).result()
+        exe = self._free.get()
+        try:
+            if self.kind == "classes":
+                return self.classes(np.concatenate([self._logits(exe, x) for x in xs]))
+            results = []
+            for x in xs:
+                results += self._results(self._forward(exe, x), len(x))
+            return results
+        finally:
+            self._free.put(exe)
+
+    def _results(self, outputs: dict, n: int) -> list:
         if self.kind == "mask":
             y = next(iter(outputs.values()))[:n]
             dtype = np.uint8 if y.shape[1] <= 256 else np.uint16
             return list(y.argmax(axis=1).astype(dtype))
         return [{name: np.array(y[i]) for name, y in outputs.items()} for i in range(n)]
 
-    def _forward(self, x: np.ndarray) -> dict:
+    def _forward(self, exe, x: np.ndarray) -> dict:
         n = len(x)
         if n < self.job.batch:
             x = np.concatenate([x, np.zeros((self.job.batch - n,) + x.shape[1:], np.float32)])
-        return self.exe.run(x)
+        return exe.run(x)
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
+    def _logits(self, exe, x: np.ndarray) -> np.ndarray:
         """A classifier's outputs for the rows of x (float64, a copy: the next run reuses its buffers)."""
-        return next(iter(self._forward(x).values()))[:len(x)].astype(np.float64)
+        return next(iter(self._forward(exe, x).values()))[:len(x)].astype(np.float64)
 
     def classes(self, logits: np.ndarray) -> "Classes":
         """The top classes of rows of logits (the whole batch at once: no Python per row)."""
@@ -419,58 +375,86 @@ class Runner:
         return Classes(top, significant(np.take_along_axis(p, top, axis=1)))
 
 
-_GROUP, _GROUP_BYTES = 8, 8 << 20  # an array's batches run back to back: at most 8, and 8 MiB of them
+_LANE = threading.local()  # .inside: this thread is a lane's
+
+
+def _enter_lane(threads: int) -> None:
+    import numba
+    numba.set_num_threads(threads)  # (Numba's count is per thread)
+    _LANE.inside = True
+
+
+def _lanes(graph: Graph, batch: int, threads: int) -> int:
+    """Lanes for `threads` kernel threads: one a thread, as many as the memory available holds (each
+    lane its own activations, kernel workspace and packed weights; the weights and the inputs
+    decoded ahead are shared)."""
+    from .resources import available_memory, run_needs
+    parts = run_needs(graph.active("eval"), batch).parts
+    shared = parts["weights"] + parts["netspec itself"] + (Job.ahead + 3) * batch * math.prod(_input_type(graph).dims) * 4
+    room, _ = available_memory()
+    return max(1, min(threads, (room - shared) // max(1, sum(parts.values()) - parts["weights"] - parts["netspec itself"])))
+
+
+_GROUP, _GROUP_BYTES = 8, 8 << 20  # an array's batches a lane runs back to back: at most 8, and 8 MiB of them
 
 
 def run_batches(runner: Runner, source: Source, rows: list[int]) -> Iterator[tuple[list[str], list, list]]:
-    """(names, results, errors) per batch, in order. A pool of threads decodes the inputs a few
-    batches ahead, and the network runs in a thread of its own one batch ahead of the caller, who
-    writes the last batch's rows meanwhile: the compiled program releases the GIL, so all three overlap
-    (but an array's batches for a classifier, which need no decoding, run in turns in this thread)."""
-    import numba
+    """(names, results, errors) per batch, in order. The network's lanes run batches side by side,
+    a few ahead of the caller, who writes the rows of those done meanwhile; a pool of threads decodes
+    images a few batches ahead of the lanes (an array's batches are read in the lane: a copy). The
+    compiled program releases the GIL, so all of them overlap."""
     job, graph = runner.job, runner.job.graph
     chunks = (rows[i:i + job.batch] for i in range(0, len(rows), job.batch))
     array = _array(source) if source.kind == "array" else None
-    if array is not None and runner.kind == "classes":
-        # An array to classify, in turns in this thread: reading a batch is a copy and its rows cost a
-        # few µs each, and where the network's threads keep the cores busy, threads beside them only
-        # interrupt its kernels (LeNet-5 from an .npy on 2 cores: 0.86 of `run` so, 0.77 overlapped)
-        # and the network runs several batches back to back before their results are made and written
-        # as one: between two batches the pool's threads go to sleep, and waking them costs each
-        # kernel's first parallel loop (LeNet-5: 1.9 ms a batch of 64 so, 1.3 back to back)
-        group_size = max(1, min(_GROUP, _GROUP_BYTES // max(1, 4 * job.batch * math.prod(_input_type(graph).dims))))
-        while True:
-            group = [read_batch(source, chunk, graph, array) for chunk in itertools.islice(chunks, group_size)]
-            if not group:
-                return
-            logits = [runner.logits(x) for x, good, _ in group if good]
-            names = [source.names[r] for _, good, _ in group for r in good]
-            errors = [e for _, _, batch_errors in group for e in batch_errors]
-            yield names, (runner.classes(np.concatenate(logits)) if logits else []), errors  # (as one batch)
-    readers = ThreadPoolExecutor(max(1, job.decoders), thread_name_prefix="netspec-decode")
-    # (Numba's thread count is per thread: the network's thread gets the caller's, which its program is compiled for)
-    network = ThreadPoolExecutor(1, "netspec-network", initializer=numba.set_num_threads,
-                                 initargs=(numba.get_num_threads(),))
-    reading: deque = deque()
-    running: deque = deque()
 
-    def run(read):
-        x, good, errors = read.result()
+    def run(x, good, errors):
         return [source.names[r] for r in good], (runner.run(x) if good else []), errors
+    running: deque = deque()
+    if array is not None:
+        # an array's batches, read in the lane (a copy), several back to back: a batch's rows (the
+        # softmax, top-k and rounding of its scores, then making and writing them) cost about as
+        # much again for 8 batches as for one (LeNet-5 from an .npy: ~2.5 µs an input a batch of 64 at a time)
+        group_size = max(1, min(_GROUP, _GROUP_BYTES // max(1, 4 * job.batch * math.prod(_input_type(graph).dims))))
+
+        def run_group(group):
+            reads = [read_batch(source, chunk, graph, array) for chunk in group]
+            xs = [x for x, good, _ in reads if good]
+            return ([source.names[r] for _, good, _ in reads for r in good], runner.run_group(xs) if xs else [],
+                    [e for _, _, errors in reads for e in errors])
+        try:
+            while group := list(itertools.islice(chunks, group_size)):
+                running.append(runner.submit(run_group, group))
+                while len(running) > runner.lanes:
+                    yield running.popleft().result()
+            while running:
+                yield running.popleft().result()
+        finally:
+            for future in running:
+                future.cancel()
+            for future in running:
+                if not future.cancelled():
+                    future.exception()  # (wait: the arrays it reads stay open until it is done)
+        return
+    readers = ThreadPoolExecutor(max(1, job.decoders), thread_name_prefix="netspec-decode")
+    reading: deque = deque()
     try:
         for chunk in chunks:
-            reading.append(readers.submit(read_batch, source, chunk, graph, array))
+            reading.append(readers.submit(read_batch, source, chunk, graph))
             if len(reading) >= job.ahead:
                 break
         while reading or running:
-            while reading and len(running) < 2:
-                running.append(network.submit(run, reading.popleft()))
+            while reading and len(running) <= runner.lanes:
+                running.append(runner.submit(lambda read: run(*read.result()), reading.popleft()))
                 chunk = next(chunks, None)
                 if chunk is not None:
-                    reading.append(readers.submit(read_batch, source, chunk, graph, array))
+                    reading.append(readers.submit(read_batch, source, chunk, graph))
             yield running.popleft().result()
     finally:
-        network.shutdown(wait=True, cancel_futures=True)
+        for future in running:
+            future.cancel()
+        for future in running:
+            if not future.cancelled():
+                future.exception()
         readers.shutdown(wait=True, cancel_futures=True)
 
 
@@ -501,18 +485,21 @@ def _runner(key: str, job: Job, weights, slots) -> tuple[Runner, int]:
             from threadpoolctl import threadpool_limits
 
             from .threads import start_numba_threads
-            _RUNNERS.clear()  # (a new job: the last one's network is not needed any more)
+            for old in _RUNNERS.values():  # (a new job: the last one's network is not needed any more)
+                old.close()
+            _RUNNERS.clear()
             job.weights = weights
             start_numba_threads()
             threadpool_limits(limits=threads, user_api="blas")  # (kept: this process works for the job)
             numba.set_num_threads(threads)
-            runner = _RUNNERS[key, threads] = Runner(job, progress=False)
+            runner = _RUNNERS[key, threads] = Runner(job, progress=False, threads=threads)
         return runner, threads
 
 
 def warm_worker(key: str, job: Job, weights, slots) -> float:
     """Compile the network on this worker before the clock starts; the seconds a batch takes."""
     runner, _ = _runner(key, job, weights, slots)
+    from .pngs import warm_pngs
     warm_pngs(job.graph)
     x = np.zeros((job.batch,) + next(iter(job.graph.inputs.values())).dims, np.float32)
     start = time.perf_counter()
@@ -522,9 +509,7 @@ def warm_worker(key: str, job: Job, weights, slots) -> float:
 
 def run_part(key: str, job: Job, weights, slots, source: Source) -> list:
     """One partition, run on a worker: [(names, results, errors)] per batch."""
-    import numba
-    runner, threads = _runner(key, job, weights, slots)
-    numba.set_num_threads(threads)  # (Numba's count is per thread: this task's, which the program was compiled for)
+    runner, _ = _runner(key, job, weights, slots)
     return list(run_batches(runner, source, list(range(len(source.names)))))
 
 
@@ -928,6 +913,7 @@ def _work(job, source, rows, writer, engine, result, progress, partition, labels
     bar = None
     make_rows = writer.make_rows if writer else _plain_rows(output_kind(job.graph), labels)
     ran = False  # whether a batch came back: a job that fails before (bad weights, Ctrl-C) leaves OUT as it was
+    runner = None
     try:
         yield None  # (primed by predict(): from here on, closing the iterator runs `finally`)
         with set_threads(job.threads if engine is None else None):
@@ -936,6 +922,7 @@ def _work(job, source, rows, writer, engine, result, progress, partition, labels
             elif engine is None:
                 runner = Runner(job, progress)
                 if source.kind == "images":
+                    from .pngs import warm_pngs
                     warm_pngs(job.graph)
                 batches = run_batches(runner, source, rows)
             else:
@@ -960,6 +947,8 @@ def _work(job, source, rows, writer, engine, result, progress, partition, labels
         if bar is not None:
             bar.close()
         try:
+            if runner is not None:
+                runner.close()
             if engine is not None:
                 engine.close()
         finally:

@@ -7,13 +7,17 @@ import csv
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import netspec
@@ -182,6 +186,32 @@ def test_python_api_is_an_iterator_of_rows(load_spec, workdir):
     assert not list(workdir.glob("*.csv"))  # no out: nothing written
 
 
+def test_lanes_give_the_rows_of_one_lane_and_are_as_many_as_memory_holds(load_spec, workdir, monkeypatch):
+    """With 2 threads the network runs in 2 lanes (two copies, a thread each, batches side by side):
+    the same rows, in the same order, as in one lane on 1 thread, from an array and from images;
+    where the memory available holds one copy only, one lane."""
+    from netspec import predictions, resources
+    graph = load_spec(SPEC)
+    np.save(workdir / "x.npy", np.random.default_rng(0).standard_normal((70, 3, 12, 12)).astype(np.float32))
+    images(workdir / "imgs", 23, size=(12, 12))
+    for source in ("x.npy", "imgs"):
+        one, two = (list(netspec.predict(graph, source, batch=4, top=3, threads=t)) for t in (1, 2))
+        assert [(r["path"], r["class"], r["class_2"], r["class_3"]) for r in one] == \
+            [(r["path"], r["class"], r["class_2"], r["class_3"]) for r in two]
+        np.testing.assert_allclose([r["score"] for r in one], [r["score"] for r in two], rtol=1e-5)
+    runner = predictions.Runner(predictions.Job(graph, None, 0, 4, 1, None), progress=False, threads=2)
+    try:
+        assert runner.lanes == 2 and len(runner.exes) == 2 and runner.exes[0] is not runner.exes[1]
+    finally:
+        runner.close()
+    parts = resources.run_needs(graph.active("eval"), 4).parts
+    lane = sum(parts.values()) - parts["weights"] - parts["netspec itself"]  # (what a lane more holds)
+    monkeypatch.setattr(resources, "available_memory", lambda: (sum(parts.values()) + lane // 2, "available"))
+    assert predictions._lanes(graph, 4, 2) == 1
+    monkeypatch.setattr(resources, "available_memory", lambda: (64 << 30, "available"))
+    assert predictions._lanes(graph, 4, 2) == 2 and predictions._lanes(graph, 4, 1) == 1
+
+
 def test_an_existing_out_is_refused_kept_and_replaced_with_force(cli, write_spec, workdir):
     write_spec(SPEC)
     images(workdir / "imgs", 2)
@@ -326,25 +356,23 @@ def png(pixels: np.ndarray, filters=(0, 1, 2, 3, 4), chunks: int = 1, extra: byt
 
 
 def read_both_ways(graph, folder: Path, monkeypatch):
-    """read_batch over every file of `folder`, with the `fast-decode` extra (imagecodecs) and with
-    Pillow alone (the extra made missing: its import fails, as where it is not installed)."""
-    from netspec import predictions
+    """read_batch over every file of `folder`, with the fast path for small PNGs (netspec/pngs.py)
+    and with Pillow alone (the fast path made to take nothing)."""
+    from netspec import pngs, predictions
     source = predictions.open_source(str(folder), graph)
     rows = list(range(len(source.names)))
     fast = predictions.read_batch(source, rows, graph)
     with monkeypatch.context() as m:
-        m.setitem(sys.modules, "imagecodecs", None)
-        assert predictions._png_codec() is None
+        m.setattr(pngs, "read_pngs", lambda paths, type_, pixels: np.zeros(len(paths), bool))
         slow = predictions.read_batch(source, rows, graph)
     return source, fast, slow
 
 
-def test_small_pngs_read_by_imagecodecs_are_the_pixels_pillow_reads(load_spec, workdir, monkeypatch):
-    """The fast path (imagecodecs, netspec/predictions.py) against Pillow: every filter, several IDATs,
+def test_small_pngs_read_by_the_fast_path_are_the_pixels_pillow_reads(load_spec, workdir, monkeypatch):
+    """The fast path (netspec/pngs.py) against Pillow: every filter, several IDATs,
     gray and RGB, files written by Pillow; what it does not take (another size or mode, interlaced, an
     extra chunk, 16 bits, a palette) is Pillow's, with the same pixels; and it takes the ones it should."""
-    pytest.importorskip("imagecodecs")
-    from netspec import predictions
+    from netspec import pngs
     graph = load_spec(SPEC)  # 3×12×12
     rng = np.random.default_rng(0)
     folder = workdir / "pngs"
@@ -379,7 +407,7 @@ def test_small_pngs_read_by_imagecodecs_are_the_pixels_pillow_reads(load_spec, w
     np.testing.assert_array_equal(x, x_pillow)
     type_ = next(iter(graph.inputs.values()))
     pixels = np.empty((len(source.names),) + type_.dims, np.uint8)
-    taken = predictions.read_pngs([source.path(n) for n in source.names], type_, pixels)
+    taken = pngs.read_pngs([source.path(n) for n in source.names], type_, pixels)
     assert sorted(Path(n).name for n, t in zip(source.names, taken) if t) == sorted(
         list(takes) + ["pillow.png", "pillow-smooth.PNG"])
     gray = load_spec(SPEC.replace("[3, 12, 12], mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.5]", "[1, 12, 12]"), "gray.yaml")
@@ -388,14 +416,13 @@ def test_small_pngs_read_by_imagecodecs_are_the_pixels_pillow_reads(load_spec, w
     np.testing.assert_array_equal(x, x_pillow)
     type_ = next(iter(gray.inputs.values()))
     pixels = np.empty((len(source.names),) + type_.dims, np.uint8)
-    taken = predictions.read_pngs([source.path(n) for n in source.names], type_, pixels)
+    taken = pngs.read_pngs([source.path(n) for n in source.names], type_, pixels)
     assert [Path(n).name for n, t in zip(source.names, taken) if t] == ["gray.png"]
 
 
 def test_damaged_pngs_get_pillows_reasons(load_spec, workdir, monkeypatch):
     """Damaged copies of a PNG the fast path takes (bytes changed, cut short, grown): each is read as
     Pillow alone reads it, the same pixels or the same reason in the errors file, never a crash."""
-    pytest.importorskip("imagecodecs")
     graph = load_spec(SPEC)
     rng = np.random.default_rng(1)
     good = png(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), chunks=2)
@@ -416,7 +443,7 @@ def test_damaged_pngs_get_pillows_reasons(load_spec, workdir, monkeypatch):
         (folder / f"{i:03d}.png").write_bytes(bytes(data))
     import struct
     import zlib
-    text = b"tEXt" + b"Comment\0hi"  # (a wrong CRC in an ancillary chunk: libpng skips it, Pillow refuses the file)
+    text = b"tEXt" + b"Comment\0hi"  # (a wrong CRC in an ancillary chunk: Pillow refuses the file)
     (folder / "text-crc.png").write_bytes(png(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), extra=struct.pack(
         ">I", 10) + text + struct.pack(">I", zlib.crc32(text) ^ 1)))
     (folder / "huge.png").write_bytes(good[:-12] + bytes(200_000) + good[-12:])  # (over the bytes read: Pillow's)
@@ -429,22 +456,70 @@ def test_damaged_pngs_get_pillows_reasons(load_spec, workdir, monkeypatch):
     assert "named pipe" in reasons["fifo.png"] and "text-crc.png" in reasons
 
 
-def test_without_the_extra_pillow_reads_every_image(load_spec, workdir, monkeypatch):
-    """Where imagecodecs is not installed (its import fails), the fast path takes nothing and predict
-    reads every image through Pillow, with the same rows."""
-    from netspec import predictions
-    graph = load_spec(SPEC)
-    paths = images(workdir / "imgs", 4, size=(12, 12))
-    monkeypatch.setitem(sys.modules, "imagecodecs", None)
-    type_ = next(iter(graph.inputs.values()))
-    assert predictions._png_codec() is None and not predictions._png_fits(type_)
-    pixels = np.empty((len(paths),) + type_.dims, np.uint8)
-    assert not predictions.read_pngs([str(p) for p in paths], type_, pixels).any()
-    source = predictions.open_source(str(workdir / "imgs"), graph)
-    x, good, errors = predictions.read_batch(source, list(range(len(paths))), graph)
-    assert good == [0, 1, 2, 3] and not errors
-    want = np.concatenate([read_image(str(p), graph) for p in sorted(paths)])
-    np.testing.assert_array_equal(x, want)
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_the_fast_path_undoes_every_filter_as_pillow_does(data):
+    """Property: a PNG of any small size, gray or RGB, its rows filtered with any sequence of PNG's five
+    filters and its stream cut into any number of IDATs, is read by the fast path (netspec/pngs.py),
+    several in one batch, as the pixels written and as Pillow reads them; a row whose filter byte is
+    not one of the five leaves the file to Pillow (which refuses it), the others in the batch read."""
+    import io
+    from types import SimpleNamespace
+    import tempfile
+    from netspec import pngs
+    c = data.draw(st.sampled_from([1, 3]), "channels")
+    h, w = data.draw(st.integers(1, 9), "h"), data.draw(st.integers(1, 9), "w")
+    count = data.draw(st.integers(1, 4), "images")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), "seed"))
+    type_ = SimpleNamespace(rank=4, c=c, h=h, w=w, dims=(c, h, w))
+    bad = data.draw(st.integers(-1, count - 1), "a bad filter in image")  # (-1: none)
+    with tempfile.TemporaryDirectory() as folder:
+        paths, want = [], []
+        for i in range(count):
+            smooth = data.draw(st.booleans(), "smooth")  # (Paeth's three cases need neighbours alike)
+            pixels = (np.cumsum(rng.integers(0, 3, (h, w, c)), axis=1) if smooth else
+                      rng.integers(0, 256, (h, w, c))).astype(np.uint8)
+            pixels = pixels[..., 0] if c == 1 else pixels
+            filters = data.draw(st.lists(st.integers(0, 4), min_size=1, max_size=h), "filters")
+            encoded = png(pixels, filters=filters, chunks=data.draw(st.integers(1, 3), "idats"))
+            if i == bad:
+                row = data.draw(st.integers(0, h - 1), "bad row")
+                raw = bytearray(zlib.decompress(b"".join(_idats(encoded))))
+                raw[row * (1 + w * c)] = data.draw(st.integers(5, 255), "bad filter")
+                encoded = png_from_rows(bytes(raw), h, w, c)
+            paths.append(os.path.join(folder, f"{i}.png"))
+            Path(paths[-1]).write_bytes(encoded)
+            want.append(pixels[None] if c == 1 else pixels.transpose(2, 0, 1))
+        got = np.zeros((count, c, h, w), np.uint8)
+        taken = pngs.read_pngs(paths, type_, got)
+        for i in range(count):
+            assert taken[i] == (i != bad)
+            if i != bad:
+                np.testing.assert_array_equal(got[i], want[i])
+                with Image.open(io.BytesIO(Path(paths[i]).read_bytes())) as image:
+                    pillow = np.asarray(image)
+                np.testing.assert_array_equal(pillow[None] if c == 1 else pillow.transpose(2, 0, 1), want[i])
+            else:
+                with pytest.raises(Exception), Image.open(paths[i]) as image:
+                    image.load()
+
+
+def _idats(data: bytes) -> list[bytes]:
+    """The IDAT chunks' contents of a PNG, in order."""
+    pos, out = 33, []
+    while data[pos + 4:pos + 8] == b"IDAT":
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        out.append(data[pos + 8:pos + 8 + length])
+        pos += 12 + length
+    return out
+
+
+def png_from_rows(raw: bytes, h: int, w: int, c: int) -> bytes:
+    """A PNG whose inflated data is `raw` as given (filter bytes included)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0 if c == 1 else 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def test_images_are_normalized_as_netspec_run_normalizes_them(load_spec):

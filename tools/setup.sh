@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up netspec in ./.venv (creating it if needed), with the `train` extra (scikit-learn's digits,
 # matplotlib's curves). With --test, also install the test tools, and the `cluster` (Dask) and
-# `parquet` (pyarrow) and `fast-decode` (imagecodecs) extras that netspec predict's tests use.
+# `parquet` (pyarrow) extras that netspec predict's tests use.
 # Installs graphviz's `dot` (needed for diagrams) through apt-get when it is missing and we are root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,8 +35,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 extra="[train]"  # (netspec train's demo data and curves: the README's commands use them)
-# the tests also run predict on a Dask cluster, write Parquet and decode PNGs with imagecodecs
-[ "${1:-}" = "--test" ] && extra="[test,train,cluster,parquet,fast-decode]"
+# the tests also run predict on a Dask cluster and write Parquet
+[ "${1:-}" = "--test" ] && extra="[test,train,cluster,parquet]"
 echo "setup: installing netspec${extra} into .venv" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}"
 
