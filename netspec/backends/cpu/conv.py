@@ -312,8 +312,8 @@ def workspace_bytes(op: str, attrs, shape) -> int:
     buffers = {
         "gate": 4 * n * c * h * wd,  # the gated copy of the input (or of the weights, when smaller)
         "implicit": 2 * padded,  # the phase-split padded copy
-        # the padded copy and `_plan_flat`'s stage (rows × each plane's positions)
-        "implicit flat": padded + 4 * packed.NR + 4 * (o + packed.MR) * (ho * (wo + dw * (kw - 1)) + packed.NR),
+        # the padded copy and `_plan_flat`'s stage (images × channels × each plane's positions)
+        "implicit flat": padded + 4 * packed.NR + 4 * n * o * (ho * (wo + dw * (kw - 1)) + packed.NR),
         "im2col": 4 * (k + o // g) * width + (4 * n * c * h * wd if sw > 1 else 0),  # a tile, its column phases
         "winograd": 4 * 16 * (c + o) * winograd.tiles(n, ho, wo),  # the transformed input and product
         # each thread's padded planes, output and input, 8 channels interleaved (by_channel_blocks)

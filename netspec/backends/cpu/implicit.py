@@ -103,7 +103,11 @@ def _plan_flat(shape, window, out, weights: packed.Packed, act: int, alpha: floa
     as long as the windows reach (wq = wo + (kw − 1)·dw), so that output (oh, ow) reads tap (i, j)
     at oh·wq + ow + (i·dh·wq + j·dw) of its channel's plane: the outputs of a whole plane, taken
     as ho·wq positions (wq − wo of each row computed and dropped), are one run of tiles, each of
-    NR consecutive positions. 7² maps then use 49 lanes of 64, 14² 196 of 224."""
+    NR consecutive positions. 7² maps then use 49 lanes of 64, 14² 196 of 224.
+
+    The run is `_convolve`'s, one output row an image, `span` wide, into a stage (N×M×span); then
+    `_copy_out` drops the extra positions (and adds the residual, then the activation, where there
+    is one). One compiled kernel for both forms: the first run from an empty cache compiles it once."""
     n, c, h, w = shape
     (kh, kw), _, (dh, dw), (pt, pl) = window
     ho, wo = out
@@ -112,7 +116,7 @@ def _plan_flat(shape, window, out, weights: packed.Packed, act: int, alpha: floa
     span = -(-ho * wq // packed.NR) * packed.NR  # the positions computed, whole tiles
     offsets = np.array([4 * ((ci * hp + i * dh) * wq + j * dw) for ci in range(c) for i in range(kh)
                         for j in range(kw)], np.int64)
-    rows = weights.wp.shape[1] * packed.MR
+    split_rows = packed.split_row_blocks(n, weights.wp.shape[1], threads)
     alpha32 = np.float32(alpha)
     slices = packed.k_slices(len(offsets))
     size = n * c * hp * wq
@@ -123,59 +127,34 @@ def _plan_flat(shape, window, out, weights: packed.Packed, act: int, alpha: floa
         padded = scratch("implicit", size + 2 * packed.NR)
         padded[size:] = 0.0  # (not garbage: a subnormal there would slow the FMAs that read it)
         xq = padded[:size].reshape(n, c, 1, hp, wq)
-        stage = scratch("implicit stage", rows * span).reshape(rows, span)
-        _convolve_flat(x, xq, pt, pl, weights.wp[0], weights.bp, weights.m, offsets, y,
-                       _NO_RES4 if res is None else res, res is not None, act, alpha32, threads, slices, stage)
+        stage = scratch("implicit stage", n * weights.m * span).reshape(n, weights.m, 1, span)
+        applied = act if res is None else NONE  # (with a residual, the activation comes after it)
+        _convolve(x, xq, 1, 1, pt, pl, weights.wp[0], weights.bp, weights.m, offsets, stage, _NO_RES, False,
+                  applied, alpha32, threads, split_rows, slices)
+        _copy_out(stage, wq, y, _NO_RES4 if res is None else res, res is not None, act, alpha32)
         return y
     return run
 
 
-@njit(cache=True, fastmath=FMA, parallel=True)
-def _convolve_flat(x, xq, pt, pl, wp, bp, m, offsets, y, res, has_res, act, alpha, threads, slices, stage):
-    """`_convolve` for `_plan_flat`: each thread its row blocks, over every image's run of tiles,
-    into its rows of `stage` (rows × positions), then the outputs of those rows copied out of it,
-    the wq − wo dropped positions left behind (+ res, then the activation where the micro-kernel
-    did not apply it)."""
-    _pad_input(x, xq, pt, pl, 1)
-    n_, c_, hp, wq = xq.shape[0], xq.shape[1], xq.shape[3], xq.shape[4]
-    ho, wo = y.shape[2], y.shape[3]
-    k = offsets.shape[0]
-    blocks = wp.shape[0]
-    span = stage.shape[1]
-    ldc = 4 * span
-    in_registers = act if packed.APPLIED_IN_REGISTERS[act] and not has_res else NONE
-    plane_bytes = 4 * c_ * hp * wq
-    zero_bias = np.zeros(packed.MR, np.float32)
-    for t in prange(threads):
-        b0, b1 = blocks * t // threads, blocks * (t + 1) // threads
-        for n in range(n_):
-            taps = xq.ctypes.data + n * plane_bytes
-            for v0 in range(0, span, packed.NR):
-                for s in range(slices):
-                    k0, k1 = k * s // slices, k * (s + 1) // slices
-                    last_slice = s == slices - 1
-                    for blk in range(b0, b1):
-                        r0 = blk * packed.MR
-                        packed._gather_wide(wp[blk].ctypes.data + 4 * packed.MR * k0, taps + 4 * v0,
-                                            offsets.ctypes.data + 8 * k0, k1 - k0, k0,
-                                            stage.ctypes.data + 4 * (r0 * span + v0), ldc,
-                                            bp[blk].ctypes.data if last_slice else zero_bias.ctypes.data,
-                                            min(packed.MR, m - r0), packed.NR, 0, ldc,
-                                            in_registers if last_slice else NONE, alpha)
-            for r in range(b0 * packed.MR, min(m, b1 * packed.MR)):  # this thread's rows, out of the stage
-                for oh in range(ho):
-                    src, dst = stage[r, oh * wq:oh * wq + wo], y[n, r, oh]
-                    if has_res:  # (then the micro-kernel applied no activation)
-                        rr = res[n, r, oh]
-                        for q in range(wo):
-                            dst[q] = src[q] + rr[q]
-                        if act != NONE:
-                            act_row(dst, dst, np.float32(0.0), False, act, alpha)
-                    elif act != in_registers:
-                        act_row(src, dst, np.float32(0.0), False, act, alpha)
-                    else:
-                        for q in range(wo):
-                            dst[q] = src[q]
+@njit(cache=True, fastmath=FMA)
+def _copy_out(stage, wq, y, res, has_res, act, alpha):
+    """y[n, r, oh, :] = stage[n, r, 0, oh·wq : oh·wq + wo] (+ res, then the activation, where has_res:
+    else the stage has it already)."""
+    n_, m, ho, wo = y.shape
+    for n in range(n_):
+        for r in range(m):
+            plane = stage[n, r, 0]
+            for oh in range(ho):
+                src, dst = plane[oh * wq:oh * wq + wo], y[n, r, oh]
+                if has_res:
+                    rr = res[n, r, oh]
+                    for q in range(wo):
+                        dst[q] = src[q] + rr[q]
+                    if act != NONE:
+                        act_row(dst, dst, np.float32(0.0), False, act, alpha)
+                else:
+                    for q in range(wo):
+                        dst[q] = src[q]
 
 
 @njit(cache=True, fastmath=FMA, parallel=True)

@@ -104,8 +104,8 @@ _CONV_PATHS: dict[str, tuple[list[Case], float]] = {
     "wide gemm": ([({"out": 4, "kernel": 1}, [(1, 4, 128, 128)], _E)], 0.5),  # sgemm in parallel blocks
     "grouped gemm": ([({"out": 4, "kernel": 1, "groups": 2}, [(1, 4, 4, 4)], _E)], 0.5),
     "strided pointwise": ([({"out": 2, "kernel": 1, "stride": 2}, [_IMG], _E)], 3.0),  # its input subsampled
-    "implicit": ([({"out": 2, "kernel": 3, "padding": 1}, [(1, 2, 2, 40)], _E)], 8.0),  # rows of tiles
-    "implicit flat": ([({"out": 2, "kernel": 3, "padding": 1}, [_IMG], _E)], 8.0),  # a plane's run of tiles
+    "implicit": ([({"out": 2, "kernel": 3, "padding": 1}, [(1, 2, 2, 40)], _E)], 0.5),  # rows of tiles
+    "implicit flat": ([({"out": 2, "kernel": 3, "padding": 1}, [_IMG], _E)], 1.0),  # a plane's run of tiles, copied out
     # (K > implicit.MAX_TAPS, stride 2, rows under implicit.WIDE_ROWS: what the implicit GEMM leaves)
     "im2col": ([({"out": 8, "kernel": 3, "stride": 2, "padding": 1}, [(1, 64, 6, 6)], _E),  # column phases
                 ({"out": 4, "kernel": 3, "groups": 2, "padding": 1}, [(1, 4, 4, 4)], _E)], 15.0),  # own epilogue
@@ -224,10 +224,15 @@ COMPILE_SECONDS: dict[str, float] = {
     "flatten": 0.1, "reshape": 0.1, "center_crop": 0.6,
 }
 _SHARED_SECONDS = {"sgemm": 14.0,      # gemm.py's sgemm in blocks (on one thread and in parallel), its epilogue
-                   "activate": 7.0}    # elementwise.activate: every activation, in one kernel
+                   "activate": 7.0,    # elementwise.activate: every activation, in one kernel
+                   "implicit gemm": 8.0}  # implicit._convolve: both forms of the implicit GEMM
+# Paths whose cases compile all another path compiles: the flat implicit GEMM runs the rows' kernel
+# (`implicit._convolve`) and copies out. Run in two processes, the two cases compiled it twice.
+_COVERS = {"implicit flat": "implicit"}
 _USES: dict[str, tuple[str, ...]] = {
     "wide gemm": ("sgemm",), "grouped gemm": ("sgemm",), "conv_transpose2d": ("sgemm",),
     "blas": ("sgemm",), **{name: ("activate",) for name in _ACTIVATIONS},
+    "implicit": ("implicit gemm",), "implicit flat": ("implicit gemm",),
 }
 
 
@@ -254,6 +259,8 @@ def warm_up_plan(names: list[str], graph=None) -> list[tuple[str, list[Case], fl
             if node.op in _PATHS:
                 dims = graph.type_of(node.inputs[0]).dims
                 needed.setdefault(node.op, set()).update(_PATHS[node.op][1](node.attrs, dims, len(node.inputs)))
+    for paths in needed.values():  # (a path whose cases compile another's code too: that one's cases not run)
+        paths -= {covered for path, covered in _COVERS.items() if path in paths}
     plan, warmed = [], set()
 
     def seconds(part, own):  # its own seconds, and those of the shared code it is the first to run
