@@ -406,9 +406,6 @@ def run_batches(runner: Runner, source: Source, rows: list[int]) -> Iterator[tup
     job, graph = runner.job, runner.job.graph
     chunks = (rows[i:i + job.batch] for i in range(0, len(rows), job.batch))
     array = _array(source) if source.kind == "array" else None
-
-    def run(x, good, errors):
-        return [source.names[r] for r in good], (runner.run(x) if good else []), errors
     running: deque = deque()
     if array is not None:
         # an array's batches, read in the lane (a copy), several back to back: a batch's rows (the
@@ -429,12 +426,12 @@ def run_batches(runner: Runner, source: Source, rows: list[int]) -> Iterator[tup
             while running:
                 yield running.popleft().result()
         finally:
-            for future in running:
-                future.cancel()
-            for future in running:
-                if not future.cancelled():
-                    future.exception()  # (wait: the arrays it reads stay open until it is done)
+            _settle(running)
         return
+
+    def run(read):  # (in a lane: the batch decoded, then run)
+        x, good, errors = read.result()
+        return [source.names[r] for r in good], (runner.run(x) if good else []), errors
     readers = ThreadPoolExecutor(max(1, job.decoders), thread_name_prefix="netspec-decode")
     reading: deque = deque()
     try:
@@ -444,18 +441,24 @@ def run_batches(runner: Runner, source: Source, rows: list[int]) -> Iterator[tup
                 break
         while reading or running:
             while reading and len(running) <= runner.lanes:
-                running.append(runner.submit(lambda read: run(*read.result()), reading.popleft()))
+                running.append(runner.submit(run, reading.popleft()))
                 chunk = next(chunks, None)
                 if chunk is not None:
                     reading.append(readers.submit(read_batch, source, chunk, graph))
             yield running.popleft().result()
     finally:
-        for future in running:
-            future.cancel()
-        for future in running:
-            if not future.cancelled():
-                future.exception()
+        _settle(running)
         readers.shutdown(wait=True, cancel_futures=True)
+
+
+def _settle(running: deque) -> None:
+    """The lanes' tasks not taken: cancelled where not started, else waited for (they read the
+    source's arrays and files, which close when the job ends)."""
+    for future in running:
+        future.cancel()
+    for future in running:
+        if not future.cancelled():
+            future.exception()
 
 
 # --- on a cluster's workers (netspec/cluster.py sends these there) --------------------------------
