@@ -94,8 +94,15 @@ def read_pngs(paths: list[str], type_, pixels: np.ndarray) -> np.ndarray:
         if len(data) == size and inflate.eof:
             rows[i] = np.frombuffer(data, np.uint8)
             done[i] = True
-    _unfilter(rows.reshape(len(paths), h, 1 + w * c), done, pixels)
+    rows = rows.reshape(len(paths), h, 1 + w * c)
+    group = max(1, _UNFILTER_BYTES // (8 * size))  # (images a call: its two int32 copies of their rows)
+    for g in range(0, len(paths), group):
+        if done[g:g + group].any():
+            _unfilter(rows[g:g + group], done[g:g + group], pixels[g:g + group])
     return done
+
+
+_UNFILTER_BYTES = 4 << 20  # `_unfilter`'s work arrays, at most (a batch of larger images goes in groups)
 
 
 @njit(nogil=True, cache=True)
