@@ -918,7 +918,7 @@ def _work(job, source, rows, writer, engine, result, progress, partition, labels
     bar = None
     make_rows = writer.make_rows if writer else _plain_rows(output_kind(job.graph), labels)
     ran = False  # whether a batch came back: a job that fails before (bad weights, Ctrl-C) leaves OUT as it was
-    runner = None
+    runner = batches = None
     try:
         yield None  # (primed by predict(): from here on, closing the iterator runs `finally`)
         with set_threads(job.threads if engine is None else None):
@@ -952,6 +952,8 @@ def _work(job, source, rows, writer, engine, result, progress, partition, labels
         if bar is not None:
             bar.close()
         try:
+            if hasattr(batches, "close"):  # (a job stopped early: its decoding and lanes wound up now)
+                batches.close()
             if runner is not None:
                 runner.close()
             if engine is not None:
