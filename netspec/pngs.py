@@ -76,7 +76,7 @@ def read_pngs(paths: list[str], type_, pixels: np.ndarray) -> np.ndarray:
     c, h, w = type_.dims
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0 if c == 1 else 2, 0, 0, 0)
     size, cap = h * (1 + w * c), _png_cap(type_)
-    rows = np.empty((len(paths), h * (1 + w * c)), np.uint8)
+    rows = np.empty((len(paths), size), np.uint8)
     for i, path in enumerate(paths):
         if path[-4:].lower() != ".png":
             continue

@@ -388,13 +388,22 @@ def _enter_lane(threads: int) -> None:
 
 def _lanes(graph: Graph, batch: int, threads: int) -> int:
     """Lanes for `threads` kernel threads: one a thread, as many as the memory available holds (each
-    lane its own activations, kernel workspace and packed weights; the weights and the inputs
-    decoded ahead are shared)."""
+    lane its own activations, kernel workspace and packed weights; the weights and the inputs held
+    are shared)."""
     from .resources import available_memory, run_needs
     parts = run_needs(graph.active("eval"), batch).parts
-    shared = parts["weights"] + parts["netspec itself"] + (Job.ahead + 3) * batch * math.prod(_input_type(graph).dims) * 4
+    shared = parts["weights"] + parts["netspec itself"]
+    per_lane = sum(parts.values()) - shared
     room, _ = available_memory()
-    return max(1, min(threads, (room - shared) // max(1, sum(parts.values()) - parts["weights"] - parts["netspec itself"])))
+    return max(1, min(threads, (room - shared - _inputs_held(graph, batch, threads)) // max(1, per_lane)))
+
+
+def _inputs_held(graph: Graph, batch: int, lanes: int) -> int:
+    """Bytes of inputs a job holds beside its network: the batches decoded ahead (Job.ahead), a
+    padded copy, and those in the lanes or queued for them (lanes + 1; an array's in groups of up
+    to _GROUP batches and _GROUP_BYTES)."""
+    one = batch * math.prod(_input_type(graph).dims) * 4
+    return (Job.ahead + 1) * one + (lanes + 1) * max(one, min(_GROUP_BYTES, _GROUP * one))
 
 
 _GROUP, _GROUP_BYTES = 8, 8 << 20  # an array's batches a lane runs back to back: at most 8, and 8 MiB of them
@@ -853,12 +862,11 @@ def check_output(out: str, resume: bool, force: bool, kind: str) -> Path:
 
 
 def _check_memory(graph: Graph, batch: int) -> None:
-    """ResourceError, before any work, when the network at this batch and the batches decoded ahead
-    would not fit in the memory available (as `netspec run` checks)."""
+    """ResourceError, before any work, when the network at this batch (one lane) and the inputs it
+    holds would not fit in the memory available (as `netspec run` checks)."""
     from .resources import Needs, check_fits, run_needs
     needs = run_needs(graph.active("eval"), batch)
-    ahead = (Job.ahead + 3) * batch * math.prod(_input_type(graph).dims) * 4  # (decoded, running, padded)
-    check_fits(Needs({**needs.parts, "inputs decoded ahead": ahead}), subject="this job")
+    check_fits(Needs({**needs.parts, "inputs held": _inputs_held(graph, batch, 1)}), subject="this job")
 
 
 def predict(graph, source: str, out: str | os.PathLike | None = None, *, weights=None, seed: int = 0,

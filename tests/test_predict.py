@@ -331,8 +331,6 @@ def test_scores_are_rounded_as_one_row_at_a_time_would_round_them():
 def png(pixels: np.ndarray, filters=(0, 1, 2, 3, 4), chunks: int = 1, extra: bytes = b"", interlace: int = 0) -> bytes:
     """A PNG of H×W (gray) or H×W×3 (RGB) uint8 pixels, written by hand: the rows filtered with each of
     the five filters in turn, the compressed stream cut into `chunks` IDATs, `extra` chunks after IHDR."""
-    import struct
-    import zlib
     h, w = pixels.shape[:2]
     c = 1 if pixels.ndim == 2 else pixels.shape[2]
     rows = pixels.reshape(h, w * c).astype(np.int64)
@@ -387,8 +385,6 @@ def test_small_pngs_read_by_the_fast_path_are_the_pixels_pillow_reads(load_spec,
         (folder / name).write_bytes(data)
     Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / "pillow.png")
     Image.fromarray(smooth).save(folder / "pillow-smooth.PNG", optimize=True)
-    import struct
-    import zlib
     text = b"tEXt" + b"Comment\0hi"
     others = {
         "gray.png": png(rng.integers(0, 256, (12, 12), dtype=np.uint8)),
@@ -441,8 +437,6 @@ def test_damaged_pngs_get_pillows_reasons(load_spec, workdir, monkeypatch):
             for at in rng.integers(0, len(data), 1 + i % 4):
                 data[at] = rng.integers(0, 256)
         (folder / f"{i:03d}.png").write_bytes(bytes(data))
-    import struct
-    import zlib
     text = b"tEXt" + b"Comment\0hi"  # (a wrong CRC in an ancillary chunk: Pillow refuses the file)
     (folder / "text-crc.png").write_bytes(png(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), extra=struct.pack(
         ">I", 10) + text + struct.pack(">I", zlib.crc32(text) ^ 1)))
