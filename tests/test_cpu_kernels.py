@@ -708,13 +708,14 @@ def implicit_gemm_case(draw):
 @pytest.mark.parametrize("path", ["implicit", "im2col"])
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(case=implicit_gemm_case(), threads=st.sampled_from([1, 2]), k_slice=st.sampled_from([256, 7]),
-       seed=st.integers(0, 2**32 - 1))
-def test_implicit_gemm_and_im2col_match_reference(path, case, threads, k_slice, seed):
+       serial=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_implicit_gemm_and_im2col_match_reference(path, case, threads, k_slice, serial, seed):
     """The same convolutions through the implicit GEMM (its taps read from the padded input through
     offsets) and, with it switched off, through im2col + the packed GEMM: strides, dilations,
     padding (asymmetric too), batches, residuals, the in-register activations and others (act_row
-    on each output row, after the residual), one and two threads, the taps in one slice or in
-    slices of 7 (`packed._K_SLICE`: the sums carried through C between them)."""
+    on each output row, after the residual), one and two threads, in parallel or on the calling
+    thread (`implicit.SERIAL_MACS`), the taps in one slice or in slices of 7 (`packed._K_SLICE`:
+    the sums carried through C between them)."""
     from unittest import mock
 
     from netspec.backends.cpu import conv, implicit, packed
@@ -730,7 +731,8 @@ def test_implicit_gemm_and_im2col_match_reference(path, case, threads, k_slice, 
             mock.patch.object(implicit, "WIDE_ROWS", 0 if path == "implicit" else 10**6), \
             mock.patch.object(implicit, "flat", implicit.flat if path == "implicit" else lambda stride, wo: False), \
             mock.patch.object(module, name, wraps=getattr(module, name)) as spy, set_threads(threads), \
-            mock.patch.object(packed, "_K_SLICE", k_slice):
+            mock.patch.object(packed, "_K_SLICE", k_slice), \
+            mock.patch.object(implicit, "SERIAL_MACS", 2**62 if serial else 0):
         check_against_reference("fused_conv2d", attrs, shapes, seed, 1.0)
     assert spy.called
 
@@ -739,14 +741,15 @@ def test_implicit_gemm_and_im2col_match_reference(path, case, threads, k_slice, 
 @given(c=st.integers(1, 40), o=st.integers(1, 40), h=st.integers(1, 18), w=st.integers(1, 18),
        kernel=st.tuples(st.integers(1, 5), st.integers(1, 5)), dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
        batch=st.integers(1, 3), residual=st.booleans(), act=st.sampled_from([None, "relu", "silu", "tanh"]),
-       threads=st.sampled_from([1, 2]), k_slice=st.sampled_from([256, 7]), seed=st.integers(0, 2**32 - 1))
+       threads=st.sampled_from([1, 2]), k_slice=st.sampled_from([256, 7]), serial=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
 def test_flat_implicit_gemm_gives_im2col_bits(c, o, h, w, kernel, dilation, batch, residual, act, threads, k_slice,
-                                              seed):
+                                              serial, seed):
     """Stride 1 on output rows narrower than a tile: the implicit GEMM runs each plane's outputs as
     one run of tiles (`implicit._plan_flat`), with the positions past each row computed and
     dropped. Its sums are im2col + packed GEMM's, in the same order: the same bits, with residuals,
     activations (in registers, or after the residual), batches, any K (in slices), 'same'
-    padding."""
+    padding, in parallel or on the calling thread."""
     from unittest import mock
 
     from netspec.backends.cpu import conv, implicit, packed
@@ -765,7 +768,8 @@ def test_flat_implicit_gemm_gives_im2col_bits(c, o, h, w, kernel, dilation, batc
     res = rng.standard_normal((batch, o, h, w)).astype(np.float32) if residual else None
     code = activation_code(act)
     with mock.patch.object(packed, "_K_SLICE", k_slice):
-        with mock.patch.object(implicit, "_plan_flat", wraps=implicit._plan_flat) as spy:
+        with mock.patch.object(implicit, "_plan_flat", wraps=implicit._plan_flat) as spy, \
+                mock.patch.object(implicit, "SERIAL_MACS", 2**62 if serial else 0):
             flat = conv._plan(attrs, x.shape, threads, weight, bias, True, code, 0.0, residual)(x, None, res, None)
         assert spy.called
         with mock.patch.object(implicit, "MAX_TAPS", 0), mock.patch.object(implicit, "WIDE_ROWS", 10**6), \

@@ -314,6 +314,7 @@ def workspace_bytes(op: str, attrs, shape) -> int:
         "implicit": 2 * padded,  # the phase-split padded copy
         # the padded copy and `_plan_flat`'s stage (images × channels × each plane's positions)
         "implicit flat": padded + 4 * packed.NR + 4 * n * o * (ho * (wo + dw * (kw - 1)) + packed.NR),
+        "implicit serial": max(2 * padded, padded + 4 * packed.NR + 4 * n * o * (ho * (wo + dw * (kw - 1)) + packed.NR)),
         "im2col": 4 * (k + o // g) * width + (4 * n * c * h * wd if sw > 1 else 0),  # a tile, its column phases
         "winograd": 4 * 16 * (c + o) * winograd.tiles(n, ho, wo),  # the transformed input and product
         # each thread's padded planes, output and input, 8 channels interleaved (by_channel_blocks)
@@ -339,7 +340,12 @@ def paths(attrs, dims: tuple[int, ...]) -> set[str]:
     pointwise = kh == kw == 1 and pt == pl == pb == pr == 0
     act = activation_code(getattr(attrs, "activation", None))
     every_batch = (dh, dw) != (1, 1) or _live_taps(attrs, h, w, ho, wo) is None  # (no smaller kernel instead)
-    implicit_path = "implicit flat" if implicit.flat((sh, sw), wo) else "implicit"  # (`implicit.plan`'s choice)
+    # the implicit GEMM's kernels (`implicit.plan`'s choice): on the calling thread where a batch's
+    # multiply-adds are few (any batch, where the live taps may take fewer), in parallel where 8 images' are not
+    macs = attrs.out * ho * wo * c * kh * kw
+    implicit_paths = (({"implicit serial"} if macs < implicit.SERIAL_MACS or not every_batch else set())
+                      | ({"implicit flat" if implicit.flat((sh, sw), wo) else "implicit"}
+                         if 8 * macs >= implicit.SERIAL_MACS else set()))
 
     # Which of `_plan`'s three takes the layer at some batch up to 8: batch 1 and 8 tell (the tiles
     # grow with the batch, and each rule flips at most once as they do). Winograd's tiles at each,
@@ -351,13 +357,13 @@ def paths(attrs, dims: tuple[int, ...]) -> set[str]:
     by_winograd = wino[8] is not None and not implicit.applies(attrs, c, act, wino[8], wo)
     by_im2col = any(wino[b] is None and not implicit.applies(attrs, c, act, None, wo) for b in (1, 8))
     if by_implicit and not (by_winograd or by_im2col or pointwise) and every_batch and taken == {"gemm"}:
-        return {implicit_path}  # at every batch (LeNet-5's): not the packed GEMM, nor its residual pass
+        return implicit_paths  # at every batch (LeNet-5's): not the packed GEMM, nor its residual pass
     if 8 * ho * wo > packed._MAX_COLUMNS:  # a product over 8 images' columns (im2col, Winograd) may be wide
         taken.add("wide gemm")
     if pointwise:  # the GEMM adds the residual
         return (taken | ({"grouped gemm"} if attrs.groups > 1 else set())
                 | ({"strided pointwise"} if (sh, sw) != (1, 1) else set()))
-    taken |= ({implicit_path} if by_implicit or not every_batch else set()) | ({"winograd"} if by_winograd else set()) \
+    taken |= (implicit_paths if by_implicit or not every_batch else set()) | ({"winograd"} if by_winograd else set()) \
         | ({"im2col"} if by_im2col or not every_batch else set())
     if residual and (by_winograd or by_im2col or not every_batch):
         taken.add("residual")  # (the implicit GEMM adds the residual itself)

@@ -39,6 +39,12 @@ WINOGRAD_KEEPS = (144, 196)  # more taps than this, and at least this many tiles
 # im2col, in-process A/B, 2 threads, batch 1: ResNet's 3×3 stride-2 layers 64 → 128 and 128 → 128
 # on 56² inputs (K = 576, 1152) 0.87× and 0.81× the time; 28-wide rows, but not 14 (0.97×) or 7 (1.8×).
 WIDE_ROWS = 28
+# Layers of fewer multiply-adds than this (at the run's batch) run on the calling thread
+# (`_convolve_serial`): a parallel region (its wake-up, its barrier) costs more there than the
+# second thread saves. In-process, 2 threads, hot: LeNet-5's 1 → 6 on 32² at batch 1 (0.12M MACs)
+# 7–9 µs on one thread against 17–40 in parallel, 6 → 16 on 14² at batch 4 (0.96M) 45–47 against
+# 43–69; at batch 8 (1.9M) 68–89 against 90 on one thread; above that, parallel pays.
+SERIAL_MACS = 1 << 20
 _NO_RES = np.zeros(1, np.float32)
 _NO_RES4 = np.zeros((1, 1, 1, 1), np.float32)
 
@@ -56,6 +62,11 @@ def applies(attrs, c: int, act: int, winograd_tiles: int | None, wo: int) -> boo
     if attrs.groups != 1:
         return False
     return taps <= MAX_TAPS or wo >= WIDE_ROWS or (winograd_tiles is None and flat(attrs.stride, wo))
+
+
+def serial(macs: int) -> bool:
+    """Whether a layer of `macs` multiply-adds (its whole batch) runs on the calling thread."""
+    return macs < SERIAL_MACS
 
 
 def flat(stride, wo: int) -> bool:
@@ -84,6 +95,7 @@ def plan(shape, window, out, weights: packed.Packed, act: int, alpha: float, thr
                         for ci in range(c) for i in range(kh) for j in range(kw)], np.int64)
     lines = n * ho
     blocks = weights.wp.shape[1]
+    convolve, threads = (_convolve_serial, 1) if serial(n * weights.m * ho * wo * len(offsets)) else (_convolve, threads)
     split_rows = packed.split_row_blocks(lines, blocks, threads)  # else the output rows
     alpha32 = np.float32(alpha)
     slices = packed.k_slices(len(offsets))
@@ -91,7 +103,7 @@ def plan(shape, window, out, weights: packed.Packed, act: int, alpha: float, thr
     def run(x, res, out):
         y = output(out, (n, weights.m, ho, wo))
         xq = scratch("implicit", n * c * sw * hp * wq).reshape(n, c, sw, hp, wq)
-        _convolve(x, xq, sh, sw, pt, pl, weights.wp[0], weights.bp, weights.m, offsets, y,
+        convolve(x, xq, sh, sw, pt, pl, weights.wp[0], weights.bp, weights.m, offsets, y,
                   _NO_RES if res is None else res.reshape(-1), res is not None, act, alpha32, threads, split_rows, slices)
         return y
     return run
@@ -116,6 +128,7 @@ def _plan_flat(shape, window, out, weights: packed.Packed, act: int, alpha: floa
     span = -(-ho * wq // packed.NR) * packed.NR  # the positions computed, whole tiles
     offsets = np.array([4 * ((ci * hp + i * dh) * wq + j * dw) for ci in range(c) for i in range(kh)
                         for j in range(kw)], np.int64)
+    convolve, threads = (_convolve_serial, 1) if serial(n * weights.m * ho * wo * len(offsets)) else (_convolve, threads)
     split_rows = packed.split_row_blocks(n, weights.wp.shape[1], threads)
     alpha32 = np.float32(alpha)
     slices = packed.k_slices(len(offsets))
@@ -129,7 +142,7 @@ def _plan_flat(shape, window, out, weights: packed.Packed, act: int, alpha: floa
         xq = padded[:size].reshape(n, c, 1, hp, wq)
         stage = scratch("implicit stage", n * weights.m * span).reshape(n, weights.m, 1, span)
         applied = act if res is None else NONE  # (with a residual, the activation comes after it)
-        _convolve(x, xq, 1, 1, pt, pl, weights.wp[0], weights.bp, weights.m, offsets, stage, _NO_RES, False,
+        convolve(x, xq, 1, 1, pt, pl, weights.wp[0], weights.bp, weights.m, offsets, stage, _NO_RES, False,
                   applied, alpha32, threads, split_rows, slices)
         _copy_out(stage, wq, y, _NO_RES4 if res is None else res, res is not None, act, alpha32)
         return y
@@ -160,11 +173,29 @@ def _copy_out(stage, wq, y, res, has_res, act, alpha):
 @njit(cache=True, fastmath=FMA, parallel=True)
 def _convolve(x, xq, sh, sw, pt, pl, wp, bp, m, offsets, y, res, has_res, act, alpha, threads, split_rows, slices):
     """y = act(W ∗ x + bias (+ res)): first xq[n, c, f, r, q] = x[n, c, r − pt, q·sw + f − pl] (zero
-    outside x), then on each thread its output rows (or row blocks), tile by tile: for each tile
-    of NR pixels, every row block of weights (wp: blocks×K×MR, bp: blocks×MR) over the tile's taps."""
+    outside x), then each thread its share of the output rows or row blocks (`_convolve_share`)."""
     _pad_input(x, xq, pt, pl, sw)
-    n_ = x.shape[0]
-    c_, sw_, hp, wq = xq.shape[1], xq.shape[2], xq.shape[3], xq.shape[4]
+    for t in prange(threads):  # (t as int64: the serial twin's type, so that one compiled share serves both)
+        _convolve_share(xq, sh, wp, bp, m, offsets, y, res, has_res, act, alpha, np.int64(t), threads, split_rows,
+                        slices)
+
+
+@njit(cache=True, fastmath=FMA)
+def _convolve_serial(x, xq, sh, sw, pt, pl, wp, bp, m, offsets, y, res, has_res, act, alpha, threads, split_rows,
+                     slices):
+    """`_convolve` on the calling thread, given threads = 1 and split_rows = False (`serial`): for
+    layers under SERIAL_MACS, where a parallel region costs more than the second thread saves.
+    (Those as arguments, not literals, which would compile `_convolve_share` a second time.)"""
+    _pad_input(x, xq, pt, pl, sw)
+    _convolve_share(xq, sh, wp, bp, m, offsets, y, res, has_res, act, alpha, threads - 1, threads, split_rows, slices)
+
+
+@njit(cache=True, fastmath=FMA)
+def _convolve_share(xq, sh, wp, bp, m, offsets, y, res, has_res, act, alpha, t, threads, split_rows, slices):
+    """Thread t's share (of `threads`) of `_convolve`'s product, from the padded input xq: its output
+    rows (or, where split_rows, its row blocks of every row), tile by tile: for each tile of NR
+    pixels, every row block of weights (wp: blocks×K×MR, bp: blocks×MR) over the tile's taps."""
+    n_, c_, sw_, hp, wq = xq.shape
     o, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     p = ho * wo
     k = offsets.shape[0]
@@ -174,37 +205,36 @@ def _convolve(x, xq, sh, sw, pt, pl, wp, bp, m, offsets, y, res, has_res, act, a
     in_registers = act if packed.APPLIED_IN_REGISTERS[act] else NONE
     plane_bytes = 4 * c_ * sw_ * hp * wq
     zero_bias = np.zeros(packed.MR, np.float32)
-    for t in prange(threads):
-        l0, l1, b0, b1 = lines * t // threads, lines * (t + 1) // threads, 0, blocks
-        if split_rows:
-            l0, l1, b0, b1 = 0, lines, blocks * t // threads, blocks * (t + 1) // threads
-        for line in range(l0, l1):
-            n = line // ho
-            oh = line - n * ho
-            taps = xq.ctypes.data + n * plane_bytes + 4 * oh * sh * wq
-            corner = 4 * (n * o * p + oh * wo)  # of output row oh, channel 0, in y and res
-            for ow0 in range(0, wo, packed.NR):
-                cols = min(packed.NR, wo - ow0)
-                for s in range(slices):  # a slice of the taps at a time: its rows of the tile stay in L1
-                    k0, k1 = k * s // slices, k * (s + 1) // slices
-                    last_slice = s == slices - 1
-                    for blk in range(b0, b1):
-                        r0 = blk * packed.MR
-                        at = corner + 4 * (r0 * p + ow0)
-                        pr = res.ctypes.data + at if has_res and last_slice else 0
-                        tile_args = (wp[blk].ctypes.data + 4 * packed.MR * k0, taps + 4 * ow0,
-                                     offsets.ctypes.data + 8 * k0, k1 - k0, k0, y.ctypes.data + at, ldc,
-                                     bp[blk].ctypes.data if last_slice else zero_bias.ctypes.data,
-                                     min(packed.MR, m - r0), cols, pr, ldc, in_registers if last_slice else NONE,
-                                     alpha)
-                        if cols > packed._LANES:
-                            packed._gather_wide(*tile_args)
-                        else:
-                            packed._gather_narrow(*tile_args)
-            if act != in_registers:  # the output row, every channel of this thread's, still in cache
-                for r in range(b0 * packed.MR, min(o, b1 * packed.MR)):
-                    row = y[n, r, oh]
-                    act_row(row, row, np.float32(0.0), False, act, alpha)
+    l0, l1, b0, b1 = lines * t // threads, lines * (t + 1) // threads, 0, blocks
+    if split_rows:
+        l0, l1, b0, b1 = 0, lines, blocks * t // threads, blocks * (t + 1) // threads
+    for line in range(l0, l1):
+        n = line // ho
+        oh = line - n * ho
+        taps = xq.ctypes.data + n * plane_bytes + 4 * oh * sh * wq
+        corner = 4 * (n * o * p + oh * wo)  # of output row oh, channel 0, in y and res
+        for ow0 in range(0, wo, packed.NR):
+            cols = min(packed.NR, wo - ow0)
+            for s in range(slices):  # a slice of the taps at a time: its rows of the tile stay in L1
+                k0, k1 = k * s // slices, k * (s + 1) // slices
+                last_slice = s == slices - 1
+                for blk in range(b0, b1):
+                    r0 = blk * packed.MR
+                    at = corner + 4 * (r0 * p + ow0)
+                    pr = res.ctypes.data + at if has_res and last_slice else 0
+                    tile_args = (wp[blk].ctypes.data + 4 * packed.MR * k0, taps + 4 * ow0,
+                                 offsets.ctypes.data + 8 * k0, k1 - k0, k0, y.ctypes.data + at, ldc,
+                                 bp[blk].ctypes.data if last_slice else zero_bias.ctypes.data,
+                                 min(packed.MR, m - r0), cols, pr, ldc, in_registers if last_slice else NONE,
+                                 alpha)
+                    if cols > packed._LANES:
+                        packed._gather_wide(*tile_args)
+                    else:
+                        packed._gather_narrow(*tile_args)
+        if act != in_registers:  # the output row, every channel of this thread's, still in cache
+            for r in range(b0 * packed.MR, min(o, b1 * packed.MR)):
+                row = y[n, r, oh]
+                act_row(row, row, np.float32(0.0), False, act, alpha)
 
 
 @njit(cache=True, fastmath=FMA, inline="always")

@@ -104,8 +104,11 @@ _CONV_PATHS: dict[str, tuple[list[Case], float]] = {
     "wide gemm": ([({"out": 4, "kernel": 1}, [(1, 4, 128, 128)], _E)], 0.5),  # sgemm in parallel blocks
     "grouped gemm": ([({"out": 4, "kernel": 1, "groups": 2}, [(1, 4, 4, 4)], _E)], 0.5),
     "strided pointwise": ([({"out": 2, "kernel": 1, "stride": 2}, [_IMG], _E)], 3.0),  # its input subsampled
-    "implicit": ([({"out": 2, "kernel": 3, "padding": 1}, [(1, 2, 2, 40)], _E)], 0.5),  # rows of tiles
-    "implicit flat": ([({"out": 2, "kernel": 3, "padding": 1}, [_IMG], _E)], 1.0),  # a plane's run of tiles, copied out
+    # the implicit GEMM in parallel (at least implicit.SERIAL_MACS): rows of tiles, or a plane's run of
+    # tiles copied out; and on the calling thread (either form: the same kernel)
+    "implicit": ([({"out": 16, "kernel": 3, "padding": 1}, [(1, 16, 32, 40)], _E)], 0.5),
+    "implicit flat": ([({"out": 32, "kernel": 3, "padding": 1}, [(1, 32, 14, 14)], _E)], 1.0),
+    "implicit serial": ([({"out": 2, "kernel": 3, "padding": 1}, [_IMG], _E)], 2.4),
     # (K > implicit.MAX_TAPS, stride 2, rows under implicit.WIDE_ROWS: what the implicit GEMM leaves)
     "im2col": ([({"out": 8, "kernel": 3, "stride": 2, "padding": 1}, [(1, 64, 6, 6)], _E),  # column phases
                 ({"out": 4, "kernel": 3, "groups": 2, "padding": 1}, [(1, 4, 4, 4)], _E)], 15.0),  # own epilogue
@@ -225,14 +228,16 @@ COMPILE_SECONDS: dict[str, float] = {
 }
 _SHARED_SECONDS = {"sgemm": 14.0,      # gemm.py's sgemm in blocks (on one thread and in parallel), its epilogue
                    "activate": 7.0,    # elementwise.activate: every activation, in one kernel
-                   "implicit gemm": 8.0}  # implicit._convolve: both forms of the implicit GEMM
+                   "implicit gemm": 3.0,  # implicit._convolve_share: the product of every form
+                   "implicit parallel": 7.5}  # implicit._convolve: the padding and the product in parallel
 # Paths whose cases compile all another path compiles: the flat implicit GEMM runs the rows' kernel
 # (`implicit._convolve`) and copies out. Run in two processes, the two cases compiled it twice.
 _COVERS = {"implicit flat": "implicit"}
 _USES: dict[str, tuple[str, ...]] = {
     "wide gemm": ("sgemm",), "grouped gemm": ("sgemm",), "conv_transpose2d": ("sgemm",),
     "blas": ("sgemm",), **{name: ("activate",) for name in _ACTIVATIONS},
-    "implicit": ("implicit gemm",), "implicit flat": ("implicit gemm",),
+    "implicit": ("implicit gemm", "implicit parallel"), "implicit flat": ("implicit gemm", "implicit parallel"),
+    "implicit serial": ("implicit gemm",),
 }
 
 
