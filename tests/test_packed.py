@@ -88,6 +88,16 @@ def test_packed_paths_match_reference(m, k, n, p):
         assert_close_to_reference(c, want, mag)
 
 
+def test_threads_share_the_row_blocks_where_the_panels_would_not_share_evenly():
+    """packed._split_rows: a 7²-like product (3 panels and a column, 2 a thread against 1.5) shares
+    its row blocks; whole or many panels, or too few row blocks, share the panels."""
+    nr = packed.NR
+    assert packed._split_rows(1, 3 * nr + 1, 171, 2)
+    assert not packed._split_rows(8, 3 * nr + 1, 171, 2)  # 32 panels: 4 images a thread
+    assert not packed._split_rows(1, 4 * nr, 171, 2) and not packed._split_rows(1, 3 * nr + 1, 3, 2)
+    assert not packed._split_rows(1, 12 * nr + 4, 86, 2)  # 6 panels against 6 and a narrow one: within 10%
+
+
 @njit(fastmath=FMA)  # as the kernels that run act_row
 def _act_rows(c, act, alpha):
     for i in range(c.shape[0]):

@@ -379,11 +379,22 @@ def split_row_blocks(units: int, blocks: int, threads: int) -> bool:
 
 def _split_rows(p: int, n: int, blocks: int, threads: int) -> bool:
     """Whether threads share a product's row blocks rather than its panels (P images of n columns,
-    NR a panel): only where there are fewer panels than threads. Sharing panels unevenly measured
-    faster than sharing rows evenly (each thread then reads all of X), 2 threads, hot: 7² maps
-    (3 panels and 1 column) 0.85–0.93× the time, 13² and 14² (11 or 12 panels and a part)
-    0.91–0.96×, 10² 0.95×."""
-    return p * -(-n // NR) < threads and blocks >= 2 * threads
+    NR a panel; a last one of LANES columns or fewer costs half): where sharing the panels would
+    leave one thread 10% more than an even share, and there are 2 row blocks a thread. Each
+    thread then reads (and packs) all of X, which costs less than the imbalance. In-process A/B,
+    2 threads, AVX2 (NR = 16), batch 1, rows against panels: 7² maps (4 panels, the last of one
+    column: 2 against 1.5) 0.91–0.93× the time for K, M of 512 to 2048 (0.98× for K = 2048,
+    M = 512); 14² (12.5 panels: 7 against 5.5) 0.99×; at batch 8, 7² (32 panels) 1.03×: kept."""
+    if blocks < 2 * threads:
+        return False
+    panels, last = -(-n // NR), n % NR
+    cost = [1.0] * panels
+    if 0 < last <= _LANES:
+        cost[-1] = 0.5
+    total = p * panels
+    share = max(sum(cost[g % panels] for g in range(total * w // threads, total * (w + 1) // threads))
+                for w in range(threads))
+    return share > 1.1 * p * sum(cost) / threads
 
 
 def _panel_fits_l1(k: int, n: int, m: int) -> bool:
