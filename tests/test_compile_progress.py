@@ -292,7 +292,7 @@ def test_a_network_warms_the_paths_its_layers_may_take():
     assert lenet["avgpool2d"] == kernels._AVGPOOL_PATHS["2×2"][0]
     assert lenet["linear"] == kernels._LINEAR_PATHS["small"][0]  # (400 → 120 and smaller: no BLAS)
     assert plan_of("googlenet.yaml")["concat"] == kernels._CONCAT_PATHS["4 inputs"][0]  # (4 branches, no other)
-    assert alexnet["linear"] == kernels._LINEAR_PATHS["blas"][0]
+    assert alexnet["linear"] == kernels._LINEAR_PATHS["blas"][0] + kernels._LINEAR_PATHS["few rows"][0]
     assert alexnet["maxpool2d"] == kernels._MAXPOOL_PATHS["stride 2"][0]
 
     def has(cases, path):

@@ -909,7 +909,8 @@ def test_live_taps_of_a_3x3_on_a_1x1_map_are_its_centre():
 @pytest.mark.parametrize("batch, inputs, out", [(1, 400, 120), (8, 400, 120), (2, 600, 120), (16, 400, 120)])
 def test_linear_small_and_blas_paths_match_reference(batch, inputs, out):
     """fused_linear runs small layers in one Numba loop (`linear._small`: the first two shapes) and
-    the others through BLAS (more weights than SMALL_WEIGHTS, or a batch past SMALL): both agree
+    the others through BLAS or `linear._few_rows` (more weights than SMALL_WEIGHTS, or a batch past
+    SMALL): all agree
     with the reference, bias, residual and activation included, and a prepared layer (its Wᵀ made
     once) gives the same bits as the kernel called plainly."""
     from netspec.backends.cpu import linear
@@ -924,6 +925,32 @@ def test_linear_small_and_blas_paths_match_reference(batch, inputs, out):
     got = KERNELS["fused_linear"](a, args, params, RunContext())
     np.testing.assert_allclose(got, op.reference(a, args, params, RunContext()), rtol=RTOL, atol=ATOL)
     np.testing.assert_array_equal(linear.prepare(a, params)(args), got)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(batch=st.integers(1, 12), inputs=st.integers(1, 300), out=st.integers(1, 70), residual=st.booleans(),
+       act=st.sampled_from([None, "relu", "tanh"]), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
+def test_linear_at_a_few_rows_matches_reference(batch, inputs, out, residual, act, threads, seed):
+    """Layers past `linear._small` at batches of 2 to FEW_ROWS run in `linear._few_rows` (pairs of
+    weight rows against 4 input rows at a time; an odd last row, a last group of fewer than 4),
+    the others through BLAS: either way the reference's values, bias, residual and activation
+    included, on one thread or two."""
+    from unittest import mock
+
+    from netspec.backends.cpu import linear
+    from netspec.threads import set_threads
+    op = ops.get("fused_linear")
+    a = op.attrs.model_validate({"out": out, "residual": residual, "activation": act})
+    rng = np.random.default_rng(seed)
+    args = [rng.standard_normal((batch, inputs)).astype(np.float32)]
+    args += [rng.standard_normal((batch, out)).astype(np.float32)] if residual else []
+    params = {"weight": rng.standard_normal((out, inputs)).astype(np.float32),
+              "bias": rng.standard_normal(out).astype(np.float32)}
+    with mock.patch.object(linear, "SMALL_WEIGHTS", 0), set_threads(threads), \
+            mock.patch.object(linear, "_few_rows", wraps=linear._few_rows) as spy:
+        got = KERNELS["fused_linear"](a, args, params, RunContext())
+    assert spy.called == (2 <= batch <= linear.FEW_ROWS)
+    np.testing.assert_allclose(got, op.reference(a, args, params, RunContext()), rtol=RTOL, atol=ATOL)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))

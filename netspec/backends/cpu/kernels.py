@@ -154,19 +154,23 @@ def _avgpool_paths(attrs, dims: tuple[int, ...]) -> set[str]:
 
 
 # linear's and fused_linear's: a small layer (linear._small, at the batches a first run and the
-# benchmarks use), else BLAS's path on all threads
+# benchmarks use), else BLAS's path on all threads (batch 1, or more than linear.FEW_ROWS) and
+# linear._few_rows (batches of 2 to FEW_ROWS)
 _LINEAR_PATHS: dict[str, tuple[list[Case], float]] = {
     "small": ([({"out": 3}, [(1, 4)], _E)], 0.5),
-    "blas": ([({"out": 64}, [(8, 2048)], _E)], 0.5),
+    "blas": ([({"out": 64}, [(1, 2048)], _E), ({"out": 64}, [(16, 2048)], _E)], 0.5),
+    "few rows": ([({"out": 64}, [(2, 2048)], _E)], 1.5),
 }
 _FUSED_LINEAR_PATHS: dict[str, tuple[list[Case], float]] = {
     "small": ([({"out": 3, "residual": True, "activation": "relu"}, [(1, 4), (1, 3)], _E)], 1.0),
-    "blas": ([({"out": 64, "activation": "relu"}, [(8, 2048)], _E)], 1.5),
+    "blas": ([({"out": 64, "activation": "relu"}, [(1, 2048)], _E),
+              ({"out": 64, "activation": "relu"}, [(16, 2048)], _E)], 1.5),
+    "few rows": ([({"out": 64, "activation": "relu"}, [(2, 2048)], _E)], 1.5),
 }
 
 
 def _linear_paths(attrs, dims: tuple[int, ...]) -> set[str]:
-    return {"small" if dims[-1] * attrs.out <= linear.SMALL_WEIGHTS else "blas"}
+    return {"small"} if dims[-1] * attrs.out <= linear.SMALL_WEIGHTS else {"blas", "few rows"}
 
 
 # concat's: one compilation per count of inputs (a tuple of arrays, `tensor.concat`), up to 4 warmed
