@@ -929,12 +929,13 @@ def test_linear_small_and_blas_paths_match_reference(batch, inputs, out):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(batch=st.integers(1, 12), inputs=st.integers(1, 300), out=st.integers(1, 70), residual=st.booleans(),
-       act=st.sampled_from([None, "relu", "tanh"]), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
-def test_linear_at_a_few_rows_matches_reference(batch, inputs, out, residual, act, threads, seed):
-    """Layers past `linear._small` at batches of 2 to FEW_ROWS run in `linear._few_rows` (pairs of
-    weight rows against 4 input rows at a time; an odd last row, a last group of fewer than 4),
-    the others through BLAS: either way the reference's values, bias, residual and activation
-    included, on one thread or two."""
+       act=st.sampled_from([None, "relu", "tanh"]), threads=st.sampled_from([1, 2]), small=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_linear_at_a_few_rows_matches_reference(batch, inputs, out, residual, act, threads, small, seed):
+    """At batches of 2 to FEW_ROWS, layers run in `linear._few_rows` (pairs of weight rows against 4
+    input rows at a time; an odd last row, a last group of fewer than 4), small ones in its twin on
+    the calling thread; other batches through BLAS or `_small`: every way the reference's values,
+    bias, residual and activation included, on one thread or two."""
     from unittest import mock
 
     from netspec.backends.cpu import linear
@@ -946,10 +947,12 @@ def test_linear_at_a_few_rows_matches_reference(batch, inputs, out, residual, ac
     args += [rng.standard_normal((batch, out)).astype(np.float32)] if residual else []
     params = {"weight": rng.standard_normal((out, inputs)).astype(np.float32),
               "bias": rng.standard_normal(out).astype(np.float32)}
-    with mock.patch.object(linear, "SMALL_WEIGHTS", 0), set_threads(threads), \
-            mock.patch.object(linear, "_few_rows", wraps=linear._few_rows) as spy:
+    with mock.patch.object(linear, "SMALL_WEIGHTS", 2**40 if small else 0), mock.patch.object(linear, "SMALL", 2**40), \
+            set_threads(threads), mock.patch.object(linear, "_few_rows", wraps=linear._few_rows) as parallel, \
+            mock.patch.object(linear, "_few_rows_serial", wraps=linear._few_rows_serial) as serial:
         got = KERNELS["fused_linear"](a, args, params, RunContext())
-    assert spy.called == (2 <= batch <= linear.FEW_ROWS)
+    assert (serial if small else parallel).called == (2 <= batch <= linear.FEW_ROWS)
+    assert not (parallel if small else serial).called
     np.testing.assert_allclose(got, op.reference(a, args, params, RunContext()), rtol=RTOL, atol=ATOL)
 
 

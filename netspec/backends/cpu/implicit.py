@@ -213,7 +213,7 @@ def _convolve_share(xq, sh, wp, bp, m, offsets, y, res, has_res, act, alpha, t, 
     if split_rows:
         l0, l1, b0, b1 = 0, lines, blocks * t // threads, blocks * (t + 1) // threads
     r1 = min(o, b1 * packed.MR)
-    group = max(1, _ACT_GROUP_BYTES // (4 * wo * (r1 - b0 * packed.MR)))  # output rows activated at once
+    group = max(1, _ACT_GROUP_BYTES // max(1, 4 * wo * (r1 - b0 * packed.MR)))  # output rows activated at once
     first = l0  # (of the rows not activated yet)
     for line in range(l0, l1):
         n = line // ho

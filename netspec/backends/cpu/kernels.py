@@ -153,16 +153,17 @@ def _avgpool_paths(attrs, dims: tuple[int, ...]) -> set[str]:
     return {path}
 
 
-# linear's and fused_linear's: a small layer (linear._small, at the batches a first run and the
-# benchmarks use), else BLAS's path on all threads (batch 1, or more than linear.FEW_ROWS) and
+# linear's and fused_linear's: a small layer (linear._small, or at batches of 2 to linear.FEW_ROWS
+# linear._few_rows_serial), else BLAS's path on all threads (batch 1, or more than FEW_ROWS) and
 # linear._few_rows (batches of 2 to FEW_ROWS)
 _LINEAR_PATHS: dict[str, tuple[list[Case], float]] = {
-    "small": ([({"out": 3}, [(1, 4)], _E)], 0.5),
+    "small": ([({"out": 3}, [(1, 4)], _E), ({"out": 3}, [(2, 4)], _E)], 1.5),  # (batch 2: linear._few_rows_serial)
     "blas": ([({"out": 64}, [(1, 2048)], _E), ({"out": 64}, [(16, 2048)], _E)], 0.5),
     "few rows": ([({"out": 64}, [(2, 2048)], _E)], 1.5),
 }
 _FUSED_LINEAR_PATHS: dict[str, tuple[list[Case], float]] = {
-    "small": ([({"out": 3, "residual": True, "activation": "relu"}, [(1, 4), (1, 3)], _E)], 1.0),
+    "small": ([({"out": 3, "residual": True, "activation": "relu"}, [(1, 4), (1, 3)], _E),
+               ({"out": 3, "residual": True, "activation": "relu"}, [(2, 4), (2, 3)], _E)], 2.0),
     "blas": ([({"out": 64, "activation": "relu"}, [(1, 2048)], _E),
               ({"out": 64, "activation": "relu"}, [(16, 2048)], _E)], 1.5),
     "few rows": ([({"out": 64, "activation": "relu"}, [(2, 2048)], _E)], 1.5),
