@@ -41,10 +41,11 @@ WINOGRAD_KEEPS = (144, 196)  # more taps than this, and at least this many tiles
 WIDE_ROWS = 28
 # Layers of fewer multiply-adds than this (at the run's batch) run on the calling thread
 # (`_convolve_serial`): a parallel region (its wake-up, its barrier) costs more there than the
-# second thread saves. In-process, 2 threads, hot: LeNet-5's 1 → 6 on 32² at batch 1 (0.12M MACs)
-# 7–9 µs on one thread against 17–40 in parallel, 6 → 16 on 14² at batch 4 (0.96M) 45–47 against
-# 43–69; at batch 8 (1.9M) 68–89 against 90 on one thread; above that, parallel pays.
-SERIAL_MACS = 1 << 20
+# second thread saves. In-process, 2 threads: LeNet-5's 1 → 6 on 32² at batch 1 (0.12M MACs) 7–9
+# µs on one thread against 17–40 in parallel, hot; 6 → 16 on 14² at batch 8 (1.9M) 68–89 µs in
+# parallel against 90 on one thread, hot, but in the network, between layers on one thread, the
+# whole of LeNet-5 at batch 8 took 228 µs with it on one thread against 240 in parallel.
+SERIAL_MACS = 1 << 21
 # An activation the micro-kernel does not apply (`packed.APPLIED_IN_REGISTERS`) runs over the output
 # rows of up to this many bytes at once, each channel's a contiguous run: LeNet-5's tanh on its
 # 28-wide rows took 1.8× the time a row at a time.

@@ -107,7 +107,7 @@ _CONV_PATHS: dict[str, tuple[list[Case], float]] = {
     # the implicit GEMM in parallel (at least implicit.SERIAL_MACS): rows of tiles, or a plane's run of
     # tiles copied out; and on the calling thread (either form: the same kernel)
     "implicit": ([({"out": 16, "kernel": 3, "padding": 1}, [(1, 16, 32, 40)], _E)], 0.5),
-    "implicit flat": ([({"out": 32, "kernel": 3, "padding": 1}, [(1, 32, 14, 14)], _E)], 1.0),
+    "implicit flat": ([({"out": 64, "kernel": 3, "padding": 1}, [(1, 32, 14, 14)], _E)], 1.0),
     "implicit serial": ([({"out": 2, "kernel": 3, "padding": 1}, [_IMG], _E)], 2.4),
     # (K > implicit.MAX_TAPS, stride 2, rows under implicit.WIDE_ROWS: what the implicit GEMM leaves)
     "im2col": ([({"out": 8, "kernel": 3, "stride": 2, "padding": 1}, [(1, 64, 6, 6)], _E),  # column phases
