@@ -29,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-import netspec
-from netspec.spec.errors import SpecError
-from netspec.threads import set_threads
-from netspec.weights import init_weights
-
 ROOT = Path(__file__).resolve().parent.parent
+# this checkout's netspec, not another one an editable install points to (an A/B from a git worktree)
+sys.path.insert(0, str(ROOT))
+
+import netspec  # noqa: E402
+from netspec.spec.errors import SpecError  # noqa: E402
+from netspec.threads import set_threads  # noqa: E402
+from netspec.weights import init_weights  # noqa: E402
 ZOO = ["lenet5", "alexnet", "vgg16", "googlenet", "inception_v2", "resnet18", "resnet50", "mobilenet_v1",
        "efficientnet", "yolov1", "unet"]
 # --train: the sizes first (LeNet-5 at its 32×32, ResNet-18 at 32×32 with 10 classes, as on

@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-import netspec
-from netspec.threads import set_threads
-from netspec.training.data import batches, open_data
-
 ROOT = Path(__file__).resolve().parent.parent
+# this checkout's netspec, not another one an editable install points to (an A/B from a git worktree)
+sys.path.insert(0, str(ROOT))
+
+import netspec  # noqa: E402
+from netspec.threads import set_threads  # noqa: E402
+from netspec.training.data import batches, open_data  # noqa: E402
 NETS = {"resnet18": ("specs/resnet.yaml", {"resolution": 32, "num_classes": 10, "depth": 18}),
         "lenet5": ("specs/lenet5.yaml", {"num_classes": 10})}
 CLASSES = 10

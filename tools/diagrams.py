@@ -12,9 +12,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import netspec
-
 ROOT = Path(__file__).resolve().parent.parent
+# this checkout's netspec, not another one an editable install points to (an A/B from a git worktree)
+sys.path.insert(0, str(ROOT))
+
+import netspec  # noqa: E402
 DOCS = ROOT / "docs"
 
 DIAGRAMS = [  # (file, spec, options as netspec.render takes them, the equivalent command-line options)

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+# this checkout's netspec, not another one an editable install points to (an A/B from a git worktree)
+sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str]) -> int:
