@@ -309,12 +309,13 @@ def workspace_bytes(op: str, attrs, shape) -> int:
     padded = 4 * n * c * (h + pt + pb) * (wd + pl + pr)
     k = c // g * kh * kw
     width = min(max(wo, _TILE_BYTES // (4 * k)), n * ho * wo)  # (a tile's columns, as _plan_im2col)
+    rows = 2 * padded  # the implicit GEMM's phase-split padded copy
+    flat = padded + 4 * packed.NR + 4 * n * o * (ho * (wo + dw * (kw - 1)) + packed.NR)  # and `_plan_flat`'s stage
     buffers = {
         "gate": 4 * n * c * h * wd,  # the gated copy of the input (or of the weights, when smaller)
-        "implicit": 2 * padded,  # the phase-split padded copy
-        # the padded copy and `_plan_flat`'s stage (images × channels × each plane's positions)
-        "implicit flat": padded + 4 * packed.NR + 4 * n * o * (ho * (wo + dw * (kw - 1)) + packed.NR),
-        "implicit serial": max(2 * padded, padded + 4 * packed.NR + 4 * n * o * (ho * (wo + dw * (kw - 1)) + packed.NR)),
+        "implicit": rows,
+        "implicit flat": flat,  # (the stage: images × channels × each plane's positions)
+        "implicit serial": max(rows, flat),  # (either form)
         "im2col": 4 * (k + o // g) * width + (4 * n * c * h * wd if sw > 1 else 0),  # a tile, its column phases
         "winograd": 4 * 16 * (c + o) * winograd.tiles(n, ho, wo),  # the transformed input and product
         # each thread's padded planes, output and input, 8 channels interleaved (by_channel_blocks)
@@ -343,9 +344,9 @@ def paths(attrs, dims: tuple[int, ...]) -> set[str]:
     # the implicit GEMM's kernels (`implicit.plan`'s choice): on the calling thread where a batch's
     # multiply-adds are few (any batch, where the live taps may take fewer), in parallel where 8 images' are not
     macs = attrs.out * ho * wo * c * kh * kw
-    implicit_paths = (({"implicit serial"} if macs < implicit.SERIAL_MACS or not every_batch else set())
+    implicit_paths = (({"implicit serial"} if implicit.serial(macs) or not every_batch else set())
                       | ({"implicit flat" if implicit.flat((sh, sw), wo) else "implicit"}
-                         if 8 * macs >= implicit.SERIAL_MACS else set()))
+                         if not implicit.serial(8 * macs) else set()))
 
     # Which of `_plan`'s three takes the layer at some batch up to 8: batch 1 and 8 tell (the tiles
     # grow with the batch, and each rule flips at most once as they do). Winograd's tiles at each,
