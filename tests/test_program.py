@@ -4,6 +4,7 @@ with a warning; programs are per batch size and thread count, rebuilt for new we
 disk, and safe to run from several threads."""
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
@@ -31,10 +32,15 @@ layers:
 
 
 def _loop(graph, weights, batch_x):
-    """The executor's loop alone (no program), as the judge."""
+    """The executor's loop alone (no program), as the judge: over the parts a program splits the
+    batch into (`programs.parts`), one after another on one thread, as one batch where it does not
+    split it."""
     exe = netspec.compile(graph, weights=weights, progress=False)
+    parts = programs.parts(exe.graph, *programs.key(len(batch_x)))
     exe._programs = None
-    return exe.run(batch_x)
+    with set_threads(1) if parts > 1 else contextlib.nullcontext():  # (each part runs on one thread)
+        outs = [exe.run(x) for x in np.split(batch_x, parts)]
+    return {name: np.concatenate([out[name] for out in outs]) for name in outs[0]}
 
 
 def _runs(exe, x, times=3):
@@ -216,3 +222,44 @@ def test_a_program_holds_openblas_at_one_thread_only_when_it_calls_it(load_spec,
         held.clear()
         program.run({exe.input_names[0]: x}, exe._arena.memory, exe._arena.fresh_buffers())
         assert bool(held) is blas
+
+
+def test_a_batch_the_threads_divide_runs_as_parts_side_by_side(load_spec):
+    """On 2 threads a batch of 4 runs as 2 parts of 2, one a thread: the arena holds a copy of a
+    part's planned memory for each, the program gives the loop's bits part by part, and each image's
+    result is its own (close to its run alone). One thread, or a batch the threads do not divide:
+    one part."""
+    from netspec.passes.memory import plan_memory
+    graph = load_spec(SMALL)
+    weights = init_weights(graph, 0)
+    x = np.random.default_rng(5).standard_normal((4, 3, 12, 12), dtype=np.float32)
+    with set_threads(2):
+        threads = programs.key(4)[1]
+        exe = netspec.compile(graph, weights=weights, progress=False)
+        runs = _runs(exe, x)
+        parts = 2 if threads == 2 else 1  # (a machine of one core: one part)
+        assert exe._parts[programs.key(4)] == parts and exe.compiled[programs.key(4)].parts == parts
+        part_plan = plan_memory(exe.graph, batch=4 // parts).arena
+        assert exe._arena.memory.nbytes == (parts * -(-part_plan // 64) * 64 if parts > 1 else part_plan)
+        expected = _loop(graph, weights, x)
+        for out in runs:
+            np.testing.assert_array_equal(out["fc"], expected["fc"])
+        alone = [_loop(graph, weights, x[i:i + 1])["fc"] for i in range(4)]
+        np.testing.assert_allclose(runs[-1]["fc"], np.concatenate(alone), rtol=1e-5, atol=1e-6)
+        _runs(exe, x[:3])
+        assert exe._parts[programs.key(3)] == 1
+    with set_threads(1):
+        _runs(exe, x)
+        assert exe._parts[programs.key(4)] == 1
+
+
+def test_networks_with_large_fully_connected_layers_keep_the_batch_whole():
+    """Each part would stream the fully connected layers' weights on its own: AlexNet (234 MB of
+    them, 0.72 GMAC an image) runs its batch whole; LeNet-5, VGG-16 (495 MB, but 15.5 GMAC an
+    image) and the convolutional networks split it."""
+    def parts(name, batch=8, threads=2):
+        return programs.parts(netspec.load(SPECS / f"{name}.yaml").active("eval"), batch, threads)
+    assert parts("alexnet") == 1
+    assert parts("lenet5") == parts("vgg16") == parts("mobilenet_v1") == 2
+    assert parts("lenet5", threads=1) == parts("lenet5", batch=1) == parts("lenet5", batch=7) == 1
+    assert parts("lenet5", batch=12, threads=3) == 3

@@ -247,7 +247,7 @@ def time_outside_program(exe, x, rounds: int = 30) -> float | None:
     if not program:
         return None
     arena = exe._arena
-    args = [program.table, x.reshape(-1).view(np.uint8), arena.memory] + arena.fresh_buffers()
+    args = program.arguments({exe.input_names[0]: x}, arena.memory, arena.fresh_buffers())
     runs, calls = [], []
     for _ in range(rounds):
         t0 = time.perf_counter()

@@ -112,23 +112,31 @@ class Arena:
 
     A buffer that holds a graph output is the exception: it is allocated anew each run
     (`outs()`), with the concat inputs placed in it, so the arrays a run returns stay the
-    caller's when the next run comes."""
+    caller's when the next run comes.
 
-    def __init__(self, graph: Graph, batch: int, max_memory: int | None = None):
-        plan = plan_memory(graph, batch)
-        self.batch = batch
-        check_fits(Needs({"activations": plan.arena}), max_memory, hint="run a smaller batch",
+    With `parts` > 1 the batch runs as that many equal parts (a compiled program runs them side
+    by side, one a thread: backends/cpu/program.py): the plan is made for one part, and the
+    memory holds `parts` copies of it one after another (`part_bytes` apart), as each fresh
+    buffer does; `outs(fresh, part)` gives that part's arrays."""
+
+    def __init__(self, graph: Graph, batch: int, max_memory: int | None = None, parts: int = 1):
+        self.batch, self.parts = batch, parts
+        plan = plan_memory(graph, batch // parts)
+        self.part_bytes = -(-plan.arena // ALIGN) * ALIGN
+        check_fits(Needs({"activations": parts * self.part_bytes}), max_memory, hint="run a smaller batch",
                    subject=f"a batch of {batch}")
-        raw = np.empty(plan.arena + ALIGN, np.uint8)
-        self.memory = raw[-raw.ctypes.data % ALIGN:][:plan.arena]  # (on a cache line, as planned)
+        raw = np.empty(parts * self.part_bytes + ALIGN, np.uint8)
+        start = -raw.ctypes.data % ALIGN  # (on a cache line, as planned)
+        self.memory = raw[start:start + (plan.arena if parts == 1 else parts * self.part_bytes)]
         step_of = {node.name: i for i, node in enumerate(graph.nodes)}
-        self.shapes = [(batch,) + graph.type_of(node.name).dims for node in graph.nodes]
+        self.shapes = [(batch // parts,) + graph.type_of(node.name).dims for node in graph.nodes]
         self.views = [is_view(node.op) for node in graph.nodes]
         # steps with nothing to do: concats whose inputs their producers wrote in place (as planned)
         self.done = [node.name in plan.concats_in_place for node in graph.nodes]
-        self.fixed: list[np.ndarray | None] = [None] * len(graph.nodes)
-        self.fresh: list[tuple[int, list[tuple[int, int]]]] = []  # per buffer made each run: its bytes, its
-        # steps with the byte offsets where they write in it
+        # per part, for each step the array it writes (fresh buffers' steps: None, see `outs`)
+        self.fixed: list[list[np.ndarray | None]] = [[None] * len(graph.nodes) for _ in range(parts)]
+        self.fresh: list[tuple[int, list[tuple[int, int]]]] = []  # per buffer made each run: its bytes (one
+        # part's), its steps with the byte offsets where they write in it
         outputs = set(graph.outputs)
         parts: dict[int, list] = {}  # a top-level buffer's id -> it and the concat parts placed in it
         for buffer in plan.buffers:
@@ -144,8 +152,10 @@ class Arena:
             if any(outputs.intersection(part.tensors) for part in parts[id(buffer)]):
                 self.fresh.append((buffer.size, steps))
                 continue
-            for i, at in steps:
-                self.fixed[i] = self._slot(self.memory[buffer.offset:buffer.offset + buffer.size], at, i)
+            for part, fixed in enumerate(self.fixed):
+                start = part * self.part_bytes + buffer.offset
+                for i, at in steps:
+                    fixed[i] = self._slot(self.memory[start:start + buffer.size], at, i)
 
     def _slot(self, memory: np.ndarray, at: int, i: int) -> np.ndarray | None:
         if self.views[i]:
@@ -154,18 +164,18 @@ class Arena:
         return memory[at:at + 4 * count].view(np.float32).reshape(self.shapes[i])
 
     def fresh_buffers(self) -> list[np.ndarray]:
-        """This run's own memory for the buffers holding graph outputs (see above)."""
-        return [np.empty(size, np.uint8) for size, _ in self.fresh]
+        """This run's own memory for the buffers holding graph outputs (see above), every part's."""
+        return [np.empty(self.parts * size, np.uint8) for size, _ in self.fresh]
 
-    def outs(self, fresh: list[np.ndarray] | None = None) -> list[np.ndarray | None]:
-        """For each step, the array its kernel writes (None: the kernel returns its own); `fresh`:
-        the run's `fresh_buffers()` (None: new ones)."""
+    def outs(self, fresh: list[np.ndarray] | None = None, part: int = 0) -> list[np.ndarray | None]:
+        """For each step of a part's run, the array its kernel writes (None: the kernel returns its
+        own); `fresh`: the run's `fresh_buffers()` (None: new ones)."""
         if not self.fresh:
-            return self.fixed
-        outs = list(self.fixed)
+            return self.fixed[part]
+        outs = list(self.fixed[part])
         for memory, (size, steps) in zip(self.fresh_buffers() if fresh is None else fresh, self.fresh):
             for i, at in steps:
-                outs[i] = self._slot(memory, at, i)
+                outs[i] = self._slot(memory[part * size:(part + 1) * size], at, i)
         return outs
 
 
@@ -210,6 +220,7 @@ class Executable:
         self._programs = programs if self._writes_into else None
         self.compiled: dict[tuple[int, int], object] = {}
         self._seen: set[tuple[int, int]] = set()  # run shapes the loop ran once: the next run compiles
+        self._parts: dict[tuple[int, int], int] = {}  # per (batch, threads): the parts a run splits into
         self._prepare()
         # training: the losses, and the training graph (passes/autodiff.py) lowered, per wrt_input
         self.losses = parse_losses(self.graph, loss) if loss is not None else None
@@ -257,39 +268,62 @@ class Executable:
             return self._run(values, [None] * len(self.plan), [False] * len(self.plan))
         with self._lock:
             batch = next(iter(values.values())).shape[0]
-            if self._arena is None or self._arena.batch != batch:
-                self._arena = None  # (the old one freed before the new one is made)
-                self._arena = Arena(self.graph, batch, self.max_memory)
-            arena = self._arena
             if self._programs is None:
+                arena = self._arena_for(batch, 1)
                 return self._run(values, arena.outs(), arena.done)
             self._rebind()
             key = self._programs.key(batch)
+            if key not in self._parts:
+                self._parts[key] = self._programs.parts(self.graph, *key)
+            arena = self._arena_for(batch, self._parts[key])
             program = self.compiled.get(key)
             if program:
                 return program.run(values, arena.memory, arena.fresh_buffers())
             if program is None and key in self._seen:  # a second run of this shape: compile it
                 return self._compile_run(key, values, arena)
             self._seen.add(key)
-            return self._run(values, arena.outs(), arena.done)
+            return self._run_parts(values, arena)
+
+    def _arena_for(self, batch: int, parts: int) -> Arena:
+        if self._arena is None or (self._arena.batch, self._arena.parts) != (batch, parts):
+            self._arena = None  # (the old one freed before the new one is made)
+            self._arena = Arena(self.graph, batch, self.max_memory, parts)
+        return self._arena
+
+    def _run_parts(self, values: dict[str, np.ndarray], arena: Arena,
+                   fresh: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """The loop over the arena's parts of the batch in turn, each on one thread, as a compiled
+        program runs them side by side (`Arena`): its bits."""
+        if arena.parts == 1:
+            return self._run(values, arena.outs(fresh), arena.done)
+        fresh = arena.fresh_buffers() if fresh is None else fresh
+        size = arena.batch // arena.parts
+        with self._programs.one_thread():
+            outputs = [self._run({name: v[part * size:(part + 1) * size] for name, v in values.items()},
+                                 arena.outs(fresh, part), arena.done) for part in range(arena.parts)]
+        return {name: np.concatenate([out[name] for out in outputs]) for name in outputs[0]}
 
     def _compile_run(self, key, values: dict[str, np.ndarray], arena: Arena) -> dict[str, np.ndarray]:
         """Run once by the loop; then trace a run on other inputs (a probe: arrays the kernels
         write then differ from the last run's) and compile it into a program for the next runs
         (`self._programs.build`), checked against this run's outputs where it is new. A run that
-        cannot be compiled keeps the loop, with a warning."""
+        cannot be compiled keeps the loop, with a warning. (Where the arena has parts, the run
+        traced is the first part's.)"""
         self.compiled[key] = False
-        outputs = self._run(dict(values), arena.outs(), arena.done)
+        outputs = self._run_parts(dict(values), arena)
         rng = np.random.default_rng(12345)
-        probe = {name: rng.standard_normal(v.shape, dtype=np.float32) for name, v in values.items()}
+        size = arena.batch // arena.parts
+        probe = {name: rng.standard_normal((size,) + v.shape[1:], dtype=np.float32) for name, v in values.items()}
         fresh = arena.fresh_buffers()
+        memory = arena.memory[:arena.part_bytes] if arena.parts > 1 else arena.memory
+        first = [buffer[:len(buffer) // arena.parts] for buffer in fresh]
 
         def agrees(program) -> bool:
             got = program.run(values, arena.memory, arena.fresh_buffers())
             return all(np.array_equal(outputs[name], got[name]) for name in outputs)
         try:
             self.compiled[key] = self._programs.build(lambda: self._run(dict(probe), arena.outs(fresh), arena.done),
-                                                      probe, arena.memory, fresh, agrees)
+                                                      probe, memory, first, agrees, arena.parts)
         except Exception as error:  # noqa: BLE001 (the loop still runs the network right)
             warnings.warn(f"netspec: this network runs kernel by kernel, not compiled whole: {error}",
                           RuntimeWarning, stacklevel=3)

@@ -24,6 +24,10 @@ Numba compiles that source, cached on disk like the kernels (in the cache folder
 version of the backend's sources: edited kernels make new programs). The source is named by its
 own hash, so a network, batch size and thread count compiles once: the next process loads it.
 
+A batch the threads divide may run as parts side by side (`parts`): then the program is one
+part's run, traced on one thread, and a generated parallel loop (`split`) calls it on each part's
+rows of the inputs, the arena and the output buffers, each part with its own work buffer.
+
 Safety: the program only replays what the trace saw. A kernel whose Python writes into arrays
 itself (not through Numba), or returns a value its plan uses, cannot be replayed: a call with
 keyword arguments or a result, or an argument that is not an array (C-contiguous), a scalar or a
@@ -33,6 +37,7 @@ program must give the loop's results, bit for bit, on another input before it is
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import math
@@ -44,11 +49,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from llvmlite import binding, ir
-from numba import typeof, types
+from numba import get_num_threads, set_num_threads, typeof, types
 from numba.core import cgutils
 from numba.core.dispatcher import Dispatcher
 from numba.extending import intrinsic
 
+from ...passes.analysis import analyze
 from . import CACHE_FOLDER, _util, gemm
 from ._util import thread_count
 
@@ -291,9 +297,12 @@ class Table:
         return self.slots[v]
 
 
-def source(record: _Trace, lay: Layout, outputs: dict[str, np.ndarray]) -> tuple[str, Table, dict[str, _View]]:
-    """The program's source (a module defining `program(table, *buffers)`), its table and where each
-    output lies. Each kernel call is one intrinsic (`call`) given the spec of its arguments."""
+def source(record: _Trace, lay: Layout, outputs: dict[str, np.ndarray],
+           parts: int = 1) -> tuple[str, Table, dict[str, _View]]:
+    """The program's source (a module defining `program(table, *buffers)`, and with parts > 1
+    `split(tables, *buffers)`: `program` on each part, one a thread, each part's buffers a row of
+    the 2-D ones), its table and where each output lies. Each kernel call is one intrinsic (`call`)
+    given the spec of its arguments."""
     table = Table()
     calls, body = [], []
 
@@ -315,6 +324,11 @@ def source(record: _Trace, lay: Layout, outputs: dict[str, np.ndarray]) -> tuple
     # decoders) run while it does
     lines += ["", "", "@njit(cache=True, nogil=True)", f"def program(t, {roots}):", f"    buffers = ({roots})"]
     lines += body
+    if parts > 1:
+        rows = "".join(f"r{i}[p], " for i in range(len(lay.passed)))
+        lines += ["", "", "@njit(cache=True, nogil=True, parallel=True)", f"def split(tables, {roots}):",
+                  "    for p in prange(tables.shape[0]):", f"        program(tables[p], {rows})"]
+        lines[0] = "from numba import njit, prange"
     where = {name: lay.view(a) for name, a in outputs.items()}
     if any(v.root >= len(lay.passed) for v in where.values()):
         raise Untraceable("an output lies in a buffer the next run reuses")
@@ -414,9 +428,9 @@ def call(symbol: str, spec: tuple):
 PROGRAMS = os.path.join(CACHE_FOLDER, "programs")
 
 
-def load(text: str):
-    """The `program` function of this source (compiled at its first call, or loaded from Numba's
-    cache), and the path of its source file."""
+def load(text: str, parts: int = 1):
+    """The `program` function of this source (`split` where parts > 1), compiled at its first call
+    or loaded from Numba's cache, and the path of its source file."""
     name = "netspec_program_" + hashlib.sha1(text.encode()).hexdigest()[:20]
     path = os.path.join(PROGRAMS, name + ".py")
     if not os.path.exists(path):  # (written once, never rewritten: Numba's cache keys on the file's time)
@@ -431,39 +445,70 @@ def load(text: str):
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # (Numba imports a cached function's module by name)
         spec.loader.exec_module(module)
-    return module.program, path
+    return (module.split if parts > 1 else module.program), path
 
 
 class Program:
     """A compiled run: `run(values, arena, fresh)` → {output: array}, given the inputs (by name, as
-    the executor checked them), the arena's memory and this run's fresh output buffers."""
+    the executor checked them), the arena's memory and this run's fresh output buffers.
+
+    With parts > 1 the batch runs as that many equal parts side by side, one a thread (the
+    executor's `Arena` holds a copy of one part's memory for each): the program is one part's run,
+    traced on one thread, and each part has its own work buffer and table (the same but for the
+    work buffer's addresses)."""
 
     def __init__(self, function, lay: Layout, table: Table, inputs: list[str], outputs: dict[str, _View],
-                 calls_blas: bool = True):
+                 calls_blas: bool = True, parts: int = 1):
         self.function = function
+        self.parts = parts
         self.calls_blas = calls_blas and gemm.AVAILABLE
         self.constants = lay.constants  # (kept alive: the table points into them)
-        self.work = np.zeros(max(lay.work_bytes, _ALIGN), np.uint8)
+        stride = -(-max(lay.work_bytes, _ALIGN) // _ALIGN) * _ALIGN
+        raw = np.zeros(parts * stride + _ALIGN, np.uint8)
+        self.work = raw[-raw.ctypes.data % _ALIGN:][:parts * stride].reshape(parts, stride)
         self.zeroed = [(offset, offset + size) for offset, size, zeroed in lay.work.values() if zeroed]
-        self.table = np.array(table.words, np.int64)
-        fixed = [_address(c) for c in lay.constants] + [_address(self.work)]
+        self.table = np.empty((parts, len(table.words)), np.int64)
         first = len(lay.passed)  # (arguments below this one are the run's own buffers)
-        for word, root, offset in table.data:
-            self.table[word] = fixed[root - first] + offset if root >= first else offset
+        for part, words in enumerate(self.table):
+            words[:] = table.words
+            fixed = [_address(c) for c in lay.constants] + [_address(self.work[part])]
+            for word, root, offset in table.data:
+                words[word] = fixed[root - first] + offset if root >= first else offset
+        if parts == 1:
+            self.table, self.work = self.table[0], self.work[0]
         self.inputs = inputs
         self.outputs = [(name, v.root, slice(v.offset, v.offset + _nbytes(v)), np.dtype(v.dtype), v.shape)
                         for name, v in outputs.items()]
 
-    def run(self, values: dict, arena: np.ndarray, fresh: list[np.ndarray]) -> dict[str, np.ndarray]:
+    def arguments(self, values: dict, arena: np.ndarray, fresh: list[np.ndarray]) -> list[np.ndarray]:
+        """The function's arguments for a run: the table(s), then the run's buffers (a row a part)."""
         buffers = [_bytes(values[name]) for name in self.inputs] + [arena] + fresh
+        if self.parts > 1:
+            buffers = [b.reshape(self.parts, -1) for b in buffers]
+        return [self.table] + buffers
+
+    def run(self, values: dict, arena: np.ndarray, fresh: list[np.ndarray]) -> dict[str, np.ndarray]:
+        args = self.arguments(values, arena, fresh)
         for start, stop in self.zeroed:
-            self.work[start:stop] = 0
+            self.work[..., start:stop] = 0
         if self.calls_blas:  # (as gemm's plans do around their calls: OpenBLAS on the calling thread)
             with gemm._OneBlasThread():
-                self.function(self.table, *buffers)
+                self.function(*args)
         else:
-            self.function(self.table, *buffers)
-        return {name: buffers[root][at].view(dtype).reshape(shape) for name, root, at, dtype, shape in self.outputs}
+            self.function(*args)
+        buffers = args[1:]
+        if self.parts == 1:
+            return {name: buffers[root][at].view(dtype).reshape(shape)
+                    for name, root, at, dtype, shape in self.outputs}
+        results = {}
+        for name, root, at, dtype, shape in self.outputs:
+            rows = buffers[root]
+            if at.start == 0 and at.stop == rows.shape[1]:  # (the parts' outputs one after another already)
+                results[name] = rows.view(dtype).reshape((self.parts * shape[0],) + shape[1:])
+            else:
+                results[name] = np.concatenate([rows[part, at].view(dtype).reshape(shape)
+                                                for part in range(self.parts)])
+        return results
 
 
 def _address(a: np.ndarray) -> int:
@@ -479,9 +524,47 @@ def key(batch: int) -> tuple[int, int]:
     return batch, thread_count()
 
 
-def build(run_traced, values: dict, arena: np.ndarray, fresh: list[np.ndarray], check) -> Program:
+# A run whose batch the threads divide runs as that many parts side by side, each part's layers
+# on one thread (`parts`): no parallel region a layer (its wake-up, its barrier, the thread left
+# waiting on an uneven share), one a run. In-process A/B at batch 8, 2 threads, against the whole
+# batch's program: LeNet-5 0.63× the time (its layers are too small to share), Inception v2 0.88×,
+# EfficientNet-B0 0.91×, GoogLeNet 0.97×, ResNet-50 0.96×, MobileNet v1, ResNet-18, VGG-16 and
+# YOLOv1 0.99×; AlexNet 1.03×. Where it loses: each part streams the fully connected layers'
+# weights from memory on its own, where the whole batch's run shares them out. So a run does not
+# split where those weights are over DENSE_BYTES and more than DENSE_BYTES_PER_MAC bytes for each
+# multiply-add of a part: AlexNet's 234 MB, 0.082 a MAC; VGG-16's 495 MB are 0.008, YOLOv1's 0.010.
+DENSE_BYTES = 1 << 20
+DENSE_BYTES_PER_MAC = 0.03
+
+
+def parts(graph, batch: int, threads: int) -> int:
+    """How many parts a run of `batch` images on `threads` threads splits into (1: none; see above)."""
+    if threads < 2 or batch < threads or batch % threads:
+        return 1
+    summary = analyze(graph, batch // threads)
+    dense = 4 * sum(row.params for row in summary.rows if row.op == "linear")
+    if dense > DENSE_BYTES and dense > DENSE_BYTES_PER_MAC * summary.macs:
+        return 1
+    return threads
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Within the block, kernels called from this thread run on it alone (their thread count is 1):
+    how each part of a split batch runs, in the program and in the loop that judges it (a kernel's
+    bits may depend on its thread count: gemm's blocks of sgemm)."""
+    previous = get_num_threads()
+    set_num_threads(1)
+    try:
+        yield
+    finally:
+        set_num_threads(previous)
+
+
+def build(run_traced, values: dict, arena: np.ndarray, fresh: list[np.ndarray], check, parts: int = 1) -> Program:
     """The program of one run: run_traced() runs the network on `values` into the arena's memory
-    and the `fresh` buffers and returns its outputs. An array the kernels write is told from a
+    and the `fresh` buffers and returns its outputs; with parts > 1, one part's run (the first
+    part's memory and buffers), traced on one thread. An array the kernels write is told from a
     constant by its contents before and after the run, so `values` should differ from the last
     run's inputs (scratch buffers, `_util.scratch`, are temporaries whatever their contents).
     check(program) → whether the program gives the loop's outputs, asked once per program on
@@ -489,17 +572,19 @@ def build(run_traced, values: dict, arena: np.ndarray, fresh: list[np.ndarray], 
     outputs = {}
     names = list(values)
     given = [values[name] for name in names] + [arena] + list(fresh)
-    record = trace(lambda: outputs.update(run_traced()), given)
+    with one_thread() if parts > 1 else contextlib.nullcontext():
+        record = trace(lambda: outputs.update(run_traced()), given)
     if record.failure:
         raise Untraceable(record.failure)
     lay = layout(record, given)
-    text, table, where = source(record, lay, outputs)
+    text, table, where = source(record, lay, outputs, parts)
     for call in record.calls:
         bind(call, record.dispatchers[call.symbol])
-    function, path = load(text)
+    function, path = load(text, parts)
     # only gemm's kernels call OpenBLAS in an eval run: without them the program skips holding its
     # pool at one thread (two calls into OpenBLAS each way: ~3 µs of LeNet-5's ~60)
-    program = Program(function, lay, table, names, where, any(c.module == gemm.__name__ for c in record.calls))
+    program = Program(function, lay, table, names, where, any(c.module == gemm.__name__ for c in record.calls),
+                      parts)
     program.source = path
     marker = path + ".verified"
     if not os.path.exists(marker):
