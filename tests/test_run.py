@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import netspec
 from netspec.backends.executor import InputError
@@ -197,9 +199,23 @@ def test_eval_runs_in_the_planned_arena(load_spec):
     assert allocated < plan.arena / 5, (allocated, plan.arena)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=40))
+def test_the_nan_check_refuses_exactly_the_non_finite_bit_patterns(words):
+    """The check reads the exponent bits: any float32 (subnormals, −0, NaNs of either sign and any
+    payload, ±Inf) is refused exactly when numpy calls it not finite."""
+    from netspec.backends.executor import check_input
+    x = np.array(words, np.uint32).view(np.float32).reshape(1, 1, 1, -1)
+    if np.isfinite(x).all():
+        assert check_input("input", x, x.shape[1:]) is x
+    else:
+        with pytest.raises(InputError, match="NaN or Inf"):
+            check_input("input", x, x.shape[1:])
+
+
 def test_large_finite_inputs_pass_the_nan_check(load_spec):
-    """The NaN/Inf check sums the input first: finite values whose sum overflows are still accepted,
-    and one NaN or Inf among them is still found and counted."""
+    """Finite values whose sum would overflow are accepted, and one NaN or Inf among them is found
+    and counted."""
     from netspec.backends.executor import check_input
     x = np.full((2, 3, 4, 4), 3e38, np.float32)
     assert check_input("input", x, (3, 4, 4)) is x
