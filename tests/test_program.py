@@ -263,3 +263,11 @@ def test_networks_with_large_fully_connected_layers_keep_the_batch_whole():
     assert parts("lenet5") == parts("vgg16") == parts("mobilenet_v1") == 2
     assert parts("lenet5", threads=1) == parts("lenet5", batch=1) == parts("lenet5", batch=7) == 1
     assert parts("lenet5", batch=12, threads=3) == 3
+
+
+def test_no_parts_on_a_threading_layer_that_cannot_nest_parallel_regions(monkeypatch):
+    """Numba's workqueue layer (no TBB or OpenMP) aborts on a parallel region inside another: there
+    the batch stays whole."""
+    graph = netspec.load(SPECS / "lenet5.yaml").active("eval")
+    monkeypatch.setattr(programs, "threading_layer", lambda: "workqueue")
+    assert programs.parts(graph, 8, 2) == 1

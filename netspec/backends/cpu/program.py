@@ -55,6 +55,7 @@ from numba.core.dispatcher import Dispatcher
 from numba.extending import intrinsic
 
 from ...passes.analysis import analyze
+from ...threads import threading_layer
 from . import CACHE_FOLDER, _util, gemm
 from ._util import thread_count
 
@@ -538,8 +539,10 @@ DENSE_BYTES_PER_MAC = 0.03
 
 
 def parts(graph, batch: int, threads: int) -> int:
-    """How many parts a run of `batch` images on `threads` threads splits into (1: none; see above)."""
-    if threads < 2 or batch < threads or batch % threads:
+    """How many parts a run of `batch` images on `threads` threads splits into (1: none; see above).
+    Not on Numba's workqueue layer (no TBB or OpenMP): a part's parallel kernels (each on one
+    thread) would be parallel regions inside the parts' one, which that layer cannot nest."""
+    if threads < 2 or batch < threads or batch % threads or threading_layer() not in ("tbb", "omp"):
         return 1
     summary = analyze(graph, batch // threads)
     dense = 4 * sum(row.params for row in summary.rows if row.op == "linear")
