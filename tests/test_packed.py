@@ -98,6 +98,35 @@ def test_threads_share_the_row_blocks_where_the_panels_would_not_share_evenly():
     assert not packed._split_rows(1, 12 * nr + 4, 86, 2)  # 6 panels against 6 and a narrow one: within 10%
 
 
+@pytest.mark.parametrize("m, k, n, p", [(13, 7, 49, 2), (320, 600, 49, 1), (31, 300, 17, 3), (6, 5, 1, 1)])
+@pytest.mark.parametrize("act", ["none", "relu", "silu", "tanh"])
+def test_a_last_column_alone_gives_the_wide_tiles_bits(m, k, n, p, act):
+    """A panel's last column alone (a 7² map: 49 = 3·16 + 1) runs transposed, BLOCKS row blocks a
+    call (`_tile_columns`): every value is the one a whole panel computes for that column (the
+    product padded with zero columns), with a residual, K in slices (the sums carried through C),
+    every row count (blocks cut short), one or two threads."""
+    from netspec.backends.cpu._act import CODES
+    code = NONE if act == "none" else CODES[act]
+    rng = np.random.default_rng(m + k + n)
+    w = rng.uniform(-1, 1, (m, k)).astype(np.float32)
+    bias = rng.uniform(-1, 1, m).astype(np.float32)
+    weights = packed.Packed(w, bias)
+    wide = -(-n // packed.NR) * packed.NR + packed.NR  # (the column inside a whole panel)
+    x = np.zeros((p, k, wide), np.float32)
+    x[:, :, :n] = rng.uniform(-1, 1, (p, k, n))
+    res = np.zeros((p, m, wide), np.float32)
+    res[:, :, :n] = rng.uniform(-1, 1, (p, m, n))
+    assert (n % packed.NR) == packed.COLUMNS
+    for threads in (1, 2):
+        for residual in (None, res):
+            got = np.full((p, m, n), np.nan, np.float32)
+            weights.plan(p, n, residual=residual is not None, act=code, alpha=0.1, threads=threads)(
+                np.ascontiguousarray(x[:, :, :n]), got, None if residual is None else np.ascontiguousarray(res[:, :, :n]))
+            want = np.full((p, m, wide), np.nan, np.float32)
+            weights.plan(p, wide, residual=residual is not None, act=code, alpha=0.1, threads=threads)(x, want, residual)
+            np.testing.assert_array_equal(got, want[:, :, :n])
+
+
 @njit(fastmath=FMA)  # as the kernels that run act_row
 def _act_rows(c, act, alpha):
     for i in range(c.shape[0]):
@@ -106,7 +135,8 @@ def _act_rows(c, act, alpha):
 
 
 @pytest.mark.parametrize("act", sorted(set(IR_ACTIVATIONS) - {NONE}))
-@pytest.mark.parametrize("m, k, n", [(13, 7, 37), (96, 16, 300)])  # partial blocks and panels; whole ones
+@pytest.mark.parametrize("m, k, n", [(13, 7, 37), (96, 16, 300), (29, 9, 49)])  # partial blocks and panels
+# (an 8-wide one; a last column alone: `_tile_columns`); whole ones
 def test_activations_in_registers_give_act_rows_bits(act, m, k, n):
     """The micro-kernel's activations (IR written after act_row's arithmetic) give exactly act_row's
     bits on the product without activation: over ±300 (past the exp's clamps), ±0, ±inf and NaN."""

@@ -16,8 +16,9 @@ convolution's GEMM runs here, not in OpenBLAS's sgemm (`gemm`): against it, hot 
   block once;
 - X is read where it lies when few row blocks share each panel or K is short (packing it would
   cost more than it saves), else copied chunk by chunk into panels of NR columns that stay in
-  L2 (`_pack_chunk`); a last panel of LANES columns or fewer runs one vector wide (a 7×7 map on
-  AVX2: 49 = 3·16 + 1);
+  L2 (`_pack_chunk`); a last panel of LANES columns or fewer runs one vector wide, and a last
+  column alone (a 7×7 map on AVX2: 49 = 3·16 + 1) transposed, a vector across the rows
+  (`_tile_columns`);
 - each thread takes a share of the panels, or where they do not share out evenly, of the row
   blocks; small products run on the calling thread.
 
@@ -224,6 +225,134 @@ def _emit_tile(builder, args, vectors, context, gather=False):
     return context.get_dummy_value()
 
 
+# A panel's last column, where it has one (a 7² map: 49 = 3·16 + 1), runs as `_tile_columns`, BLOCKS
+# row blocks a call: the narrow tile's MR broadcasts and FMAs a step for that one column made it
+# cost 0.67 of a whole panel (a 1×1 layer took 1.20× the time on 49 columns that it took on 48;
+# now 1.10×, 8.4 → 9.6 s of the packed GEMM's compile from an empty cache). Transposed, each sum
+# is still one chain of FMAs along K (the same bits), so a call takes several blocks to have
+# several chains in flight.
+COLUMNS, BLOCKS = 1, 4
+_COLUMNS_SIG = types.void(*[types.int64] * 14, types.float32)
+
+
+def _emit_columns(builder, args, context):
+    """A panel's last COLUMNS column(s) (cols) for up to BLOCKS row blocks (rows ≤ BLOCKS·MR, the
+    blocks `step` bytes apart in the packed weights, their biases one after another), transposed:
+    one vector per block and column ("chain"), across the block's MR rows (lane r: row r), so that
+    a step of K is one load of each block's MR weights (row k of its K×MR) and, per column, one
+    broadcast of X and one FMA per block. Arguments otherwise as `_emit_tile`'s. Each sum is the same FMAs in the same order as there (w·x and x·w
+    are the same product), and the epilogue the same arithmetic: the same bits. The epilogue runs
+    as loops over a buffer of the chains (straight-line, it doubled the packed GEMM's compile)."""
+    a, b, ldb, k, resume, c, ldc, bias, rows, cols, res, ldr, act, step, alpha = args
+    f32, i64 = ir.FloatType(), ir.IntType(64)
+    v8 = ir.VectorType(f32, _LANES)
+    buf = cgutils.alloca_once(builder, f32, size=BLOCKS * COLUMNS * _LANES)  # chain c: lanes c·LANES ..
+    cgutils.memset(builder, buf, ir.Constant(i64, 4 * BLOCKS * COLUMNS * _LANES), 0)
+    pc, pbias, pres = (builder.inttoptr(v, ir.IntType(8).as_pointer()) for v in (c, bias, res))
+
+    def at(base, ld, i, count):  # for value i of the chains (block, column, row): its address in a row-major matrix
+        per = ir.Constant(i64, MR)
+        r, chain = builder.urem(i, per), builder.udiv(i, per)
+        j, blk = builder.urem(chain, count), builder.udiv(chain, count)
+        row = builder.add(builder.mul(blk, per), r)
+        inside = builder.icmp_signed("<", row, rows)
+        offset = builder.add(builder.mul(builder.select(inside, row, ir.Constant(i64, 0)), ld), builder.mul(j, ir.Constant(i64, 4)))
+        return builder.bitcast(builder.gep(base, [offset]), f32.as_pointer()), inside, builder.add(builder.mul(chain, ir.Constant(
+            i64, _LANES)), r), builder.add(builder.mul(blk, per), r)
+    count = COLUMNS  # (the caller's cols)
+    count_v = ir.Constant(i64, count)
+    values = ir.Constant(i64, BLOCKS * count * MR)
+    with builder.if_then(builder.icmp_signed("!=", resume, ir.Constant(i64, 0))):  # the sums so far, from C
+        with cgutils.for_range(builder, values) as loop:
+            where, _, slot, _ = at(pc, ldc, loop.index, count_v)
+            builder.store(builder.load(where), builder.gep(buf, [slot]))
+    _emit_column_sums(builder, args, count, buf)
+
+    def add(base, ld, is_bias=False):  # value i ← value i + base's at its row and column (the bias: at its row)
+        with cgutils.for_range(builder, values) as loop:
+            where, inside, slot, row = at(base, ld, loop.index, count_v)
+            if is_bias:
+                where = builder.bitcast(builder.gep(pbias, [builder.mul(builder.select(
+                    inside, row, ir.Constant(i64, 0)), ir.Constant(i64, 4))]), f32.as_pointer())
+            here = builder.gep(buf, [slot])
+            builder.store(builder.fadd(builder.load(here), builder.load(where)), here)
+    add(pbias, ir.Constant(i64, 0), is_bias=True)
+    with builder.if_then(builder.icmp_signed("!=", res, ir.Constant(i64, 0))):
+        add(pres, ldr)
+    splat_alpha = _splat(builder, alpha)
+
+    def activate(code, activation):
+        with cgutils.for_range(builder, builder.mul(count_v, ir.Constant(i64, BLOCKS))) as loop:
+            where = builder.bitcast(builder.gep(buf, [builder.mul(loop.index, ir.Constant(i64, _LANES))]), v8.as_pointer())
+            builder.store(activation(builder, builder.load(where, align=4), splat_alpha), where, align=4)
+    switch_activation(builder, act, IR_ACTIVATIONS, NONE,
+                      lambda code, activation: activate(code, activation) if code != NONE else None)
+    with cgutils.for_range(builder, values) as loop:  # stored, rows < rows
+        where, inside, slot, _ = at(pc, ldc, loop.index, count_v)
+        with builder.if_then(inside):
+            builder.store(builder.load(builder.gep(buf, [slot])), where)
+    return context.get_dummy_value()
+
+
+def _emit_column_sums(builder, args, count, buf):
+    """`_emit_columns`'s loop over K for `count` columns: the chains' sums, from the buffer's values
+    and back into it."""
+    a, b, ldb, k, resume, c, ldc, bias, rows, cols, res, ldr, act, step, alpha = args
+    f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
+    v8 = ir.VectorType(f32, _LANES)
+    v8p, fptr, bptr = v8.as_pointer(), f32.as_pointer(), ir.IntType(8).as_pointer()
+    i1v = ir.VectorType(ir.IntType(1), _LANES)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]), f"llvm.fma.v{_LANES}f32")
+    mload = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8p, i32, i1v, v8]),
+                                           f"llvm.masked.load.v{_LANES}f32.p0v{_LANES}f32")
+    zero = ir.Constant(v8, [0.0] * _LANES)
+    block_rows = ir.Constant(i1v, [r < MR for r in range(_LANES)])  # (a row k of a packed block: MR weights)
+    pa, pb = builder.inttoptr(a, bptr), builder.inttoptr(b, bptr)
+    chains = [(blk, j) for blk in range(BLOCKS) for j in range(count)]
+    # block blk's weights, bytes from the first's (the first's again where the call has fewer blocks:
+    # read, never stored)
+    block_at = [builder.select(builder.icmp_signed("<", ir.Constant(i64, blk * MR), rows),
+                               builder.mul(step, ir.Constant(i64, blk)), ir.Constant(i64, 0)) for blk in range(BLOCKS)]
+    slots = [builder.bitcast(builder.gep(buf, [ir.Constant(i64, _LANES * n)]), v8p) for n in range(len(chains))]
+    initial = [builder.load(slot, align=4) for slot in slots]
+    start = builder.block
+    loop = builder.append_basic_block("columns.k")
+    done = builder.append_basic_block("columns.done")
+    builder.cbranch(builder.icmp_signed(">", k, ir.Constant(i64, 0)), loop, done)
+    builder.position_at_end(loop)
+    kk = builder.phi(i64)
+    kk.add_incoming(ir.Constant(i64, 0), start)
+    sums = [builder.phi(v8) for _ in chains]
+    for s_, v in zip(sums, initial):
+        s_.add_incoming(v, start)
+    row_k = builder.mul(kk, ir.Constant(i64, 4 * MR))
+    weights = [builder.call(mload, [builder.bitcast(builder.gep(pa, [builder.add(row_k, block_at[blk])]), v8p),
+                                    ir.Constant(i32, 4), block_rows, zero]) for blk in range(BLOCKS)]
+    b_row = builder.gep(pb, [builder.mul(kk, ldb)])
+    xs = [_splat(builder, builder.load(builder.bitcast(builder.gep(b_row, [ir.Constant(i64, 4 * j)]), fptr)))
+          for j in range(count)]
+    new = [builder.call(fma, [weights[blk], xs[j], s_]) for (blk, j), s_ in zip(chains, sums)]
+    nk = builder.add(kk, ir.Constant(i64, 1))
+    kk.add_incoming(nk, loop)
+    for s_, n in zip(sums, new):
+        s_.add_incoming(n, loop)
+    builder.cbranch(builder.icmp_signed("<", nk, k), loop, done)
+    builder.position_at_end(done)
+    final = []
+    for n, v in zip(new, initial):
+        phi = builder.phi(v8)
+        phi.add_incoming(v, start)
+        phi.add_incoming(n, loop)
+        final.append(phi)
+    for phi, slot in zip(final, slots):
+        builder.store(phi, slot, align=4)
+
+
+@intrinsic
+def _tile_columns(typingctx, a, b, ldb, k, resume, c, ldc, bias, rows, cols, res, ldr, act, step, alpha):
+    return _COLUMNS_SIG, lambda context, builder, signature, args: _emit_columns(builder, args, context)
+
+
 _tile_wide, _tile_narrow = _make_tile(2 * _LANES), _make_tile(_LANES)
 _gather_wide, _gather_narrow = _make_tile(2 * _LANES, gather=True), _make_tile(_LANES, gather=True)
 
@@ -289,7 +418,7 @@ def _run_part(wp, bp, m, x, c, res, has_res, act, alpha, g0, g1, b0, b1, chunk, 
     x: P×K×N, c and res: P×M×N."""
     k, n = x.shape[1], x.shape[2]
     panels = (n + NR - 1) // NR
-    zero_bias = np.zeros(MR, np.float32)  # (a slice of K but the last: its sums stored as they are)
+    zero_bias = np.zeros(BLOCKS * MR, np.float32)  # (a slice of K but the last: its sums stored as they are)
     in_registers = act if APPLIED_IN_REGISTERS[act] else NONE
     ldc, ldr = c.strides[1], res.strides[1]
     g = g0
@@ -313,13 +442,21 @@ def _run_part(wp, bp, m, x, c, res, has_res, act, alpha, g0, g1, b0, b1, chunk, 
                 for s in range(slices):
                     k0, k1 = k * s // slices, k * (s + 1) // slices
                     last_slice = s == slices - 1
-                    for blk in range(m0, m1):
+                    few = cols <= COLUMNS  # (BLOCKS row blocks a call: `_tile_columns`)
+                    for blk in range(m0, m1, BLOCKS if few else 1):
                         r0 = blk * MR
                         pc = c.ctypes.data + i * c.strides[0] + r0 * ldc + q0 * 4
                         pr = res.ctypes.data + i * res.strides[0] + r0 * ldr + q0 * 4 if has_res and last_slice else 0
-                        tile_args = (wi[blk].ctypes.data + 4 * MR * k0, pb + k0 * ldb, ldb, k1 - k0, k0, pc, ldc,
-                                     bp[blk].ctypes.data if last_slice else zero_bias.ctypes.data, min(MR, m - r0),
-                                     cols, pr, ldr, in_registers if last_slice else NONE, alpha)
+                        a = wi[blk].ctypes.data + 4 * MR * k0
+                        bias = bp[blk].ctypes.data if last_slice else zero_bias.ctypes.data
+                        act_now = in_registers if last_slice else NONE
+                        if few:
+                            rows = min(MR * min(BLOCKS, m1 - blk), m - r0)
+                            _tile_columns(a, pb + k0 * ldb, ldb, k1 - k0, k0, pc, ldc, bias, rows, cols, pr, ldr,
+                                          act_now, 4 * MR * k, alpha)
+                            continue
+                        tile_args = (a, pb + k0 * ldb, ldb, k1 - k0, k0, pc, ldc, bias, min(MR, m - r0), cols, pr, ldr,
+                                     act_now, alpha)
                         if cols > _LANES:
                             _tile_wide(*tile_args)
                         else:
