@@ -108,6 +108,36 @@ def _splat(builder, x):
     return builder.shuffle_vector(lane0, undef, ir.Constant(ir.VectorType(ir.IntType(32), _LANES), [0] * _LANES))
 
 
+def _k_loop_head(builder, start, initial):
+    """At the top of a micro-kernel's loop over K (entered from `start`): kk from 0 and the sums
+    from `initial`, as phis the loop's tail (`_k_loop_tail`) completes."""
+    kk = builder.phi(ir.IntType(64))
+    kk.add_incoming(ir.Constant(ir.IntType(64), 0), start)
+    sums = [builder.phi(v.type) for v in initial]
+    for s, v in zip(sums, initial):
+        s.add_incoming(v, start)
+    return kk, sums
+
+
+def _k_loop_tail(builder, k, kk, sums, new, initial, start, done):
+    """The loop's end: the next kk and sums (`new`), back to the top while kk < k, else on to
+    `done`; there, the final sums (`initial` where k = 0, the loop not entered from `start`)."""
+    loop = builder.block
+    nk = builder.add(kk, ir.Constant(ir.IntType(64), 1))
+    kk.add_incoming(nk, loop)
+    for s, n in zip(sums, new):
+        s.add_incoming(n, loop)
+    builder.cbranch(builder.icmp_signed("<", nk, k), kk.parent, done)
+    builder.position_at_end(done)
+    final = []
+    for n, v in zip(new, initial):
+        phi = builder.phi(v.type)
+        phi.add_incoming(v, start)
+        phi.add_incoming(n, loop)
+        final.append(phi)
+    return final
+
+
 def _make_tile(width, gather=False):
     """The micro-kernel for blocks `width` columns wide (8 or 16: one or two vectors a row); with
     `gather`, its ldb is the address of a table of row offsets (see `_emit_tile`)."""
@@ -170,11 +200,7 @@ def _emit_tile(builder, args, vectors, context, gather=False):
         initial.append(phi)
     builder.cbranch(builder.icmp_signed(">", k, ir.Constant(i64, 0)), loop, done)
     builder.position_at_end(loop)  # for kk in range(k): the MR×NR sums, one FMA per vector
-    kk = builder.phi(i64)
-    kk.add_incoming(ir.Constant(i64, 0), start)
-    sums = [builder.phi(v8) for _ in range(MR * vectors)]
-    for s, v in zip(sums, initial):
-        s.add_incoming(v, start)
+    kk, sums = _k_loop_head(builder, start, initial)
     if gather:
         offsets = builder.inttoptr(ldb, i64.as_pointer())
         b_row = builder.bitcast(builder.gep(pb, [builder.load(builder.gep(offsets, [kk]))]), fptr)
@@ -188,18 +214,7 @@ def _emit_tile(builder, args, vectors, context, gather=False):
         av = _splat(builder, builder.load(builder.gep(a_row, [ir.Constant(i64, r)])))
         for j in range(vectors):
             new.append(builder.call(fma, [av, bv[j], sums[r * vectors + j]]))
-    nk = builder.add(kk, ir.Constant(i64, 1))
-    kk.add_incoming(nk, loop)
-    for s, n in zip(sums, new):
-        s.add_incoming(n, loop)
-    builder.cbranch(builder.icmp_signed("<", nk, k), loop, done)
-    builder.position_at_end(done)
-    final = []
-    for n, v in zip(new, initial):
-        phi = builder.phi(v8)
-        phi.add_incoming(v, start)
-        phi.add_incoming(n, loop)
-        final.append(phi)
+    final = _k_loop_tail(builder, k, kk, sums, new, initial, start, done)
     p = {"c": builder.inttoptr(c, bptr), "ldc": ldc, "bias": builder.inttoptr(bias, fptr), "rows": rows,
          "res": builder.inttoptr(res, bptr), "ldr": ldr, "alpha": alpha}
     has_res = builder.icmp_signed("!=", res, ir.Constant(i64, 0))
@@ -320,11 +335,7 @@ def _emit_column_sums(builder, args, count, buf):
     done = builder.append_basic_block("columns.done")
     builder.cbranch(builder.icmp_signed(">", k, ir.Constant(i64, 0)), loop, done)
     builder.position_at_end(loop)
-    kk = builder.phi(i64)
-    kk.add_incoming(ir.Constant(i64, 0), start)
-    sums = [builder.phi(v8) for _ in chains]
-    for s_, v in zip(sums, initial):
-        s_.add_incoming(v, start)
+    kk, sums = _k_loop_head(builder, start, initial)
     row_k = builder.mul(kk, ir.Constant(i64, 4 * MR))
     weights = [builder.call(mload, [builder.bitcast(builder.gep(pa, [builder.add(row_k, block_at[blk])]), v8p),
                                     ir.Constant(i32, 4), block_rows, zero]) for blk in range(BLOCKS)]
@@ -332,18 +343,7 @@ def _emit_column_sums(builder, args, count, buf):
     xs = [_splat(builder, builder.load(builder.bitcast(builder.gep(b_row, [ir.Constant(i64, 4 * j)]), fptr)))
           for j in range(count)]
     new = [builder.call(fma, [weights[blk], xs[j], s_]) for (blk, j), s_ in zip(chains, sums)]
-    nk = builder.add(kk, ir.Constant(i64, 1))
-    kk.add_incoming(nk, loop)
-    for s_, n in zip(sums, new):
-        s_.add_incoming(n, loop)
-    builder.cbranch(builder.icmp_signed("<", nk, k), loop, done)
-    builder.position_at_end(done)
-    final = []
-    for n, v in zip(new, initial):
-        phi = builder.phi(v8)
-        phi.add_incoming(v, start)
-        phi.add_incoming(n, loop)
-        final.append(phi)
+    final = _k_loop_tail(builder, k, kk, sums, new, initial, start, done)
     for phi, slot in zip(final, slots):
         builder.store(phi, slot, align=4)
 
