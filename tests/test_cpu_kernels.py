@@ -358,7 +358,9 @@ def test_kernels_accept_non_contiguous_read_only_and_float64_inputs():
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
-def test_warm_up_reports_progress_and_resolves_aliases():
+def test_warm_up_reports_progress_and_resolves_aliases(monkeypatch):
+    from netspec.backends.cpu import kernels
+    monkeypatch.setattr(kernels, "_WARMED", set())  # (as in a fresh process: earlier tests warmed these ops)
     calls = []
     warm_up(["relu", "swish", "silu", "conv2d"], progress=lambda done, total, name: calls.append((done, total, name)))
     assert calls == [(0, 3, "relu"), (1, 3, "silu"), (2, 3, "conv2d"), (3, 3, "")]
