@@ -271,3 +271,35 @@ def test_no_parts_on_a_threading_layer_that_cannot_nest_parallel_regions(monkeyp
     graph = netspec.load(SPECS / "lenet5.yaml").active("eval")
     monkeypatch.setattr(programs, "threading_layer", lambda: "workqueue")
     assert programs.parts(graph, 8, 2) == 1
+
+
+def test_a_split_batch_returns_every_output_whole_and_the_callers(load_spec):
+    """Several outputs (a conv's, an activation's, a concat's whose inputs were planned into it, a
+    linear layer's) from a batch run as parts: each comes back as one batch, right, the same on
+    every run, and not shared with the next run's."""
+    graph = load_spec("""
+input: {shape: [3, 12, 12]}
+layers:
+  - {op: conv2d, name: c1, out: 8, kernel: 3, padding: 1}
+  - {op: relu, name: r1}
+  - {op: conv2d, name: a, out: 4, kernel: 1}
+  - {op: conv2d, name: b, in: r1, out: 4, kernel: 1}
+  - {op: concat, name: cat, in: [a, b]}
+  - {op: flatten, name: flat}
+  - {op: linear, name: fc, out: 5}
+outputs: [c1, cat, fc, r1]
+""")
+    weights = init_weights(graph, 0)
+    x = np.random.default_rng(8).standard_normal((4, 3, 12, 12), dtype=np.float32)
+    with set_threads(2):
+        exe = netspec.compile(graph, weights=weights, progress=False)
+        runs = _runs(exe, x)
+        expected = _loop(graph, weights, x)
+        reference = netspec.compile(graph, backend="reference", weights=weights).run(x)
+        again = exe.run(-x)
+    for name in ("c1", "cat", "fc", "r1"):
+        assert runs[-1][name].shape == reference[name].shape
+        np.testing.assert_allclose(runs[-1][name], reference[name], rtol=1e-5, atol=1e-5)
+        for out in runs:
+            np.testing.assert_array_equal(out[name], expected[name])
+        assert not np.shares_memory(again[name], runs[-1][name])
