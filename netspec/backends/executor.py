@@ -145,18 +145,18 @@ class Arena:
         self.fresh: list[tuple[int, list[tuple[int, int]]]] = []  # per buffer made each run: its bytes (one
         # part's), its steps with the byte offsets where they write in it
         outputs = set(graph.outputs)
-        parts: dict[int, list] = {}  # a top-level buffer's id -> it and the concat parts placed in it
+        placed: dict[int, list] = {}  # a top-level buffer's id -> it and the concat inputs placed in it
         for buffer in plan.buffers:
-            parts.setdefault(id(buffer.root()), []).append(buffer)
+            placed.setdefault(id(buffer.root()), []).append(buffer)
         for buffer in plan.buffers:
             if buffer.parent is not None:
                 continue
             # each step writing into this buffer (or a part of it), with where it writes, from its start
-            steps = [(step_of[t], part.offset - buffer.offset) for part in parts[id(buffer)] for t in part.tensors
+            steps = [(step_of[t], piece.offset - buffer.offset) for piece in placed[id(buffer)] for t in piece.tensors
                      if t in step_of]
             if buffer.start < 0 or not steps:  # a graph input's (the caller's array; views of it)
                 continue
-            if any(outputs.intersection(part.tensors) for part in parts[id(buffer)]):
+            if any(outputs.intersection(piece.tensors) for piece in placed[id(buffer)]):
                 self.fresh.append((buffer.size, steps))
                 continue
             for part, fixed in enumerate(self.fixed):
