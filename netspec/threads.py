@@ -91,14 +91,22 @@ def set_threads(n: int | None) -> Iterator[None]:
         return
     if n < 1:
         raise ValueError(f"threads must be at least 1, got {n}")
-    import numba
     from threadpoolctl import threadpool_limits
+
+    with numba_threads(n), threadpool_limits(limits=n, user_api="blas"):
+        yield
+
+
+@contextlib.contextmanager
+def numba_threads(n: int) -> Iterator[None]:
+    """Within the block, Numba's kernels called from this thread use at most `n` threads (BLAS left
+    as it is: `set_threads` caps both; a compiled program's batch parts take only this, each run)."""
+    import numba
 
     start_numba_threads()
     previous = numba.get_num_threads()
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
-        with threadpool_limits(limits=n, user_api="blas"):
-            yield
+        yield
     finally:
         numba.set_num_threads(previous)

@@ -255,9 +255,10 @@ def _emit_columns(builder, args, context):
     blocks `step` bytes apart in the packed weights, their biases one after another), transposed:
     one vector per block and column ("chain"), across the block's MR rows (lane r: row r), so that
     a step of K is one load of each block's MR weights (row k of its K×MR) and, per column, one
-    broadcast of X and one FMA per block. Arguments otherwise as `_emit_tile`'s. Each sum is the same FMAs in the same order as there (w·x and x·w
-    are the same product), and the epilogue the same arithmetic: the same bits. The epilogue runs
-    as loops over a buffer of the chains (straight-line, it doubled the packed GEMM's compile)."""
+    broadcast of X and one FMA per block. Arguments otherwise as `_emit_tile`'s. Each sum is the
+    same FMAs in the same order as there (w·x and x·w are the same product), and the epilogue the
+    same arithmetic: the same bits. The epilogue runs as loops over a buffer of the chains
+    (straight-line, it doubled the packed GEMM's compile)."""
     a, b, ldb, k, resume, c, ldc, bias, rows, cols, res, ldr, act, step, alpha = args
     f32, i64 = ir.FloatType(), ir.IntType(64)
     v8 = ir.VectorType(f32, _LANES)
@@ -265,15 +266,19 @@ def _emit_columns(builder, args, context):
     cgutils.memset(builder, buf, ir.Constant(i64, 4 * BLOCKS * COLUMNS * _LANES), 0)
     pc, pbias, pres = (builder.inttoptr(v, ir.IntType(8).as_pointer()) for v in (c, bias, res))
 
-    def at(base, ld, i, count):  # for value i of the chains (block, column, row): its address in a row-major matrix
+    def at(base, ld, i, count):
+        """Value i of the chains (chain-major, then row): its address in a row-major matrix of rows
+        ld bytes apart (row 0's for rows past `rows`), whether its row is one, its slot in buf,
+        and its row (0 past `rows`)."""
         per = ir.Constant(i64, MR)
         r, chain = builder.urem(i, per), builder.udiv(i, per)
         j, blk = builder.urem(chain, count), builder.udiv(chain, count)
         row = builder.add(builder.mul(blk, per), r)
         inside = builder.icmp_signed("<", row, rows)
-        offset = builder.add(builder.mul(builder.select(inside, row, ir.Constant(i64, 0)), ld), builder.mul(j, ir.Constant(i64, 4)))
-        return builder.bitcast(builder.gep(base, [offset]), f32.as_pointer()), inside, builder.add(builder.mul(chain, ir.Constant(
-            i64, _LANES)), r), builder.add(builder.mul(blk, per), r)
+        row = builder.select(inside, row, ir.Constant(i64, 0))
+        offset = builder.add(builder.mul(row, ld), builder.mul(j, ir.Constant(i64, 4)))
+        slot = builder.add(builder.mul(chain, ir.Constant(i64, _LANES)), r)
+        return builder.bitcast(builder.gep(base, [offset]), f32.as_pointer()), inside, slot, row
     count = COLUMNS  # (the caller's cols)
     count_v = ir.Constant(i64, count)
     values = ir.Constant(i64, BLOCKS * count * MR)
@@ -285,10 +290,9 @@ def _emit_columns(builder, args, context):
 
     def add(base, ld, is_bias=False):  # value i ← value i + base's at its row and column (the bias: at its row)
         with cgutils.for_range(builder, values) as loop:
-            where, inside, slot, row = at(base, ld, loop.index, count_v)
+            where, _, slot, row = at(base, ld, loop.index, count_v)
             if is_bias:
-                where = builder.bitcast(builder.gep(pbias, [builder.mul(builder.select(
-                    inside, row, ir.Constant(i64, 0)), ir.Constant(i64, 4))]), f32.as_pointer())
+                where = builder.bitcast(builder.gep(pbias, [builder.mul(row, ir.Constant(i64, 4))]), f32.as_pointer())
             here = builder.gep(buf, [slot])
             builder.store(builder.fadd(builder.load(here), builder.load(where)), here)
     add(pbias, ir.Constant(i64, 0), is_bias=True)

@@ -49,13 +49,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from llvmlite import binding, ir
-from numba import get_num_threads, set_num_threads, typeof, types
+from numba import typeof, types
 from numba.core import cgutils
 from numba.core.dispatcher import Dispatcher
 from numba.extending import intrinsic
 
 from ...passes.analysis import analyze
-from ...threads import threading_layer
+from ...threads import numba_threads, threading_layer
 from . import CACHE_FOLDER, _util, gemm
 from ._util import thread_count
 
@@ -470,9 +470,10 @@ class Program:
         self.zeroed = [(offset, offset + size) for offset, size, zeroed in lay.work.values() if zeroed]
         self.table = np.empty((parts, len(table.words)), np.int64)
         first = len(lay.passed)  # (arguments below this one are the run's own buffers)
+        constants = [_address(c) for c in lay.constants]
         for part, words in enumerate(self.table):
             words[:] = table.words
-            fixed = [_address(c) for c in lay.constants] + [_address(self.work[part])]
+            fixed = constants + [_address(self.work[part])]
             for word, root, offset in table.data:
                 words[word] = fixed[root - first] + offset if root >= first else offset
         if parts == 1:
@@ -551,17 +552,11 @@ def parts(graph, batch: int, threads: int) -> int:
     return threads
 
 
-@contextlib.contextmanager
 def one_thread():
     """Within the block, kernels called from this thread run on it alone (their thread count is 1):
     how each part of a split batch runs, in the program and in the loop that judges it (a kernel's
     bits may depend on its thread count: gemm's blocks of sgemm)."""
-    previous = get_num_threads()
-    set_num_threads(1)
-    try:
-        yield
-    finally:
-        set_num_threads(previous)
+    return numba_threads(1)
 
 
 def build(run_traced, values: dict, arena: np.ndarray, fresh: list[np.ndarray], check, parts: int = 1) -> Program:
